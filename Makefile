@@ -15,7 +15,7 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	MPLBACKEND=Agg $(PY) -m pytest -q
 
 demo: $(STAMP)
 	$(VENV)/bin/unravel demo

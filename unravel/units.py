@@ -251,13 +251,14 @@ class _TransformerEncoderLayerAdapter(Adapter):
                 residual=lambda x, **kw: m._sa_block(m.norm1(x), kw.get("attn_mask"),
                                                      kw.get("key_padding_mask"), kw.get("is_causal", False)),
                 label="attention")
-            feedforward = UnitParts(residual=lambda x: m._ff_block(m.norm2(x)), label="feedforward")
+            # **_ : a feed-forward unit moved to an attention position ignores the masks
+            feedforward = UnitParts(residual=lambda x, **_: m._ff_block(m.norm2(x)), label="feedforward")
         else:
             attention = UnitParts(
                 residual=lambda x, **kw: m._sa_block(x, kw.get("attn_mask"), kw.get("key_padding_mask"),
                                                      kw.get("is_causal", False)),
                 post=m.norm1, label="attention")
-            feedforward = UnitParts(residual=m._ff_block, post=m.norm2, label="feedforward")
+            feedforward = UnitParts(residual=lambda x, **_: m._ff_block(x), post=m.norm2, label="feedforward")
         return [attention, feedforward]
 
     def route(self, m, call_unit, src, src_mask=None, src_key_padding_mask=None, is_causal=False):

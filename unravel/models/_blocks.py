@@ -97,11 +97,15 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x):
         if self.kind == "dense":
-            return torch.cat([x, self.residual(x)], dim=1)
+            return self._concat(x)
         out = self.residual(x)
         if self.kind == "residual":
             out = (x if self.shortcut is None else self.shortcut(x)) + out
         return out if self.post is None else self.post(out)
+
+    def _concat(self, x):
+        # kept apart from forward so the unit's own computation survives a routed forward
+        return torch.cat([x, self.residual(x)], dim=1)
 
     def unit_parts(self) -> UnitParts:
         if self.kind != "dense":
@@ -118,7 +122,8 @@ class ResidualBlock(nn.Module):
             extra = h.out_channels
             return torch.cat([x, x.new_zeros((x.shape[0], extra) + tuple(x.shape[2:]))], dim=1)
 
-        return UnitParts(residual=residual, shortcut=shortcut, projection=True, kind="dense", forward=self.forward)
+        return UnitParts(residual=residual, shortcut=shortcut, projection=True, kind="dense",
+                         forward=self._concat)
 
     def extra_repr(self):
         return f"kind={self.kind!r}"
