@@ -5,7 +5,7 @@ finds the units of a model, counts and draws its paths, deletes and reorders uni
 the gradient exactly by path length.
 """
 
-from . import data, lesion, models, plots, train
+from . import attribution, data, lesion, models, plots, train
 from .graph import UnraveledGraph, unravel
 from .units import (
     Adapter,
@@ -23,5 +23,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "find_units", "register_adapter", "unregister_adapter", "supported_blocks", "unit_table",
-    "ResidualUnit", "UnitParts", "Adapter", "UnsupportedModelError", "models", "data", "train", "plots", "lesion", "unravel", "UnraveledGraph",
+    "ResidualUnit", "UnitParts", "Adapter", "UnsupportedModelError", "models", "data", "train", "plots", "lesion", "attribution", "unravel", "UnraveledGraph",
 ]

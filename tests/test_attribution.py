@@ -1,0 +1,341 @@
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import unravel
+from unravel import attribution, models
+from unravel._routing import Layer, route
+
+from .conftest import state_hash
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def _randomize_bn(model):
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+class TinyTransformer(nn.Module):
+    def __init__(self, norm_first, d=8, layers=2, classes=3):
+        super().__init__()
+        self.embed = nn.Linear(3, d)
+        layer = nn.TransformerEncoderLayer(d, 2, dim_feedforward=12, dropout=0.0, batch_first=True,
+                                           norm_first=norm_first)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.fc = nn.Linear(d, classes)
+
+    def forward(self, x):
+        return self.fc(self.encoder(self.embed(x)).mean(1))
+
+
+def _bottleneck_net():
+    tv = pytest.importorskip("torchvision", reason="torchvision is in the test extra; install unravel[test]")
+    from torchvision.models.resnet import Bottleneck
+
+    down = nn.Sequential(nn.Conv2d(4, 8, 1, stride=2, bias=False), nn.BatchNorm2d(8))
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), Bottleneck(4, 2, stride=2, downsample=down),
+                         Bottleneck(8, 2), Bottleneck(8, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)), tv
+
+
+FAMILIES = {
+    "resnet-v1": lambda: (_randomize_bn(models.resnet_cifar(20, width=2, num_classes=3)), (3, 3, 8, 8), 3),
+    "resnet-v2": lambda: (_randomize_bn(models.preact_resnet_cifar(20, width=2, num_classes=3)), (3, 3, 8, 8), 3),
+    "resnet-v1-conv": lambda: (_randomize_bn(models.resnet_cifar(14, width=2, num_classes=3, shortcut="conv")),
+                               (3, 3, 8, 8), 3),
+    "se-resnet": lambda: (_randomize_bn(models.se_resnet_cifar(14, width=4, num_classes=3)), (3, 3, 8, 8), 3),
+    "bottleneck": lambda: (_randomize_bn(_bottleneck_net()[0]), (2, 3, 8, 8), 3),
+    "transformer-preln": lambda: (TinyTransformer(True), (3, 4, 3), 3),
+    "transformer-postln": lambda: (TinyTransformer(False), (3, 4, 3), 3),
+    "densenet": lambda: (_randomize_bn(models.densenet_bc(16, growth=2, num_classes=3)), (2, 3, 8, 8), 3),
+    "resmlp": lambda: (models.resmlp(6, 3, width=6, depth=6), (4, 6), 3),
+    "plain": lambda: (_randomize_bn(models.plain_cifar(14, width=2, num_classes=3)), (3, 3, 8, 8), 3),
+}
+
+
+def _family(name):
+    torch.manual_seed(0)
+    model, shape, classes = FAMILIES[name]()
+    model = model.double().eval()
+    return model, torch.randn(*shape, dtype=torch.float64), torch.randint(0, classes, (shape[0],))
+
+
+def _brute_force(model, x, y):
+    """Every path separately: one forward pass in which each unit lets the gradient through one
+    branch only (the other detached), one backward pass. Returns per-length sums and the
+    single-path norms by length."""
+    units = unravel.find_units(model)
+    n = len(units)
+    g = unravel.unravel(units)
+    sums, norms = {}, {}
+    for path in g.paths():
+        taken = set(path)
+        leaf = {}
+
+        def compute(unit, xin, position_unit, **kw):
+            p = position_unit.index
+            if p == 0:
+                xin = leaf.setdefault(0, xin.detach().requires_grad_())
+            r = unit.residual(xin, **kw)
+            if unit.kind == "plain":
+                return unit.post(r)
+            s = unit.shortcut(xin)
+            z = s.detach() + r if p in taken else s + r.detach()
+            return unit.post(z)
+
+        with route(units, Layer(compute=compute)):
+            loss = F.cross_entropy(model(x), y)
+        grad, = torch.autograd.grad(loss, leaf[0])
+        k = len(path)
+        sums[k] = sums.get(k, 0) + grad
+        norms.setdefault(k, []).append(float(grad.norm()))
+    return sums, norms, n
+
+
+def _autograd_input_grad(model, x, y):
+    units = unravel.find_units(model)
+    leaf = {}
+
+    def compute(unit, xin, position_unit, **kw):
+        if position_unit.index == 0:
+            xin = leaf.setdefault(0, xin.detach().requires_grad_())
+        return unit.forward(xin, **kw)
+
+    with route(units, Layer(compute=compute)):
+        loss = F.cross_entropy(model(x), y)
+    return torch.autograd.grad(loss, leaf[0])[0]
+
+
+@pytest.mark.parametrize("family", ["resnet-v1", "resnet-v2", "resnet-v1-conv", "bottleneck",
+                                    "transformer-preln", "transformer-postln", "densenet", "plain"])
+def test_exact_equals_brute_force_enumeration(family):
+    model, x, y = _family(family)
+    res = attribution.path_length_gradients(model, x, y)
+    sums, norms, n = _brute_force(model, x, y)
+    assert n <= 10
+    assert res.lengths.tolist() == list(range(n + 1))
+    for k in range(n + 1):
+        want = sums.get(k, torch.zeros_like(res.by_length[0]))
+        assert torch.allclose(res.by_length[k], want, rtol=1e-10, atol=1e-14 * float(want.abs().max() + 1)), k
+    if family != "plain":
+        assert float(res.norms.min()) >= 0 and float(res.norms[1:].max()) > 0
+    assert res.counts == unravel.unravel(model).length_counts()
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_conservation_every_family(family):
+    model, x, y = _family(family)
+    before = state_hash(model)
+    res = attribution.path_length_gradients(model, x, y)
+    g = _autograd_input_grad(model, x, y)
+    assert torch.allclose(res.by_length.sum(0), g, rtol=1e-10, atol=1e-13 * float(g.abs().max()))
+    assert torch.allclose(res.total, g, rtol=1e-10, atol=1e-13 * float(g.abs().max()))
+    assert state_hash(model) == before and not model.training
+
+
+def test_conservation_float32():
+    torch.manual_seed(1)
+    model = _randomize_bn(models.resnet_cifar(20, width=4)).eval()
+    x, y = torch.randn(4, 3, 16, 16), torch.randint(0, 10, (4,))
+    res = attribution.path_length_gradients(model, x, y)
+    g = _autograd_input_grad(model, x, y)
+    assert torch.allclose(res.by_length.sum(0), g, rtol=1e-5, atol=1e-5 * float(g.abs().max()))
+
+
+@pytest.mark.parametrize("family", ["resnet-v1", "resnet-v1-conv", "transformer-postln", "densenet", "resmlp"])
+def test_units_parts_sum_to_grad(family):
+    model, x, y = _family(family)
+    res = attribution.path_length_gradients(model, x, y, wrt="units")
+    model.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    named = dict(model.named_parameters())
+    assert set(res.param_by_length) == {k for k, p in named.items() if p.requires_grad}
+    for name, parts in res.param_by_length.items():
+        grad = named[name].grad if named[name].grad is not None else torch.zeros_like(named[name])
+        assert torch.allclose(parts.sum(0), grad, rtol=1e-9, atol=1e-12 * float(grad.abs().max() + 1e-30)), name
+    model.zero_grad()
+    # the unit's own residual branch counts: parameters of the last unit's residual branch have
+    # no length-0 part
+    last = unravel.find_units(model)[-1]
+    prefix = [n for n, m in model.named_modules() if m is last.module][0]
+    res_names = [k for k in res.param_by_length if k.startswith(prefix + ".residual")]
+    for k in res_names:
+        assert float(res.param_by_length[k][0].abs().max()) == 0.0
+        assert float(res.param_by_length[k][1].abs().max()) > 0.0
+
+
+def test_units_brute_force_small():
+    """Parameter parts by length against enumeration: paths through a parameter of unit l's
+    residual branch have length 1 + (residual branches above l)."""
+    model, x, y = _family("resmlp")
+    res = attribution.path_length_gradients(model, x, y, wrt="units")
+    units = unravel.find_units(model)
+    n = len(units)
+    target = "blocks.2.residual.1.weight"  # a weight inside unit 2's residual branch
+    want = torch.zeros((n + 1,) + tuple(dict(model.named_parameters())[target].shape), dtype=torch.float64)
+    for above in itertools.product([False, True], repeat=n - 3):
+        taken = {3 + i for i, t in enumerate(above) if t}
+
+        def compute(unit, xin, position_unit, **kw):
+            p = position_unit.index
+            if p < 2:
+                return unit.forward(xin.detach() if p == 1 else xin, **kw)
+            s, r = unit.shortcut(xin), unit.residual(xin, **kw)
+            if p == 2:
+                return unit.post(s.detach() + r)
+            return unit.post(s.detach() + r if p in taken else s + r.detach())
+
+        with route(units, Layer(compute=compute)):
+            loss = F.cross_entropy(model(x), y)
+        grad, = torch.autograd.grad(loss, dict(model.named_parameters())[target])
+        want[1 + len(taken)] += grad
+    assert torch.allclose(res.param_by_length[target], want, rtol=1e-10, atol=1e-15)
+
+
+def test_sample_estimator_exhaustive_equals_brute_force_mean():
+    model, x, y = _family("resnet-v1")
+    _, norms, n = _brute_force(model, x, y)
+    res = attribution.path_length_gradients(model, x, y, method="sample", num_samples=200, generator=0)
+    for k in range(n + 1):
+        assert res.samples[k] == math.comb(n, k)  # every path once
+        assert res.per_path_norm[k] == pytest.approx(sum(norms[k]) / len(norms[k]), rel=1e-10)
+        assert res.norms[k] == pytest.approx(sum(norms[k]), rel=1e-10)
+
+
+def test_sample_estimator_converges():
+    model, x, y = _family("resnet-v1")  # 9 units: lengths 3..6 have 84..126 paths
+    _, norms, n = _brute_force(model, x, y)
+    exact_mean = {k: sum(v) / len(v) for k, v in norms.items()}
+
+    def error(num, seed):
+        res = attribution.path_length_gradients(model, x, y, method="sample", num_samples=num, generator=seed)
+        return sum(abs(float(res.per_path_norm[k]) - exact_mean[k]) / exact_mean[k] for k in range(3, 7))
+
+    small = sum(error(4, s) for s in range(4))
+    large = sum(error(80, s) for s in range(4))
+    assert large < 0.5 * small
+    a = attribution.path_length_gradients(model, x, y, method="sample", num_samples=5, generator=7)
+    b = attribution.path_length_gradients(model, x, y, method="sample", num_samples=5, generator=7)
+    assert torch.equal(a.per_path_norm, b.per_path_norm)
+
+
+def test_sample_batches_do_not_matter():
+    model, x, y = _family("densenet")
+    a = attribution.path_length_gradients(model, x, y, method="sample", num_samples=7, generator=3, chunk_size=5)
+    b = attribution.path_length_gradients(model, x, y, method="sample", num_samples=7, generator=3, chunk_size=64)
+    assert torch.allclose(a.per_path_norm, b.per_path_norm, rtol=1e-12)
+
+
+def test_max_length_and_chunk_size_keep_the_same_channels():
+    model, x, y = _family("resnet-v2")
+    full = attribution.path_length_gradients(model, x, y)
+    for max_length in (0, 2, 5):
+        part = attribution.path_length_gradients(model, x, y, max_length=max_length, chunk_size=2)
+        assert torch.allclose(part.by_length, full.by_length[: max_length + 1], rtol=1e-10, atol=1e-16)
+        dropped = full.by_length[max_length + 1:].sum(0)
+        assert part.dropped_norm == pytest.approx(float(dropped.norm()), rel=1e-8, abs=1e-16)
+        assert torch.allclose(part.total, full.total, rtol=1e-10, atol=1e-16)
+    chunked = attribution.path_length_gradients(model, x, y, chunk_size=1)
+    assert torch.allclose(chunked.by_length, full.by_length, rtol=1e-12, atol=1e-18)
+    units_full = attribution.path_length_gradients(model, x, y, wrt="units")
+    units_part = attribution.path_length_gradients(model, x, y, wrt="units", max_length=3, chunk_size=3)
+    for k, v in units_part.param_by_length.items():
+        assert torch.allclose(v, units_full.param_by_length[k][:4], rtol=1e-10, atol=1e-16)
+
+
+def test_result_frame_and_effective_paths():
+    model, x, y = _family("resmlp")
+    res = attribution.path_length_gradients(model, x, y)
+    frame = res.to_frame()
+    assert frame.columns.tolist() == ["method", "wrt", "length", "count", "norm", "per_path_norm", "share"]
+    assert frame["share"].sum() == pytest.approx(1.0)
+    eff = res.effective_paths(0.9)
+    a, b = eff["lengths"]
+    assert eff["share"] >= 0.9 and eff["num_paths"] == sum(math.comb(6, k) for k in range(a, b + 1))
+    # no narrower window holds 0.9
+    share = res.share.tolist()
+    width = b - a + 1
+    assert all(sum(share[i:i + width - 1]) < 0.9 for i in range(0, 7 - width + 2))
+    assert res.effective_paths(1.0)["share"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="mass"):
+        res.effective_paths(0)
+
+
+def test_effective_paths_on_a_synthetic_profile():
+    res = attribution.PathLengthGradients("exact", "input", torch.arange(5), [1, 4, 6, 4, 1],
+                                          torch.tensor([0.0, 0.1, 0.7, 0.15, 0.05]), torch.zeros(5))
+    # two windows of width 2 hold >= 0.8: (1, 2) holds 0.8, (2, 3) holds 0.85 and wins
+    assert res.effective_paths(0.8)["lengths"] == (2, 3)
+    assert res.effective_paths(0.8)["share"] == pytest.approx(0.85)
+    assert res.effective_paths(0.8)["num_paths"] == 10
+    assert res.effective_paths(0.69)["lengths"] == (2, 2)
+    assert res.mean_length == pytest.approx(0.1 + 1.4 + 0.45 + 0.2)
+
+
+def test_bad_input_is_a_clear_error():
+    model, x, y = _family("resmlp")
+    with pytest.raises(ValueError, match="method='fast'; allowed: exact, sample"):
+        attribution.path_length_gradients(model, x, y, method="fast")
+    with pytest.raises(ValueError, match="wrt='input'"):
+        attribution.path_length_gradients(model, x, y, method="sample", wrt="units")
+    with pytest.raises(ValueError, match="non-empty batch"):
+        attribution.path_length_gradients(model, x[:0], y[:0])
+    with pytest.raises(ValueError, match="one entry per input"):
+        attribution.path_length_gradients(model, x, y[:2])
+    with pytest.raises(ValueError, match="max_length"):
+        attribution.path_length_gradients(model, x, y, max_length=-1)
+
+
+def test_weight_shared_units_are_refused():
+    block = models.ResidualBlock(nn.Linear(3, 3))
+    net = nn.Sequential(block, block)
+    with pytest.raises(ValueError, match="ran twice"):
+        attribution.path_length_gradients(net, torch.randn(2, 3))
+
+
+def test_train_mode_restores_buffers():
+    model = _randomize_bn(models.resnet_cifar(8, width=4)).train()
+    before = state_hash(model)
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))
+    attribution.path_length_gradients(model, x, y, mode="train")
+    assert state_hash(model) == before and model.training
+
+
+def test_norm_ratios():
+    model, x, y = _family("resnet-v1")
+    frame = attribution.norm_ratios(model, x, y)
+    assert len(frame) == 9 and frame.ratio.gt(0).all()
+    # the same numbers straight from autograd
+    units = unravel.find_units(model)
+    ins, outs = {}, {}
+
+    def compute(unit, xin, position_unit, **kw):
+        out = unit.forward(xin, **kw)
+        ins[position_unit.index], outs[position_unit.index] = xin, out
+        return out
+
+    with route(units, Layer(compute=compute)):
+        loss = F.cross_entropy(model(x), y)
+    grads = torch.autograd.grad(loss, [ins[i] for i in range(9)] + [outs[i] for i in range(9)])
+    for i in range(9):
+        assert frame.ratio[i] == pytest.approx(float(grads[i].norm() / grads[9 + i].norm()), rel=1e-10)
+
+
+def test_tracker_records_over_training():
+    data = unravel.data.mnist1d(num_samples=600)
+    torch.manual_seed(0)
+    net = models.resnet1d((1, 1), width=8)
+    tracker = attribution.PathLengthTracker(data, probe_size=64, subnetwork_units=[1, 2])
+    unravel.train.fit(net, data, epochs=2, optimizer="adam", progress=False, callbacks=[tracker])
+    frame = tracker.to_frame()
+    assert sorted(frame.epoch.unique()) == [0, 1, 2] and set(frame.wrt) == {"input", "units"}
+    assert len(frame) == 3 * 2 * 3  # epochs x wrt x lengths 0..2
+    sub = tracker.subnetworks_frame()
+    assert set(sub.subnetwork_units) == {1, 2} and sorted(sub.epoch.unique()) == [0, 1, 2]
