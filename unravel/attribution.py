@@ -102,21 +102,29 @@ def _record(model, units, inputs, targets, loss):
     return records, out, L
 
 
+_AUTO_CHUNK_BYTES = 2 * 2**20
+
+
 def _grad(outputs, inputs, grads, chunk_size=None):
     """Batched VJP: ``grads`` is a stack [K, *outputs.shape]; returns one stack per input (None
-    where an input is not reached). Channels are processed ``chunk_size`` at a time."""
-    if grads.shape[0] == 0:
-        return [None if i.dim() < 0 else grads.new_zeros((0,) + tuple(i.shape)) for i in inputs]
-    step = grads.shape[0] if chunk_size is None else chunk_size
+    where an input is not reached). Channels go ``chunk_size`` at a time; by default as many as
+    keep one chunk of the stack near 2 MiB, since the VJPs are memory-bound on CPUs and a stack
+    that fits in cache runs faster than one batched call over everything."""
+    K = grads.shape[0]
+    if chunk_size is None:
+        per_channel = grads[0].numel() * grads.element_size()
+        chunk_size = max(1, _AUTO_CHUNK_BYTES // max(1, per_channel))
     pieces = []
-    for start in range(0, grads.shape[0], step):
-        g = grads[start:start + step]
+    for start in range(0, K, chunk_size):
+        g = grads[start:start + chunk_size]
         if g.shape[0] == 1:
             got = torch.autograd.grad(outputs, inputs, g[0], retain_graph=True, allow_unused=True)
             got = [None if t is None else t.unsqueeze(0) for t in got]
         else:
             got = torch.autograd.grad(outputs, inputs, g, retain_graph=True, allow_unused=True, is_grads_batched=True)
         pieces.append(got)
+    if len(pieces) == 1:
+        return list(pieces[0])
     return [None if pieces[0][i] is None else torch.cat([p[i] for p in pieces]) for i in range(len(inputs))]
 
 
@@ -347,8 +355,9 @@ def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Calla
     max_length : int, optional
         Keep lengths up to this; the norm of the rest is ``dropped_norm``.
     chunk_size : int, optional
-        Exact: at most this many length channels in one batched VJP (bounds extra memory).
-        Sample: paths per backward pass (default 64).
+        Exact: at most this many length channels in one batched VJP (bounds extra memory);
+        by default as many as make a chunk of about 2 MiB. Sample: paths per backward pass
+        (default 64).
     num_samples : int
         Sample: paths per length. Where a length has no more paths than this, every path of it is
         used once, so its mean is exact.
