@@ -15,6 +15,9 @@ PROJECT_MODELS = {
     "plain": (lambda: models.plain_cifar(14, width=4), (2, 3, 16, 16)),
     "se": (lambda: models.se_resnet_cifar(14, width=4), (2, 3, 16, 16)),
     "densenet": (lambda: models.densenet_bc(16, growth=4), (2, 3, 16, 16)),
+    "resnet_cifar_1d": (lambda: models.resnet_cifar(14, width=4, in_channels=1, dims=1), (2, 1, 40)),
+    "se_1d": (lambda: models.se_resnet_cifar(14, width=4, in_channels=1, dims=1), (2, 1, 40)),
+    "densenet_1d": (lambda: models.densenet_bc(16, growth=4, in_channels=1, dims=1), (2, 1, 40)),
     "resmlp": (lambda: models.resmlp(10, 3, width=8, depth=3), (4, 10)),
     "plain_mlp": (lambda: models.plain_mlp(10, 3, width=8, depth=3), (4, 10)),
     "resnet1d": (lambda: models.resnet1d((1, 2), width=4), (2, 1, 40)),
@@ -241,3 +244,5 @@ def test_model_argument_validation():
         models.resnet_cifar(20, shortcut="B")
     with pytest.raises(ValueError, match="width"):
         models.resmlp(4, 2, width=0)
+    with pytest.raises(ValueError, match="dims=3; allowed: 1"):
+        models.resnet_cifar(20, dims=3)

@@ -14,44 +14,54 @@ from ._blocks import PadShortcut, ResidualBlock, SqueezeExcite
 __all__ = ["CifarResNet", "resnet_cifar", "preact_resnet_cifar", "plain_cifar", "se_resnet_cifar"]
 
 
-def _conv3x3(cin, cout, stride=1):
-    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+def layers_for(dims: int):
+    """(Conv, BatchNorm, AdaptiveAvgPool, AvgPool) classes for 1-D or 2-D inputs."""
+    if dims == 1:
+        return nn.Conv1d, nn.BatchNorm1d, nn.AdaptiveAvgPool1d, nn.AvgPool1d
+    if dims == 2:
+        return nn.Conv2d, nn.BatchNorm2d, nn.AdaptiveAvgPool2d, nn.AvgPool2d
+    raise ValueError(f"dims={dims!r}; allowed: 1 (sequences such as MNIST-1D) or 2 (images).")
+
+
+def _conv3x3(cin, cout, stride=1, dims=2):
+    return layers_for(dims)[0](cin, cout, 3, stride=stride, padding=1, bias=False)
 
 
 SHORTCUTS = ("pad", "conv")
 
 
-def _projection(cin, cout, stride, shortcut):
+def _projection(cin, cout, stride, shortcut, dims=2):
     # He et al.'s option A ("pad": subsample, zero-pad channels; what their CIFAR nets use and
     # what gives the paper's parameter counts) or option B ("conv": 1x1 conv + BN).
     if shortcut == "pad":
         return PadShortcut(cin, cout, stride)
-    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+    conv, bn = layers_for(dims)[:2]
+    return nn.Sequential(conv(cin, cout, 1, stride=stride, bias=False), bn(cout))
 
 
-def _basic_block(cin, cout, stride, variant, se_reduction=4, shortcut="pad"):
+def _basic_block(cin, cout, stride, variant, se_reduction=4, shortcut="pad", dims=2):
     """One unit. variant: 'v1' (post-activation), 'v2' (pre-activation), 'plain', 'se'."""
     changes = stride != 1 or cin != cout
+    bn = layers_for(dims)[1]
     if variant == "v2":
-        residual = nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(), _conv3x3(cin, cout, stride),
-                                 nn.BatchNorm2d(cout), nn.ReLU(), _conv3x3(cout, cout))
-        return ResidualBlock(residual, _projection(cin, cout, stride, shortcut) if changes else None, post=None)
-    layers = [_conv3x3(cin, cout, stride), nn.BatchNorm2d(cout), nn.ReLU(), _conv3x3(cout, cout),
-              nn.BatchNorm2d(cout)]
+        residual = nn.Sequential(bn(cin), nn.ReLU(), _conv3x3(cin, cout, stride, dims),
+                                 bn(cout), nn.ReLU(), _conv3x3(cout, cout, 1, dims))
+        return ResidualBlock(residual, _projection(cin, cout, stride, shortcut, dims) if changes else None, post=None)
+    layers = [_conv3x3(cin, cout, stride, dims), bn(cout), nn.ReLU(), _conv3x3(cout, cout, 1, dims), bn(cout)]
     if variant == "se":
         layers.append(SqueezeExcite(cout, se_reduction))
     residual = nn.Sequential(*layers)
     if variant == "plain":
         # no shortcut in the forward; the bypass for deletions has no parameters
         return ResidualBlock(residual, PadShortcut(cin, cout, stride) if changes else None, nn.ReLU(), kind="plain")
-    return ResidualBlock(residual, _projection(cin, cout, stride, shortcut) if changes else None, nn.ReLU())
+    return ResidualBlock(residual, _projection(cin, cout, stride, shortcut, dims) if changes else None, nn.ReLU())
 
 
 class CifarResNet(nn.Module):
     """Stem, three stages of units, pooling and classifier. Build it with the functions below."""
 
     def __init__(self, depth: int, width: int = 16, num_classes: int = 10, in_channels: int = 3,
-                 variant: str = "v1", se_reduction: int = 4, shortcut: str = "pad"):
+                 variant: str = "v1", se_reduction: int = 4, shortcut: str = "pad", dims: int = 2):
         super().__init__()
         n = _units_per_stage(depth)
         if shortcut not in SHORTCUTS:
@@ -59,27 +69,31 @@ class CifarResNet(nn.Module):
                              "'conv' (option B, 1x1 conv + BN).")
         _check_positive(width=width, num_classes=num_classes, in_channels=in_channels)
         widths = [width, 2 * width, 4 * width]
+        conv, bn, pool, _ = layers_for(dims)
+        self.dims = dims
         if variant == "v2":
-            self.stem = _conv3x3(in_channels, width)
+            self.stem = _conv3x3(in_channels, width, 1, dims)
         else:
-            self.stem = nn.Sequential(_conv3x3(in_channels, width), nn.BatchNorm2d(width), nn.ReLU())
+            self.stem = nn.Sequential(_conv3x3(in_channels, width, 1, dims), bn(width), nn.ReLU())
         cin = width
         for s, cout in enumerate(widths, start=1):
             blocks = []
             for i in range(n):
                 stride = 2 if (s > 1 and i == 0) else 1
-                blocks.append(_basic_block(cin, cout, stride, variant, se_reduction, shortcut))
+                blocks.append(_basic_block(cin, cout, stride, variant, se_reduction, shortcut, dims))
                 cin = cout
             self.add_module(f"stage{s}", nn.Sequential(*blocks))
         # pre-activation nets end with the BN-ReLU their last unit leaves out
-        self.final = nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU()) if variant == "v2" else nn.Identity()
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.final = nn.Sequential(bn(cin), nn.ReLU()) if variant == "v2" else nn.Identity()
+        self.pool = pool(1)
         self.fc = nn.Linear(cin, num_classes)
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, (nn.Conv1d, nn.Conv2d)):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x):
+        if self.dims == 1 and x.dim() == 2:  # (batch, length) -> one channel
+            x = x.unsqueeze(1)
         x = self.stem(x)
         x = self.stage3(self.stage2(self.stage1(x)))
         return self.fc(self.pool(self.final(x)).flatten(1))
@@ -99,7 +113,7 @@ def _check_positive(**values):
 
 
 def resnet_cifar(depth: int, width: int = 16, num_classes: int = 10, in_channels: int = 3,
-                 shortcut: str = "pad") -> CifarResNet:
+                 shortcut: str = "pad", dims: int = 2) -> CifarResNet:
     """The CIFAR ResNet of He et al. 2016 (post-activation, "v1").
 
     Parameters
@@ -114,6 +128,8 @@ def resnet_cifar(depth: int, width: int = 16, num_classes: int = 10, in_channels
         The projection units' shortcut: "pad" (option A: subsample and zero-pad channels, no
         parameters; the paper's CIFAR choice and parameter counts 0.27M, 0.85M, 1.7M for depth
         20, 56, 110) or "conv" (option B: 1x1 conv + BN).
+    dims : {1, 2}
+        2 for images; 1 for sequences such as MNIST-1D (the same net with 1-D convolutions).
 
     Examples
     --------
@@ -124,11 +140,11 @@ def resnet_cifar(depth: int, width: int = 16, num_classes: int = 10, in_channels
     >>> round(sum(p.numel() for p in net.parameters()) / 1e6, 1)
     1.7
     """
-    return CifarResNet(depth, width, num_classes, in_channels, "v1", shortcut=shortcut)
+    return CifarResNet(depth, width, num_classes, in_channels, "v1", shortcut=shortcut, dims=dims)
 
 
 def preact_resnet_cifar(depth: int, width: int = 16, num_classes: int = 10, in_channels: int = 3,
-                        shortcut: str = "pad") -> CifarResNet:
+                        shortcut: str = "pad", dims: int = 2) -> CifarResNet:
     """Pre-activation ResNet (He et al., ECCV 2016, "identity mappings"): post is the identity.
 
     Examples
@@ -138,10 +154,11 @@ def preact_resnet_cifar(depth: int, width: int = 16, num_classes: int = 10, in_c
     >>> units[0].parts.post is None
     True
     """
-    return CifarResNet(depth, width, num_classes, in_channels, "v2", shortcut=shortcut)
+    return CifarResNet(depth, width, num_classes, in_channels, "v2", shortcut=shortcut, dims=dims)
 
 
-def plain_cifar(depth: int, width: int = 16, num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
+def plain_cifar(depth: int, width: int = 16, num_classes: int = 10, in_channels: int = 3,
+                dims: int = 2) -> CifarResNet:
     """:func:`resnet_cifar` without shortcuts: the paper's plain (VGG-like) comparison.
 
     Its units are ``kind="plain"``: the same layers, ``y = relu(residual(x))``. Deleting one
@@ -154,11 +171,11 @@ def plain_cifar(depth: int, width: int = 16, num_classes: int = 10, in_channels:
     >>> {u.kind for u in unravel.find_units(unravel.models.plain_cifar(20))}
     {'plain'}
     """
-    return CifarResNet(depth, width, num_classes, in_channels, "plain")
+    return CifarResNet(depth, width, num_classes, in_channels, "plain", dims=dims)
 
 
 def se_resnet_cifar(depth: int, width: int = 16, num_classes: int = 10, in_channels: int = 3,
-                    reduction: int = 4, shortcut: str = "pad") -> CifarResNet:
+                    reduction: int = 4, shortcut: str = "pad", dims: int = 2) -> CifarResNet:
     """:func:`resnet_cifar` with a squeeze-and-excitation gate closing every residual branch.
 
     Examples
@@ -167,4 +184,4 @@ def se_resnet_cifar(depth: int, width: int = 16, num_classes: int = 10, in_chann
     >>> len(unravel.find_units(unravel.models.se_resnet_cifar(20)))
     9
     """
-    return CifarResNet(depth, width, num_classes, in_channels, "se", reduction, shortcut)
+    return CifarResNet(depth, width, num_classes, in_channels, "se", reduction, shortcut, dims)
