@@ -105,6 +105,8 @@ def test_cli_units_and_bad_input(capsys):
 
     assert main(["units", "--model", "resnet1d"]) == 0
     assert "stages.1.0" in capsys.readouterr().out
+    assert main(["units"]) == 0
+    assert "stage3.2" in capsys.readouterr().out
     assert main(["units", "--model", "nope"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("unravel: error: unknown model 'nope'") and err.count("\n") == 1

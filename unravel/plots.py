@@ -7,7 +7,8 @@ beyond the columns it needs.
 
 from __future__ import annotations
 
-__all__ = ["path_length_distribution", "draw_paths", "draw_graph"]
+__all__ = ["path_length_distribution", "deletion_errors", "error_vs_k", "gradient_by_length",
+           "length_heatmap", "norm_ratios", "subnetwork_errors", "draw_paths", "draw_graph", "save"]
 
 
 def _axes(ax, size=(6.0, 3.6)):
@@ -139,3 +140,136 @@ def draw_graph(g, ax=None):
                  f"{g.n} units, 2^{g.num_paths.bit_length() - 1} paths" if g.num_paths & (g.num_paths - 1) == 0
                  else f"{g.n} units, {g.num_paths:.3e} paths")
     return ax
+
+
+def _finish(ax):
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    return ax
+
+
+def deletion_errors(frame, hue: str | None = "model", ax=None):
+    """Test error after deleting each single unit (Veit et al. 2016, Fig. 3), from
+    :func:`unravel.lesion.delete_each` frames; dashed lines mark each model's unlesioned error
+    and projection units are marked with open circles.
+
+    Examples
+    --------
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> import pandas as pd, unravel
+    >>> f = pd.DataFrame({"variant": [-1, 0, 1], "units": ["", "0", "1"], "error": [.1, .2, .15],
+    ...                   "projection": [False, False, True], "model": "resnet"})
+    >>> unravel.plots.deletion_errors(f).get_ylabel()
+    'test error'
+    """
+    import seaborn as sns
+
+    _require(frame, ["variant", "units", "error"], "deletion_errors")
+    hue = hue if hue and hue in frame.columns else None
+    ax = _axes(ax)
+    units = frame[frame.variant >= 0].assign(unit=lambda d: d.units.astype(str).astype(int))
+    sns.lineplot(data=units, x="unit", y="error", hue=hue, marker="o", ax=ax)
+    if "projection" in units.columns and units.projection.any():
+        proj = units[units.projection]
+        ax.scatter(proj.unit, proj.error, s=90, facecolors="none", edgecolors="black", zorder=5,
+                   label="projection unit")
+    palette = dict(zip(units[hue].unique(), sns.color_palette())) if hue else {}
+    for _, row in frame[frame.variant == -1].iterrows():
+        ax.axhline(row.error, ls="--", lw=1, color=palette.get(row[hue], "0.4") if hue else "0.4")
+    ax.set_xlabel("deleted unit")
+    ax.set_ylabel("test error")
+    ax.set_title("Deleting single units (dashed: no deletion)")
+    ax.legend(fontsize=8, frameon=False)
+    return _finish(ax)
+
+
+def error_vs_k(frame, hue: str | None = "model", ax=None):
+    """Mean test error (with its spread over draws) against the number of deleted or swapped
+    units k (Veit et al. 2016, Fig. 5); k = 0 is the unlesioned network."""
+    import seaborn as sns
+
+    _require(frame, ["k", "error"], "error_vs_k")
+    hue = hue if hue and hue in frame.columns else None
+    ax = _axes(ax)
+    sns.lineplot(data=frame, x="k", y="error", hue=hue, style=hue, marker="o", errorbar="sd", ax=ax)
+    ax.set_xlabel("units deleted or pairs swapped (k)")
+    ax.set_ylabel("test error")
+    ax.set_title("Error as lesions grow")
+    return _finish(ax)
+
+
+def gradient_by_length(frame, y: str = "per_path_norm", hue: str | None = "method", window=None, ax=None):
+    """Gradient magnitude per path length on a log scale (Veit et al. 2016, Fig. 6), from
+    :meth:`PathLengthGradients.to_frame`; ``window=(a, b)`` shades the effective paths."""
+    import seaborn as sns
+
+    _require(frame, ["length", y], "gradient_by_length")
+    hue = hue if hue and hue in frame.columns else None
+    ax = _axes(ax)
+    data = frame[frame[y] > 0]
+    sns.lineplot(data=data, x="length", y=y, hue=hue, style=hue, marker="o", ax=ax)
+    ax.set_yscale("log")
+    if window is not None:
+        ax.axvspan(window[0] - 0.5, window[1] + 0.5, color="tab:orange", alpha=0.15, label="effective paths")
+        ax.legend(fontsize=8, frameon=False)
+    ax.set_xlabel("path length")
+    ax.set_ylabel({"per_path_norm": "gradient magnitude per path", "norm": "total gradient magnitude"}.get(y, y))
+    return _finish(ax)
+
+
+def length_heatmap(frame, value: str = "share", ax=None):
+    """Epoch-by-length heatmap of the gradient's distribution over path lengths (from
+    :meth:`PathLengthTracker.to_frame`, one ``wrt`` at a time)."""
+    import seaborn as sns
+
+    _require(frame, ["epoch", "length", value], "length_heatmap")
+    ax = _axes(ax, size=(6.5, 3.6))
+    table = frame.pivot_table(index="epoch", columns="length", values=value, aggfunc="mean")
+    sns.heatmap(table, cmap="magma", ax=ax, cbar_kws={"label": value})
+    ax.set_xlabel("path length")
+    ax.set_ylabel("epoch")
+    return ax
+
+
+def norm_ratios(frame, hue: str | None = "model", ax=None):
+    """``||dL/dx_l|| / ||dL/dx_{l+1}||`` per unit (from :func:`unravel.attribution.norm_ratios`);
+    the dotted line is perfect norm preservation."""
+    import seaborn as sns
+
+    _require(frame, ["unit", "ratio"], "norm_ratios")
+    hue = hue if hue and hue in frame.columns else None
+    ax = _axes(ax)
+    sns.lineplot(data=frame, x="unit", y="ratio", hue=hue, marker="o", ax=ax)
+    ax.axhline(1.0, ls=":", color="black", lw=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("unit")
+    ax.set_ylabel("gradient norm ratio (in / out)")
+    return _finish(ax)
+
+
+def subnetwork_errors(frame, ax=None):
+    """Error of random k-unit subnetworks over training (from
+    :meth:`PathLengthTracker.subnetworks_frame`)."""
+    import seaborn as sns
+
+    _require(frame, ["epoch", "subnetwork_units", "error"], "subnetwork_errors")
+    ax = _axes(ax)
+    sns.lineplot(data=frame, x="epoch", y="error", hue="subnetwork_units", marker="o", palette="viridis", ax=ax)
+    ax.set_ylabel("test error of random subnetworks")
+    ax.legend(title="units kept", fontsize=8, frameon=False)
+    return _finish(ax)
+
+
+def save(ax_or_fig, path_without_suffix) -> list:
+    """Save a figure as PNG (150 dpi) and SVG; returns the two paths. The figure is closed."""
+    import matplotlib.pyplot as plt
+    from pathlib import Path
+
+    fig = getattr(ax_or_fig, "figure", ax_or_fig)
+    base = Path(path_without_suffix)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    paths = [base.with_suffix(".png"), base.with_suffix(".svg")]
+    fig.savefig(paths[0], dpi=150)
+    fig.savefig(paths[1])
+    plt.close(fig)
+    return paths
