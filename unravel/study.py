@@ -177,12 +177,10 @@ class _Context:
 def load_data(spec):
     name = spec.get("data", "mnist1d")
     options = dict(spec.get("data_options") or {})
-    if name == "cifar10":
+    if name in data_mod.ROOTED:
         if not spec.get("data_root"):
-            raise SpecError("spec field 'data_root' is required for data 'cifar10': the folder of the python batch files")
-        return data_mod.cifar10(spec["data_root"], **options)
-    if spec.get("data_root") and "root" in data_mod.DATASETS[name].__code__.co_varnames:
-        options["root"] = spec["data_root"]
+            raise SpecError(f"spec field 'data_root' is required for data {name!r}: the folder of its local files")
+        return data_mod.DATASETS[name](spec["data_root"], **options)
     return data_mod.load(name, **options)
 
 
