@@ -251,16 +251,38 @@ def _prepare(model, inputs, targets, loss):
 def _through_unit(short, res, c, M):
     """Combine a unit's shortcut and residual VJPs of a channel stack (c kept channels for
     lengths 0..c-1, then one overflow channel for lengths > M): the shortcut keeps each length,
-    the residual branch adds one. Returns the new stack (min(c+1, M+1) kept channels + overflow)."""
+    the residual branch adds one. Returns the new stack (min(c+1, M+1) kept channels + overflow).
+    Written to touch each element once: the stacks are large and this is memory-bound."""
     c_new = min(c + 1, M + 1)
-    new = res.new_zeros((c_new + 1,) + tuple(res.shape[1:]))
+    kept = min(c, c_new - 1)  # residual channels that stay within max_length
+    new = res.new_empty((c_new + 1,) + tuple(res.shape[1:]))
+    if short is None:  # a plain unit: every path takes its residual branch
+        new[0].zero_()
+        new[1:kept + 1].copy_(res[:kept])
+    else:
+        new[0].copy_(short[0])
+        torch.add(short[1:c], res[:c - 1], out=new[1:c])
+        if kept == c:
+            new[c].copy_(res[c - 1])
+    # overflow: residual channels pushed past M, the residual's and the shortcut's overflow
+    torch.sum(res[kept:], dim=0, out=new[c_new])
     if short is not None:
-        new[:c] += short[:c]
         new[c_new] += short[c]
-    kept = min(c, c_new - 1)
-    new[1:kept + 1] += res[:kept]
-    new[c_new] += res[kept:].sum(0)  # lengths pushed past M, and the old overflow
     return new
+
+
+def _is_relu(fn) -> bool:
+    return fn is F.relu or fn is torch.relu or isinstance(fn, nn.ReLU)
+
+
+def _post_vjp(unit, rec, G):
+    """VJP through ``post``: a ReLU is a mask (no autograd call over the stack), anything else
+    goes through autograd."""
+    if rec.y is rec.zl:
+        return G
+    if _is_relu(unit.parts.post):
+        return G * (rec.y > 0)
+    return _grad(rec.y, [rec.zl], G)[0]
 
 
 def _exact(model, units, records, L, wrt, max_length, chunk_size):
@@ -305,7 +327,10 @@ def _exact(model, units, records, L, wrt, max_length, chunk_size):
     for l in range(n - 1, -1, -1):
         rec, names = records[l], unit_params.get(units[l].module, [])
         c = G.shape[0] - 1
-        gz = G if rec.y is rec.zl else vjp(rec.y, rec.zl, G, names, 0)
+        if rec.y is rec.zl or (_is_relu(units[l].parts.post) and wrt == "input"):
+            gz = _post_vjp(units[l], rec, G)
+        else:
+            gz = vjp(rec.y, rec.zl, G, names, 0)
         res = vjp(rec.r, rec.x, gz, names, 1)
         if rec.s is None:
             short = None
@@ -478,7 +503,7 @@ def _sample(units, records, L, counts, num_samples, batch_paths, generator, max_
         G = gy.unsqueeze(0).expand((P,) + tuple(gy.shape)).contiguous()
         for l in range(n - 1, -1, -1):
             rec = records[l]
-            gz = G if rec.y is rec.zl else _grad(rec.y, [rec.zl], G)[0]
+            gz = _post_vjp(units[l], rec, G)
             res_rows = takes[l].nonzero().flatten().tolist()
             short_rows = (~takes[l]).nonzero().flatten().tolist()
             out = None
