@@ -102,18 +102,21 @@ def _record(model, units, inputs, targets, loss):
     return records, out, L
 
 
-_AUTO_CHUNK_BYTES = 2 * 2**20
+_AUTO_CHUNK_BYTES = 512 * 2**20
 
 
 def _grad(outputs, inputs, grads, chunk_size=None):
     """Batched VJP: ``grads`` is a stack [K, *outputs.shape]; returns one stack per input (None
-    where an input is not reached). Channels go ``chunk_size`` at a time; by default as many as
-    keep one chunk of the stack near 2 MiB, since the VJPs are memory-bound on CPUs and a stack
-    that fits in cache runs faster than one batched call over everything."""
+    where an input is not reached). Channels go ``chunk_size`` at a time. By default: on a CPU
+    one at a time (measured: a loop of plain VJPs beats vmap-batched ones there, which are
+    memory-bound), on a GPU as many as fit in 512 MiB (fewer, larger kernels)."""
     K = grads.shape[0]
     if chunk_size is None:
-        per_channel = grads[0].numel() * grads.element_size()
-        chunk_size = max(1, _AUTO_CHUNK_BYTES // max(1, per_channel))
+        if grads.device.type == "cpu":
+            chunk_size = 1
+        else:
+            per_channel = grads[0].numel() * grads.element_size()
+            chunk_size = max(1, _AUTO_CHUNK_BYTES // max(1, per_channel))
     pieces = []
     for start in range(0, K, chunk_size):
         g = grads[start:start + chunk_size]
@@ -248,26 +251,52 @@ def _prepare(model, inputs, targets, loss):
     return inputs, (loss if loss is not None else _default_loss(targets))
 
 
+def _vjps(outputs, inputs, channels, chunk_size=None):
+    """VJPs of a list of length channels (None: an exactly-zero channel, skipped). Returns, per
+    input, a list over channels (None where the channel or the input's gradient is zero). On a
+    CPU channels go one at a time by default (measured fastest there); on a GPU in batched chunks."""
+    out = [[None] * len(channels) for _ in inputs]
+    live = [i for i, g in enumerate(channels) if g is not None]
+    if not live:
+        return out
+    if chunk_size is None:
+        g0 = channels[live[0]]
+        chunk_size = 1 if g0.device.type == "cpu" else max(1, _AUTO_CHUNK_BYTES // max(1, g0.numel() * g0.element_size()))
+    for start in range(0, len(live), chunk_size):
+        idx = live[start:start + chunk_size]
+        if len(idx) == 1:
+            got = torch.autograd.grad(outputs, inputs, channels[idx[0]], retain_graph=True, allow_unused=True)
+            for i, t in enumerate(got):
+                out[i][idx[0]] = t
+        else:
+            got = torch.autograd.grad(outputs, inputs, torch.stack([channels[j] for j in idx]), retain_graph=True,
+                                      allow_unused=True, is_grads_batched=True)
+            for i, t in enumerate(got):
+                if t is not None:
+                    for j, piece in zip(idx, t.unbind(0)):
+                        out[i][j] = piece
+    return out
+
+
+def _add(a, b):
+    return a if b is None else b if a is None else a + b
+
+
 def _through_unit(short, res, c, M):
-    """Combine a unit's shortcut and residual VJPs of a channel stack (c kept channels for
+    """Combine a unit's shortcut and residual VJPs of the length channels (c kept channels for
     lengths 0..c-1, then one overflow channel for lengths > M): the shortcut keeps each length,
-    the residual branch adds one. Returns the new stack (min(c+1, M+1) kept channels + overflow).
-    Written to touch each element once: the stacks are large and this is memory-bound."""
+    the residual branch adds one. Returns min(c+1, M+1) kept channels and the overflow."""
     c_new = min(c + 1, M + 1)
     kept = min(c, c_new - 1)  # residual channels that stay within max_length
-    new = res.new_empty((c_new + 1,) + tuple(res.shape[1:]))
-    if short is None:  # a plain unit: every path takes its residual branch
-        new[0].zero_()
-        new[1:kept + 1].copy_(res[:kept])
-    else:
-        new[0].copy_(short[0])
-        torch.add(short[1:c], res[:c - 1], out=new[1:c])
-        if kept == c:
-            new[c].copy_(res[c - 1])
-    # overflow: residual channels pushed past M, the residual's and the shortcut's overflow
-    torch.sum(res[kept:], dim=0, out=new[c_new])
-    if short is not None:
-        new[c_new] += short[c]
+    new = [None] * (c_new + 1)
+    if short is not None:  # a plain unit has none: every path takes its residual branch
+        new[:c] = short[:c]
+    for k in range(kept):
+        new[k + 1] = _add(new[k + 1], res[k])
+    overflow = short[c] if short is not None else None
+    for k in range(kept, c + 1):  # pushed past max_length, and the old overflow
+        overflow = _add(overflow, res[k])
+    new[c_new] = overflow
     return new
 
 
@@ -275,19 +304,20 @@ def _is_relu(fn) -> bool:
     return fn is F.relu or fn is torch.relu or isinstance(fn, nn.ReLU)
 
 
-def _post_vjp(unit, rec, G):
-    """VJP through ``post``: a ReLU is a mask (no autograd call over the stack), anything else
-    goes through autograd."""
+def _post_vjp(unit, rec, G, chunk_size=None):
+    """VJP through ``post``: a ReLU is its threshold backward per channel (no autograd call),
+    anything else goes through autograd."""
     if rec.y is rec.zl:
         return G
     if _is_relu(unit.parts.post):
-        return G * (rec.y > 0)
-    return _grad(rec.y, [rec.zl], G)[0]
+        return [None if g is None else torch.ops.aten.threshold_backward(g, rec.y, 0) for g in G]
+    return _vjps(rec.y, [rec.zl], G, chunk_size)[0]
 
 
 def _exact(model, units, records, L, wrt, max_length, chunk_size):
-    """Propagate the stack of length channels from the output to the first unit's input
-    (DESIGN: G^(l)_k = S_l^T P_l^T G^(l+1)_k + R_l^T P_l^T G^(l+1)_{k-1})."""
+    """Propagate the length channels from the output to the first unit's input
+    (DESIGN: G^(l)_k = S_l^T P_l^T G^(l+1)_k + R_l^T P_l^T G^(l+1)_{k-1}). Channels are a list
+    (the last one the overflow past ``max_length``); None marks an exactly-zero channel."""
     n = len(units)
     M = n if max_length is None else min(max_length, n)
     params = {k: p for k, p in model.named_parameters() if p.requires_grad} if wrt == "units" else {}
@@ -304,17 +334,15 @@ def _exact(model, units, records, L, wrt, max_length, chunk_size):
         pgrads = {k: p.new_zeros((M + 2,) + tuple(p.shape)) for k, p in params.items()}
 
     def accumulate(names, grads, shift):
-        # row j of ``grads`` holds length j + shift; its last row is the overflow channel
-        for name, g in zip(names, grads):
-            if g is None:
-                continue
-            store, kept = pgrads[name], g.shape[0] - 1
-            hi = min(shift + kept, M + 1)
-            store[shift:hi] += g[: hi - shift]
-            store[M + 1] += g[hi - shift:].sum(0)
+        # channel j of ``grads`` holds length j + shift; its last channel is the overflow
+        for name, channels in zip(names, grads):
+            store, kept = pgrads[name], len(channels) - 1
+            for j, g in enumerate(channels):
+                if g is not None:
+                    store[j + shift if j < kept and j + shift <= M else M + 1] += g
 
     def vjp(out, leaf, G, names, shift):
-        got = _grad(out, [leaf] + [params[k] for k in names], G, chunk_size)
+        got = _vjps(out, [leaf] + [params[k] for k in names], G, chunk_size)
         accumulate(names, got[1:], shift)
         return got[0]
 
@@ -323,12 +351,12 @@ def _exact(model, units, records, L, wrt, max_length, chunk_size):
     for name, g in zip(outside, head[1:]):
         if g is not None:  # the head: no residual branch between it and the loss
             pgrads[name][0] += g
-    G = torch.stack([head[0], torch.zeros_like(head[0])])  # length 0, empty overflow
+    G = [head[0], None]  # length 0, and an empty overflow
     for l in range(n - 1, -1, -1):
         rec, names = records[l], unit_params.get(units[l].module, [])
-        c = G.shape[0] - 1
+        c = len(G) - 1
         if rec.y is rec.zl or (_is_relu(units[l].parts.post) and wrt == "input"):
-            gz = _post_vjp(units[l], rec, G)
+            gz = _post_vjp(units[l], rec, G, chunk_size)
         else:
             gz = vjp(rec.y, rec.zl, G, names, 0)
         res = vjp(rec.r, rec.x, gz, names, 1)
@@ -344,8 +372,9 @@ def _exact(model, units, records, L, wrt, max_length, chunk_size):
                 G = vjp(rec.x_in, records[l - 1].y_out, G, outside, 0)
         elif outside and rec.x_in.grad_fn is not None:
             # the stem: its parameters take the lengths of the paths above it
-            accumulate(outside, _grad(rec.x_in, [params[k] for k in outside], G, chunk_size), 0)
-    return G, pgrads
+            accumulate(outside, _vjps(rec.x_in, [params[k] for k in outside], G, chunk_size), 0)
+    zero = torch.zeros_like(records[0].x)
+    return [zero if g is None else g for g in G], pgrads
 
 
 def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Callable | None = None,
@@ -381,8 +410,8 @@ def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Calla
         Keep lengths up to this; the norm of the rest is ``dropped_norm``.
     chunk_size : int, optional
         Exact: at most this many length channels in one batched VJP (bounds extra memory);
-        by default as many as make a chunk of about 2 MiB. Sample: paths per backward pass
-        (default 64).
+        by default one at a time on a CPU (fastest there) and up to 512 MiB on a GPU. Sample:
+        paths per backward pass (default 64).
     num_samples : int
         Sample: paths per length. Where a length has no more paths than this, every path of it is
         used once, so its mean is exact.
@@ -451,9 +480,9 @@ def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Calla
             return _sample(units, records, L, counts, num_samples, chunk_size or 64, generator, max_length)
         G, pgrads = _exact(model, units, records, L, wrt, max_length, chunk_size)
     M = n if max_length is None else min(max_length, n)
-    K = G.shape[0] - 1  # kept channels at x_0
+    K = len(G) - 1  # kept channels at x_0
     if wrt == "input":
-        parts = G[:K].detach()
+        parts = torch.stack(G[:K]).detach()
         if K < M + 1:
             parts = torch.cat([parts, parts.new_zeros((M + 1 - K,) + tuple(parts.shape[1:]))])
         overflow = G[K].detach()
@@ -503,7 +532,12 @@ def _sample(units, records, L, counts, num_samples, batch_paths, generator, max_
         G = gy.unsqueeze(0).expand((P,) + tuple(gy.shape)).contiguous()
         for l in range(n - 1, -1, -1):
             rec = records[l]
-            gz = _post_vjp(units[l], rec, G)
+            if rec.y is rec.zl:
+                gz = G
+            elif _is_relu(units[l].parts.post):
+                gz = torch.ops.aten.threshold_backward(G, rec.y.expand_as(G), 0)
+            else:
+                gz = _grad(rec.y, [rec.zl], G)[0]
             res_rows = takes[l].nonzero().flatten().tolist()
             short_rows = (~takes[l]).nonzero().flatten().tolist()
             out = None

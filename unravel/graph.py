@@ -8,6 +8,7 @@ graph handed to the functions was built by :func:`unravel`; they need only a DAG
 
 from __future__ import annotations
 
+import operator
 import random
 from collections.abc import Iterator, Sequence
 
@@ -213,7 +214,7 @@ def all_paths(G: nx.MultiDiGraph, length: int | None = None) -> Iterator[tuple[i
     1024
     """
     n = G.graph["n"]
-    lengths = range(n + 1) if length is None else [length]
+    lengths = range(n + 1) if length is None else [_as_int(length)]
     R = _to_target(G)
     source, target = G.graph["source"], G.graph["target"]
     # out-edges in a fixed order (residual branch first, then by node), so that paths of one
@@ -235,6 +236,7 @@ def all_paths(G: nx.MultiDiGraph, length: int | None = None) -> Iterator[tuple[i
 
 
 def _python_rng(generator) -> random.Random:
+    generator = _as_int(generator)
     if isinstance(generator, random.Random):
         return generator
     if generator is None or isinstance(generator, int):
@@ -252,6 +254,14 @@ def _python_rng(generator) -> random.Random:
         pass
     raise TypeError(f"generator must be None, an int seed, random.Random, torch.Generator or "
                     f"numpy.random.Generator; got {type(generator).__name__}.")
+
+
+def _as_int(v):
+    """numpy and torch integers count as ints; anything else is left for the caller to reject."""
+    try:
+        return operator.index(v) if not isinstance(v, bool) else v
+    except TypeError:
+        return v
 
 
 def sample_paths(G: nx.MultiDiGraph, length: int, num: int, generator=None) -> list[tuple[int, ...]]:
@@ -284,6 +294,7 @@ def sample_paths(G: nx.MultiDiGraph, length: int, num: int, generator=None) -> l
     >>> [len(p) for p in paths]
     [2, 2, 2]
     """
+    length, num = _as_int(length), _as_int(num)
     R = _to_target(G)
     source, target = G.graph["source"], G.graph["target"]
     if not isinstance(length, int) or _remaining(R, source, length) == 0:
@@ -369,6 +380,7 @@ class UnraveledGraph:
 
     def sample_paths(self, length: int, num: int, generator=None) -> list[tuple[int, ...]]:
         """Uniform sample among the paths of one length; see :func:`sample_paths`."""
+        length, num = _as_int(length), _as_int(num)
         if self._is_chain() and isinstance(length, int) and 0 <= length <= self.n and isinstance(num, int) and num >= 0:
             # a chain's paths of length k are the k-subsets of units: sample one directly
             rng = _python_rng(generator)

@@ -1,0 +1,300 @@
+"""unravel's benchmarks: ratios measured side by side in one run.
+
+    python benchmarks/run.py [--quick] [--device cpu|cuda] [--json FILE] [--only NAME ...]
+
+Cases (see the README's performance section for the figures and goals):
+
+1. protocol   exact path-length histogram vs Veit et al.'s protocol (1,000 sampled single paths
+              per length, each one forward of the batch and one backward through the path);
+              the protocol is timed on a few samples and extrapolated linearly. Also the batched
+              ``method="sample"``, extrapolated the same way.
+2. overhead   exact histogram vs one forward+backward of the same batch (goal <= 12x at 54 units).
+3. lesion     lesion engine vs the naive loop (deep copy, delete, full forward): delete_each
+              (goal >= 1.8x) and delete_random for k = 1..20.
+4. memory     peak memory of the exact histogram vs one forward+backward, and with chunk_size.
+5. tracker    training with PathLengthTracker once per epoch vs without (goal <= 10% extra).
+6. scaling    exact histogram time as the number of units grows; the exponent of a power fit.
+
+``--quick`` runs every case on tiny settings: a smoke test of the harness, no goals checked.
+Timings use ``torch.utils.benchmark.Timer`` (median of ``blocked_autorange`` where a case is
+short, a fixed number of runs where it is long).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils import benchmark
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import unravel  # noqa: E402
+from unravel import attribution, lesion, models, study, train  # noqa: E402
+from unravel._routing import Layer, route  # noqa: E402
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _time(fn, device, runs=None, min_run_time=1.0):
+    """Seconds per call: ``runs`` timed calls after one warm-up, or blocked_autorange."""
+    fn()
+    _sync(device)
+    t = benchmark.Timer(stmt="fn(); sync()", globals={"fn": fn, "sync": lambda: _sync(device)})
+    if runs is None:
+        return t.blocked_autorange(min_run_time=min_run_time).median
+    return t.timeit(runs).mean
+
+
+def _batch(n, shape, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn((n,) + shape, generator=g).to(device), torch.randint(0, 10, (n,), generator=g).to(device)
+
+
+def _trained_like(model):
+    """Non-trivial BN statistics, so eval-mode units are not near-identity maps."""
+    torch.manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def _fwd_bwd(model, x, y):
+    def run():
+        xr = x.detach().requires_grad_()
+        loss = F.cross_entropy(model(xr), y)
+        torch.autograd.grad(loss, [xr] + [p for p in model.parameters() if p.requires_grad])
+    return run
+
+
+def _single_path(model, units, x, y, path):
+    """Veit et al.'s protocol for one path: one forward of the batch, one backward through the
+    path (residual branch in its units, shortcut elsewhere; the other branch detached)."""
+    taken = set(path)
+    leaf = {}
+
+    def compute(unit, xin, position_unit, **kw):
+        p = position_unit.index
+        if p == 0:
+            xin = leaf.setdefault(0, xin.detach().requires_grad_())
+        s, r = unit.shortcut(xin), unit.residual(xin, **kw)
+        return unit.post(s.detach() + r if p in taken else s + r.detach())
+
+    with route(units, Layer(compute=compute)):
+        loss = F.cross_entropy(model(x), y)
+    grad, = torch.autograd.grad(loss, leaf[0])
+    return float(grad.norm())
+
+
+def case_protocol(cfg, device):
+    model = _trained_like(models.resnet_cifar(cfg["depth"])).to(device)
+    units = unravel.find_units(model)
+    n = len(units)
+    x, y = _batch(cfg["batch"], (3, 32, 32), device)
+    g = unravel.unravel(units)
+    exact = _time(lambda: attribution.path_length_gradients(model, x, y), device, runs=cfg["runs"])
+    sample_paths = [g.sample_paths(k, 1, generator=k)[0] for k in np.linspace(0, n, cfg["protocol_samples"]).astype(int)]
+    per_path = _time(lambda: [_single_path(model, units, x, y, p) for p in sample_paths], device, runs=1)
+    per_path /= len(sample_paths)
+    protocol_total = per_path * 1000 * (n + 1)
+    k = cfg["batched_samples"]
+    batched = _time(lambda: attribution.path_length_gradients(model, x, y, method="sample", num_samples=k,
+                                                              generator=0), device, runs=1)
+    # lengths with fewer paths than k are enumerated, not sampled: count the paths actually used
+    used = sum(min(c, k) for c in g.length_counts())
+    batched_total = batched / used * 1000 * (n + 1)
+    return {"units": n, "batch": cfg["batch"], "exact_s": exact, "protocol_s_per_path": per_path,
+            "protocol_paths_timed": len(sample_paths), "protocol_total_s_extrapolated": protocol_total,
+            "ratio_protocol_over_exact": protocol_total / exact, "goal_ratio_at_least": 1000,
+            "batched_sample_s": batched, "batched_sample_paths": used,
+            "batched_sample_total_s_extrapolated": batched_total,
+            "ratio_protocol_over_batched_sample": protocol_total / batched_total,
+            "note": "protocol and batched sampling timed on a subset and extrapolated linearly to 1,000 paths "
+                    "per length"}
+
+
+def case_overhead(cfg, device):
+    model = _trained_like(models.resnet_cifar(cfg["depth"])).to(device)
+    x, y = _batch(cfg["batch"], (3, 32, 32), device)
+    fb = _time(_fwd_bwd(model, x, y), device, runs=cfg["runs"] * 3)
+    exact = _time(lambda: attribution.path_length_gradients(model, x, y), device, runs=cfg["runs"])
+    return {"units": len(unravel.find_units(model)), "batch": cfg["batch"], "forward_backward_s": fb,
+            "exact_s": exact, "ratio_exact_over_fwd_bwd": exact / fb, "goal_ratio_at_most": 12}
+
+
+def case_lesion(cfg, device):
+    model = _trained_like(models.resnet_cifar(cfg["depth"])).to(device)
+    x, y = _batch(cfg["inputs"], (3, 32, 32), device)
+    out = {"units": len(unravel.find_units(model)), "inputs": cfg["inputs"]}
+    kw = dict(batch_size=cfg["lesion_batch"], progress=False)
+    fast = _time(lambda: lesion.delete_each(model, (x, y), **kw), device, runs=1)
+    naive = _time(lambda: lesion.delete_each(model, (x, y), method="naive", **kw), device, runs=1)
+    out.update(delete_each_fast_s=fast, delete_each_naive_s=naive, delete_each_speedup=naive / fast,
+               goal_delete_each_speedup_at_least=1.8)
+    ks = list(range(1, cfg["max_k"] + 1))
+    kw2 = dict(ks=ks, samples_per_k=cfg["samples_per_k"], seed=0, **kw)
+    fast = _time(lambda: lesion.delete_random(model, (x, y), **kw2), device, runs=1)
+    naive = _time(lambda: lesion.delete_random(model, (x, y), method="naive", **kw2), device, runs=1)
+    out.update(delete_random_ks=f"1..{cfg['max_k']}", delete_random_samples_per_k=cfg["samples_per_k"],
+               delete_random_fast_s=fast, delete_random_naive_s=naive, delete_random_speedup=naive / fast)
+    return out
+
+
+_MEMORY_SCRIPT = r"""
+import resource, sys, json, torch
+sys.path.insert(0, {root!r})
+import torch.nn.functional as F
+from unravel import attribution, models
+torch.manual_seed(0)
+model = models.resnet_cifar({depth}).eval().to({device!r})
+x = torch.randn({batch}, 3, 32, 32, device={device!r}); y = torch.randint(0, 10, ({batch},), device={device!r})
+mode = {mode!r}
+def peak():
+    if {device!r}.startswith("cuda"):
+        return torch.cuda.max_memory_allocated()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+base = peak()
+if {device!r}.startswith("cuda"):
+    torch.cuda.reset_peak_memory_stats(); base = torch.cuda.memory_allocated()
+if mode == "fwd_bwd":
+    xr = x.requires_grad_(); loss = F.cross_entropy(model(xr), y)
+    torch.autograd.grad(loss, [xr] + list(model.parameters()))
+else:
+    attribution.path_length_gradients(model, x, y, chunk_size={chunk})
+print(json.dumps(peak() - base))
+"""
+
+
+def case_memory(cfg, device):
+    out = {"units": len(unravel.find_units(models.resnet_cifar(cfg["depth"]))), "batch": cfg["batch"],
+           "how": "peak RSS growth of a fresh process (CPU) or peak allocated memory (CUDA), in MiB"}
+    for label, mode, chunk in [("fwd_bwd", "fwd_bwd", None), ("exact", "exact", None),
+                               ("exact_chunk_1", "exact", 1), ("exact_chunk_8", "exact", 8)]:
+        script = _MEMORY_SCRIPT.format(root=str(ROOT), depth=cfg["depth"], device=str(device), batch=cfg["batch"],
+                                       mode=mode, chunk=chunk)
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+        out[f"{label}_mib"] = json.loads(proc.stdout.strip().splitlines()[-1]) / 2**20
+    out["ratio_exact_over_fwd_bwd"] = out["exact_mib"] / max(out["fwd_bwd_mib"], 1e-9)
+    return out
+
+
+def case_tracker(cfg, device):
+    data = unravel.data.mnist1d(num_samples=cfg["samples"])
+    spec = study.load_spec("quickstart")
+    mspec = dict(spec["analysis"]["veit-paths"]["models"]["residual"])
+
+    def run(with_tracker):
+        torch.manual_seed(0)
+        model = study.build_model(mspec, data).to(device)
+        cbs = [attribution.PathLengthTracker(data, probe_size=cfg["probe"])] if with_tracker else []
+        start = time.perf_counter()
+        train.fit(model, data, epochs=cfg["epochs"], optimizer="adam", lr=3e-3, device=device, callbacks=cbs,
+                  progress=False)
+        _sync(device)
+        return time.perf_counter() - start
+
+    run(False)  # warm-up
+    plain = min(run(False) for _ in range(cfg["repeats"]))
+    tracked = min(run(True) for _ in range(cfg["repeats"]))
+    return {"model": mspec, "epochs": cfg["epochs"], "probe": cfg["probe"], "train_s": plain,
+            "train_with_tracker_s": tracked, "overhead": tracked / plain - 1, "goal_overhead_at_most": 0.10,
+            "tracker": "wrt input and units, every epoch and once before training"}
+
+
+def case_scaling(cfg, device):
+    rows = []
+    for depth in cfg["depths"]:
+        model = _trained_like(models.resnet_cifar(depth)).to(device)
+        x, y = _batch(cfg["batch"], (3, 32, 32), device)
+        rows.append({"depth": depth, "units": len(unravel.find_units(model)),
+                     "exact_s": _time(lambda: attribution.path_length_gradients(model, x, y), device, runs=1),
+                     "fwd_bwd_s": _time(_fwd_bwd(model, x, y), device, runs=3)})
+    n = np.array([r["units"] for r in rows], float)
+    t = np.array([r["exact_s"] for r in rows], float)
+    exponent = float(np.polyfit(np.log(n), np.log(t), 1)[0]) if len(rows) > 1 else float("nan")
+    return {"batch": cfg["batch"], "rows": rows, "exponent_time_vs_units": exponent,
+            "expected": "about 2: n(n+1)/2 single-unit VJPs"}
+
+
+CASES = {"protocol": case_protocol, "overhead": case_overhead, "lesion": case_lesion, "memory": case_memory,
+         "tracker": case_tracker, "scaling": case_scaling}
+
+FULL = {
+    "protocol": {"depth": 110, "batch": 128, "runs": 1, "protocol_samples": 5, "batched_samples": 2},
+    "overhead": {"depth": 110, "batch": 128, "runs": 1},
+    "lesion": {"depth": 110, "inputs": 1024, "lesion_batch": 256, "max_k": 20, "samples_per_k": 1},
+    "memory": {"depth": 110, "batch": 128},
+    "tracker": {"samples": 5000, "epochs": 6, "probe": 64, "repeats": 1},
+    "scaling": {"depths": [20, 56, 110, 218], "batch": 32},
+}
+QUICK = {
+    "protocol": {"depth": 8, "batch": 4, "runs": 1, "protocol_samples": 2, "batched_samples": 1},
+    "overhead": {"depth": 8, "batch": 4, "runs": 1},
+    "lesion": {"depth": 8, "inputs": 16, "lesion_batch": 8, "max_k": 2, "samples_per_k": 1},
+    "memory": {"depth": 8, "batch": 4},
+    "tracker": {"samples": 200, "epochs": 1, "probe": 8, "repeats": 1},
+    "scaling": {"depths": [8, 14], "batch": 2},
+}
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny settings: check the harness, not the goals")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--json", default=None, help="write every figure, the machine, versions and settings here")
+    p.add_argument("--only", nargs="*", choices=list(CASES), help="run only these cases")
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: torch sees no CUDA device")
+    settings = QUICK if args.quick else FULL
+    report = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
+                          "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                          "cuda": torch.cuda.get_device_name(0) if device.type == "cuda" else None},
+              "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                           "unravel": unravel.__version__},
+              "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "device": str(device), "quick": args.quick,
+              "settings": settings, "results": {}}
+    for name in args.only or list(CASES):
+        start = time.perf_counter()
+        result = CASES[name](settings[name], device)
+        result["case_wall_s"] = time.perf_counter() - start
+        report["results"][name] = result
+        print(f"\n== {name}")
+        for k, v in result.items():
+            if k != "rows":
+                print(f"  {k:40s} {_fmt(v)}")
+        for row in result.get("rows", []):
+            print("  " + "  ".join(f"{k}={_fmt(v)}" for k, v in row.items()))
+        sys.stdout.flush()
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, default=str))
+        print(f"\nwrote {args.json}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_benchmark_harness_quick(tmp_path):
+    """--quick checks the harness only: every case runs and writes its figures; no goals."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert set(report["results"]) == {"protocol", "overhead", "lesion", "memory", "tracker", "scaling"}
+    r = report["results"]
+    assert r["protocol"]["ratio_protocol_over_exact"] > 0 and r["overhead"]["exact_s"] > 0
+    assert r["lesion"]["delete_each_speedup"] > 0 and r["memory"]["exact_mib"] >= 0
+    assert len(r["scaling"]["rows"]) == 2 and report["versions"]["torch"]
+    assert "== protocol" in proc.stdout
