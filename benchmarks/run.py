@@ -215,7 +215,8 @@ def case_tracker(cfg, device):
     tracked = min(run(True) for _ in range(cfg["repeats"]))
     return {"model": mspec, "epochs": cfg["epochs"], "probe": cfg["probe"], "train_s": plain,
             "train_with_tracker_s": tracked, "overhead": tracked / plain - 1, "goal_overhead_at_most": 0.10,
-            "tracker": "wrt input and units, every epoch and once before training"}
+            "tracker": "default PathLengthTracker: parameter-gradient histogram on a probe batch, every epoch and "
+                       "once before training"}
 
 
 def case_scaling(cfg, device):

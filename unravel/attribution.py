@@ -636,10 +636,13 @@ class PathLengthTracker(Callback):
     every_steps : int, optional
         Record every so many optimisation steps instead.
     wrt : iterable of {"input", "units"}
+        Default: the parameter gradient (what the shallow-subnetwork-first claim is about).
     subnetwork_units : iterable of int, optional
         Also measure the error of random subnetworks that keep k units (the others deleted,
         via :func:`unravel.lesion.delete_random`), ``subnetwork_samples`` draws each, on the probe.
     probe_size : int
+        A record costs about n(n+1)/2 single-unit VJPs on the probe; 64 examples keep it to a
+        few percent of an epoch on MNIST-1D-sized data.
 
     Examples
     --------
@@ -652,8 +655,8 @@ class PathLengthTracker(Callback):
     [0, 1, 2]
     """
 
-    def __init__(self, probe, every: int = 1, every_steps: int | None = None, wrt: Iterable[str] = ("input", "units"),
-                 subnetwork_units: Iterable[int] | None = None, subnetwork_samples: int = 3, probe_size: int = 256,
+    def __init__(self, probe, every: int = 1, every_steps: int | None = None, wrt: Iterable[str] = ("units",),
+                 subnetwork_units: Iterable[int] | None = None, subnetwork_samples: int = 3, probe_size: int = 64,
                  seed: int = 0):
         from .data import DataSplit
 

@@ -183,7 +183,7 @@ class Adapter:
     """
 
     def parts(self, module: nn.Module) -> list[UnitParts]:  # pragma: no cover - interface
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} must define parts(module) -> list of UnitParts.")
 
     def route(self, module: nn.Module, call_unit: Callable[..., torch.Tensor], x, *args, **kwargs):
         if args or kwargs:
