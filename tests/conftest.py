@@ -16,3 +16,31 @@ def state_hash(model):
         h.update(k.encode())
         h.update(v.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def randomize_bn(model):
+    """Non-trivial running statistics, so that eval-mode BN is not the identity."""
+    from torch import nn
+
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+class TinyTransformer(torch.nn.Module):
+    """A sequence classifier around nn.TransformerEncoder (either norm placement)."""
+
+    def __init__(self, norm_first, d=16, layers=3, classes=4, ff=24):
+        from torch import nn
+
+        super().__init__()
+        self.embed = nn.Linear(3, d)
+        layer = nn.TransformerEncoderLayer(d, 2, dim_feedforward=ff, dropout=0.0, batch_first=True,
+                                           norm_first=norm_first)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.fc = nn.Linear(d, classes)
+
+    def forward(self, x):
+        return self.fc(self.encoder(self.embed(x)).mean(1))

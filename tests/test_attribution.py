@@ -10,30 +10,16 @@ import unravel
 from unravel import attribution, models
 from unravel._routing import Layer, route
 
+from .conftest import TinyTransformer as _TinyTransformer
+from .conftest import randomize_bn as _randomize_bn
 from .conftest import state_hash
 
+
+def TinyTransformer(norm_first):
+    # small enough for brute-force enumeration of its 2^4 paths
+    return _TinyTransformer(norm_first, d=8, layers=2, classes=3, ff=12)
+
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
-
-def _randomize_bn(model):
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-    return model
-
-
-class TinyTransformer(nn.Module):
-    def __init__(self, norm_first, d=8, layers=2, classes=3):
-        super().__init__()
-        self.embed = nn.Linear(3, d)
-        layer = nn.TransformerEncoderLayer(d, 2, dim_feedforward=12, dropout=0.0, batch_first=True,
-                                           norm_first=norm_first)
-        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        self.fc = nn.Linear(d, classes)
-
-    def forward(self, x):
-        return self.fc(self.encoder(self.embed(x)).mean(1))
 
 
 def _bottleneck_net():

@@ -16,32 +16,10 @@ from torch import nn
 import unravel
 from unravel import data, lesion, models, train
 
-from .conftest import state_hash
+from .conftest import TinyTransformer, state_hash
+from .conftest import randomize_bn as _randomize_bn
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _randomize_bn(model):
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-    return model
-
-
-class TinyTransformer(nn.Module):
-    """A sequence classifier around nn.TransformerEncoder (both norm placements)."""
-
-    def __init__(self, norm_first, d=16, layers=3, classes=4):
-        super().__init__()
-        self.embed = nn.Linear(3, d)
-        layer = nn.TransformerEncoderLayer(d, 2, dim_feedforward=24, dropout=0.0, batch_first=True,
-                                           norm_first=norm_first)
-        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        self.fc = nn.Linear(d, classes)
-
-    def forward(self, x):
-        return self.fc(self.encoder(self.embed(x)).mean(1))
 
 
 def _family(name):

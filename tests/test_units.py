@@ -6,6 +6,7 @@ import unravel
 from unravel import models
 from unravel.units import adapter_of
 
+from .conftest import randomize_bn as _randomize_bn
 from .conftest import state_hash
 
 PROJECT_MODELS = {
@@ -23,14 +24,6 @@ PROJECT_MODELS = {
     "resnet1d": (lambda: models.resnet1d((1, 2), width=4), (2, 1, 40)),
     "plain1d": (lambda: models.plain1d((1, 2), width=4), (2, 1, 40)),
 }
-
-
-def _randomize_bn(model):
-    # non-trivial running statistics so eval-mode BN is not the identity
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
 
 
 def _unit_inputs(model, units, x):
