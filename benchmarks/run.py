@@ -23,11 +23,9 @@ short, a fixed number of runs where it is long).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time

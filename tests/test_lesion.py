@@ -1,4 +1,3 @@
-import copy
 import os
 import signal
 import socket
@@ -11,7 +10,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from torch import nn
 
 import unravel
 from unravel import data, lesion, models, train

@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-import unravel
 from unravel import data, models, train
 
 from .conftest import state_hash

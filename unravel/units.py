@@ -464,7 +464,7 @@ def adapter_of(module: nn.Module) -> Adapter:
     return adapter
 
 
-def unit_table(model_or_units) -> "pandas.DataFrame":  # noqa: F821
+def unit_table(model_or_units):
     """One row per unit: index, name, block type, kind, projection and parameter count.
 
     Examples
