@@ -236,6 +236,38 @@ def test_max_length_and_chunk_size_keep_the_same_channels():
         assert torch.allclose(v, units_full.param_by_length[k][:4], rtol=1e-10, atol=1e-16)
 
 
+@pytest.mark.parametrize("family", ["resnet-v2", "transformer-postln", "densenet"])
+@pytest.mark.parametrize("with_targets", [True, False])
+def test_batch_size_splits_exactly(family, with_targets):
+    model, x, y = _family(family)
+    x, y = torch.cat([x, x.flip(0) * 0.5]), torch.cat([y, y.flip(0)])  # an uneven last piece
+    y = y if with_targets else None
+    for wrt in ("input", "units"):
+        full = attribution.path_length_gradients(model, x, y, wrt=wrt, max_length=3)
+        split = attribution.path_length_gradients(model, x, y, wrt=wrt, max_length=3, batch_size=len(x) // 2 + 1)
+        assert torch.allclose(split.norms, full.norms, rtol=1e-10, atol=1e-16)
+        assert split.dropped_norm == pytest.approx(full.dropped_norm, rel=1e-9, abs=1e-16)
+        assert split.loss == pytest.approx(full.loss, rel=1e-12)
+        if wrt == "input":
+            assert torch.allclose(split.by_length, full.by_length, rtol=1e-10, atol=1e-16)
+            assert torch.allclose(split.total, full.total, rtol=1e-10, atol=1e-16)
+        else:
+            for k, v in full.param_by_length.items():
+                assert torch.allclose(split.param_by_length[k], v, rtol=1e-9, atol=1e-15), k
+
+
+def test_batch_size_needs_a_loss_that_splits():
+    model, x, y = _family("resmlp")
+    with pytest.raises(ValueError, match="batch_size=0: must be a positive integer"):
+        attribution.path_length_gradients(model, x, y, batch_size=0)
+    with pytest.raises(ValueError, match="default loss"):
+        attribution.path_length_gradients(model, x, y, batch_size=2, loss=lambda o, t: o.pow(2).sum())
+    with pytest.raises(ValueError, match="mode='eval'"):
+        attribution.path_length_gradients(model, x, y, batch_size=2, mode="train")
+    with pytest.raises(ValueError, match="method='exact'"):
+        attribution.path_length_gradients(model, x, y, batch_size=2, method="sample")
+
+
 def test_result_frame_and_effective_paths():
     model, x, y = _family("resmlp")
     res = attribution.path_length_gradients(model, x, y)

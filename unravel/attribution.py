@@ -331,7 +331,8 @@ def _exact(model, units, records, L, wrt, max_length, chunk_size):
             unit_params.setdefault(u.module, [k for k in params if not prefix or k.startswith(prefix + ".")])
         inside = {k for ks in unit_params.values() for k in ks}
         outside = [k for k in params if k not in inside]
-        pgrads = {k: p.new_zeros((M + 2,) + tuple(p.shape)) for k, p in params.items()}
+        # per parameter, M + 2 slots (lengths 0..M, then the overflow): None until a part arrives
+        pgrads = {k: [None] * (M + 2) for k in params}
 
     def accumulate(names, grads, shift):
         # channel j of ``grads`` holds length j + shift; its last channel is the overflow
@@ -339,7 +340,8 @@ def _exact(model, units, records, L, wrt, max_length, chunk_size):
             store, kept = pgrads[name], len(channels) - 1
             for j, g in enumerate(channels):
                 if g is not None:
-                    store[j + shift if j < kept and j + shift <= M else M + 1] += g
+                    i = j + shift if j < kept and j + shift <= M else M + 1
+                    store[i] = g if store[i] is None else store[i] + g
 
     def vjp(out, leaf, G, names, shift):
         got = _vjps(out, [leaf] + [params[k] for k in names], G, chunk_size)
@@ -350,12 +352,12 @@ def _exact(model, units, records, L, wrt, max_length, chunk_size):
     head = torch.autograd.grad(L, [last.y_out] + [params[k] for k in outside], retain_graph=True, allow_unused=True)
     for name, g in zip(outside, head[1:]):
         if g is not None:  # the head: no residual branch between it and the loss
-            pgrads[name][0] += g
+            pgrads[name][0] = g
     G = [head[0], None]  # length 0, and an empty overflow
     for l in range(n - 1, -1, -1):
         rec, names = records[l], unit_params.get(units[l].module, [])
         c = len(G) - 1
-        if rec.y is rec.zl or (_is_relu(units[l].parts.post) and wrt == "input"):
+        if rec.y is rec.zl or _is_relu(units[l].parts.post):  # a ReLU has no parameters
             gz = _post_vjp(units[l], rec, G, chunk_size)
         else:
             gz = vjp(rec.y, rec.zl, G, names, 0)
@@ -374,13 +376,17 @@ def _exact(model, units, records, L, wrt, max_length, chunk_size):
             # the stem: its parameters take the lengths of the paths above it
             accumulate(outside, _vjps(rec.x_in, [params[k] for k in outside], G, chunk_size), 0)
     zero = torch.zeros_like(records[0].x)
-    return [zero if g is None else g for g in G], pgrads
+    stacked = {}
+    for name, slots in pgrads.items():
+        z = torch.zeros_like(params[name])
+        stacked[name] = torch.stack([z if g is None else g for g in slots])
+    return [zero if g is None else g for g in G], stacked
 
 
 def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Callable | None = None,
                           wrt: str = "input", method: str = "exact", max_length: int | None = None,
                           chunk_size: int | None = None, num_samples: int = 100, generator=None,
-                          mode: str = "eval") -> PathLengthGradients:
+                          mode: str = "eval", batch_size: int | None = None) -> PathLengthGradients:
     """The loss gradient split by path length: how much travels through k residual branches.
 
     Parameters
@@ -420,6 +426,11 @@ def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Calla
     mode : {"eval", "train"}
         The mode of the forward pass (train mode: batch statistics; running statistics are put
         back afterwards).
+    batch_size : int, optional
+        Exact: decompose this many examples at a time and combine the parts (weighted as the mean
+        loss weighs them), so that the extra memory scales with ``batch_size``, not the batch.
+        The result is the same up to floating-point rounding. Needs the default loss and
+        ``mode="eval"`` (a custom loss, or batch statistics, need not split over examples).
 
     Returns
     -------
@@ -429,7 +440,8 @@ def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Calla
     ------
     ValueError
         For an unknown ``method``/``wrt``/``mode``, ``method="sample"`` with ``wrt="units"``, an
-        empty batch, or a model whose units do not run exactly once.
+        empty batch, a model whose units do not run exactly once, or a ``batch_size`` that cannot
+        split the loss.
 
     Examples
     --------
@@ -470,33 +482,59 @@ def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Calla
         raise ValueError(f"max_length={max_length!r}: must be a non-negative integer.")
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"chunk_size={chunk_size!r}: must be a positive integer.")
+    if batch_size is not None:
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r}: must be a positive integer.")
+        if method != "exact" or loss is not None or mode != "eval":
+            raise ValueError("batch_size splits the exact decomposition over examples: it needs method='exact', "
+                             "the default loss (mean cross-entropy, or the summed top logit) and mode='eval'.")
     inputs, loss_fn = _prepare(model, inputs, targets, loss)
     units = find_units(model)
     n = len(units)
     counts = UnraveledGraph(units).length_counts()
-    with _analysis_mode(model, mode):
-        records, _, L = _record(model, units, inputs, targets, loss_fn)
-        if method == "sample":
-            return _sample(units, records, L, counts, num_samples, chunk_size or 64, generator, max_length)
-        G, pgrads = _exact(model, units, records, L, wrt, max_length, chunk_size)
     M = n if max_length is None else min(max_length, n)
-    K = len(G) - 1  # kept channels at x_0
+    B = inputs[0].shape[0]
+    step = B if batch_size is None else batch_size
+    L = 0.0
+    input_parts, param_parts = [], None
+    with _analysis_mode(model, mode):
+        for start in range(0, B, step):
+            piece = tuple(t[start:start + step] for t in inputs)
+            piece_targets = None if targets is None else targets[start:start + step]
+            records, _, L_piece = _record(model, units, piece, piece_targets, loss_fn)
+            if method == "sample":
+                return _sample(units, records, L_piece, counts, num_samples, chunk_size or 64, generator,
+                               max_length)
+            G, pgrads = _exact(model, units, records, L_piece, wrt, max_length, chunk_size)
+            del records
+            # the default loss is a mean over examples (with targets) or a sum (without)
+            weight = piece[0].shape[0] / B if targets is not None else 1.0
+            L = L + weight * float(L_piece.detach())
+            K = len(G) - 1  # kept channels at x_0
+            if wrt == "input":
+                parts = torch.stack(G[:K] + [G[K]]).detach()  # lengths 0..K-1, then the overflow
+                if K < M + 1:
+                    parts = torch.cat([parts[:K], parts.new_zeros((M + 1 - K,) + tuple(parts.shape[1:])),
+                                       parts[K:]])
+                input_parts.append(parts if weight == 1.0 else parts * weight)
+            else:
+                pgrads = {k: v.detach() if weight == 1.0 else v.detach() * weight for k, v in pgrads.items()}
+                param_parts = pgrads if param_parts is None else {k: param_parts[k] + v for k, v in pgrads.items()}
+            del G, pgrads
     if wrt == "input":
-        parts = torch.stack(G[:K]).detach()
-        if K < M + 1:
-            parts = torch.cat([parts, parts.new_zeros((M + 1 - K,) + tuple(parts.shape[1:]))])
-        overflow = G[K].detach()
+        allparts = input_parts[0] if len(input_parts) == 1 else torch.cat(input_parts, dim=1)
+        parts, overflow = allparts[: M + 1], allparts[M + 1]
         norms = parts.flatten(1).norm(dim=1)
         total = parts.sum(0) + overflow
         result = dict(by_length=parts, total=total, dropped_norm=float(overflow.norm()))
     else:
-        pbl = {k: v[: M + 1].detach() for k, v in pgrads.items()}
+        pbl = {k: v[: M + 1] for k, v in param_parts.items()}
         norms = sum(v.flatten(1).pow(2).sum(1) for v in pbl.values()).sqrt()
-        dropped = sum(v[M + 1].pow(2).sum() for v in pgrads.values())
+        dropped = sum(v[M + 1].pow(2).sum() for v in param_parts.values())
         result = dict(param_by_length=pbl, dropped_norm=float(dropped) ** 0.5)
     counts_t = torch.tensor([float(c) for c in counts[: M + 1]], dtype=norms.dtype)
     return PathLengthGradients("exact", wrt, torch.arange(M + 1), counts[: M + 1], norms.detach().cpu(),
-                               (norms.detach().cpu() / counts_t), loss=float(L.detach()), **{
+                               (norms.detach().cpu() / counts_t), loss=float(L), **{
                                    k: (v.cpu() if torch.is_tensor(v) else v) for k, v in result.items()})
 
 
