@@ -16,8 +16,9 @@ Cases (see the README's performance section for the figures and goals):
 6. scaling    exact histogram time as the number of units grows; the exponent of a power fit.
 
 ``--quick`` runs every case on tiny settings: a smoke test of the harness, no goals checked.
-Timings use ``torch.utils.benchmark.Timer`` (median of ``blocked_autorange`` where a case is
-short, a fixed number of runs where it is long).
+Timings use ``torch.utils.benchmark.Timer`` (median of ``blocked_autorange``) where a case is
+short, and the mean of a fixed number of ``perf_counter``-timed runs after one warm-up where it
+takes seconds to minutes.
 """
 
 from __future__ import annotations
@@ -50,16 +51,23 @@ def _sync(device):
 
 
 def _time(fn, device, runs=None, min_run_time=1.0, warmup=True):
-    """Seconds per call: ``runs`` timed calls after one warm-up, or blocked_autorange."""
+    """Seconds per call: the mean of ``runs`` timed calls after one warm-up, or
+    ``torch.utils.benchmark``'s ``blocked_autorange`` median (short cases). Fixed runs are
+    timed with ``perf_counter`` (synchronised on a GPU): ``Timer.timeit`` would add two warm-up
+    calls, minutes each for the long cases."""
     if warmup:
         fn()
         _sync(device)
-    # Timer runs single-threaded unless told otherwise: use the threads torch would use
-    t = benchmark.Timer(stmt="fn(); sync()", globals={"fn": fn, "sync": lambda: _sync(device)},
-                        num_threads=torch.get_num_threads())
     if runs is None:
+        # Timer runs single-threaded unless told otherwise: use the threads torch would use
+        t = benchmark.Timer(stmt="fn(); sync()", globals={"fn": fn, "sync": lambda: _sync(device)},
+                            num_threads=torch.get_num_threads())
         return t.blocked_autorange(min_run_time=min_run_time).median
-    return t.timeit(runs).mean
+    start = time.perf_counter()
+    for _ in range(runs):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - start) / runs
 
 
 def _batch(n, shape, device, seed=0):
@@ -176,7 +184,11 @@ mode = {mode!r}
 def peak():
     if {device!r}.startswith("cuda"):
         return torch.cuda.max_memory_allocated()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    try:  # this process's own high-water mark (ru_maxrss keeps the forking parent's across exec)
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 base = peak()
 if {device!r}.startswith("cuda"):
     torch.cuda.reset_peak_memory_stats(); base = torch.cuda.memory_allocated()
@@ -191,7 +203,7 @@ print(json.dumps(peak() - base))
 
 def case_memory(cfg, device):
     out = {"units": len(unravel.find_units(models.resnet_cifar(cfg["depth"]))), "batch": cfg["batch"],
-           "how": "peak RSS growth of a fresh process (CPU) or peak allocated memory (CUDA), in MiB"}
+           "how": "growth of a fresh process's peak RSS, VmHWM (CPU), or peak allocated memory (CUDA), in MiB"}
     split = max(1, cfg["batch"] // 4)
     for label, mode, chunk, part in [("fwd_bwd", "fwd_bwd", None, None), ("exact", "exact", None, None),
                                      ("exact_chunk_1", "exact", 1, None), ("exact_chunk_8", "exact", 8, None),
