@@ -236,6 +236,26 @@ def test_max_length_and_chunk_size_keep_the_same_channels():
         assert torch.allclose(v, units_full.param_by_length[k][:4], rtol=1e-10, atol=1e-16)
 
 
+def test_identity_like_branches_are_not_overwritten():
+    # an identity residual branch and an identity shortcut hand back their cotangent itself: the
+    # in-place channel arithmetic must not write into a tensor that another channel still holds
+    torch.manual_seed(0)
+    Block = models.ResidualBlock
+    net = nn.Sequential(nn.Linear(5, 6), Block(nn.Identity(), post=nn.ReLU()),
+                        Block(nn.Sequential(nn.Linear(6, 6), nn.Tanh()), post=nn.ReLU()),
+                        Block(nn.Identity()), Block(nn.Linear(6, 6), post=nn.ReLU()),
+                        Block(nn.Flatten(), post=nn.ReLU()), nn.Linear(6, 3)).double()
+    x, y = torch.randn(7, 5, dtype=torch.float64), torch.randint(0, 3, (7,))
+    sums, _, n = _brute_force(net, x, y)
+    res = attribution.path_length_gradients(net, x, y)
+    for k in range(n + 1):
+        assert torch.allclose(res.by_length[k], sums[k], rtol=1e-10, atol=1e-14), k
+    pres = attribution.path_length_gradients(net, x, y, wrt="units")
+    grads = torch.autograd.grad(F.cross_entropy(net(x), y), list(net.parameters()))
+    for (name, _), g in zip(net.named_parameters(), grads):
+        assert torch.allclose(pres.param_by_length[name].sum(0), g, rtol=1e-10, atol=1e-14), name
+
+
 @pytest.mark.parametrize("family", ["resnet-v2", "transformer-postln", "densenet"])
 @pytest.mark.parametrize("with_targets", [True, False])
 def test_batch_size_splits_exactly(family, with_targets):

@@ -284,6 +284,18 @@ def _add(a, b):
     return a if b is None else b if a is None else a + b
 
 
+def _storage(t) -> int:
+    return t.untyped_storage().data_ptr()
+
+
+def _writable(t, foreign) -> bool:
+    """Whether the channel ``t`` may be overwritten: a dense tensor of its own (no view, no
+    broadcast strides) sharing no storage with the tensors in ``foreign``. Channels are owned
+    by the propagation (each VJP's result sits in one slot), but a VJP can hand back its
+    cotangent or a view of it (identity-like branches), which must stay untouched."""
+    return t._base is None and t.is_contiguous() and _storage(t) not in foreign
+
+
 def _through_unit(short, res, c, M):
     """Combine a unit's shortcut and residual VJPs of the length channels (c kept channels for
     lengths 0..c-1, then one overflow channel for lengths > M): the shortcut keeps each length,
@@ -293,8 +305,13 @@ def _through_unit(short, res, c, M):
     new = [None] * (c_new + 1)
     if short is not None:  # a plain unit has none: every path takes its residual branch
         new[:c] = short[:c]
+    foreign = {_storage(t) for t in short if t is not None} if short is not None else set()
     for k in range(kept):
-        new[k + 1] = _add(new[k + 1], res[k])
+        a, b = new[k + 1], res[k]
+        if a is not None and b is not None and b.shape == a.shape and b.dtype == a.dtype and _writable(b, foreign):
+            new[k + 1] = b.add_(a)  # no new buffer: on a CPU, fresh pages cost as much as the sum
+        else:
+            new[k + 1] = _add(a, b)
     overflow = short[c] if short is not None else None
     for k in range(kept, c + 1):  # pushed past max_length, and the old overflow
         overflow = _add(overflow, res[k])
@@ -312,7 +329,17 @@ def _post_vjp(unit, rec, G, chunk_size=None):
     if rec.y is rec.zl:
         return G
     if _is_relu(unit.parts.post):
-        return [None if g is None else torch.ops.aten.threshold_backward(g, rec.y, 0) for g in G]
+        mask, out = None, []
+        for g in G:
+            if g is None:
+                out.append(None)
+            elif g.shape == rec.y.shape and _writable(g, ()):
+                # in place: the previous unit's channels are not read again
+                mask = rec.y <= 0 if mask is None else mask
+                out.append(g.masked_fill_(mask, 0))
+            else:
+                out.append(torch.ops.aten.threshold_backward(g, rec.y, 0))
+        return out
     return _vjps(rec.y, [rec.zl], G, chunk_size)[0]
 
 
