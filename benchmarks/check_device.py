@@ -22,17 +22,14 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import unravel  # noqa: E402
+from run import _trained_like  # noqa: E402  (benchmarks/run.py, beside this file)
 from unravel import attribution, lesion, models  # noqa: E402
+from unravel._routing import Layer, route  # noqa: E402
 
 
 def _net(depth, dtype, device):
     torch.manual_seed(0)
-    model = models.resnet_cifar(depth, width=8)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-    return model.to(device=device, dtype=dtype).eval()
+    return _trained_like(models.resnet_cifar(depth, width=8)).to(device=device, dtype=dtype)
 
 
 def _state(model):
@@ -66,7 +63,6 @@ def main(argv=None):
         # autograd's gradient at the first unit's input
         leaf = {}
         units = unravel.find_units(model)
-        from unravel._routing import Layer, route
 
         def compute(unit, xin, position_unit, **kw):
             if position_unit.index == 0:

@@ -532,13 +532,13 @@ def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Calla
     L = 0.0
     input_parts, param_parts = [], None
     with _analysis_mode(model, mode):
+        if method == "sample":
+            records, _, L = _record(model, units, inputs, targets, loss_fn)
+            return _sample(units, records, L, counts, num_samples, chunk_size or 64, generator, max_length)
         for start in range(0, B, step):
             piece = tuple(t[start:start + step] for t in inputs)
             piece_targets = None if targets is None else targets[start:start + step]
             records, _, L_piece = _record(model, units, piece, piece_targets, loss_fn)
-            if method == "sample":
-                return _sample(units, records, L_piece, counts, num_samples, chunk_size or 64, generator,
-                               max_length)
             G, pgrads = _exact(model, units, records, L_piece, wrt, max_length, chunk_size)
             del records
             # the default loss is a mean over examples (with targets) or a sum (without)
