@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import unravel  # noqa: E402
 from run import _trained_like  # noqa: E402  (benchmarks/run.py, beside this file)
 from unravel import attribution, lesion, models  # noqa: E402
-from unravel._routing import Layer, route  # noqa: E402
 
 
 def _net(depth, dtype, device):
@@ -64,12 +63,12 @@ def main(argv=None):
         leaf = {}
         units = unravel.find_units(model)
 
-        def compute(unit, xin, position_unit, **kw):
-            if position_unit.index == 0:
+        def compute(unit, xin, position, **kw):
+            if position.index == 0:
                 xin = leaf.setdefault(0, xin.detach().requires_grad_())
             return unit.forward(xin, **kw)
 
-        with route(units, Layer(compute=compute)):
+        with unravel.intervene(model, compute=compute):
             loss = F.cross_entropy(model(x), y)
         g, = torch.autograd.grad(loss, leaf[0])
         scale = float(g.abs().max())

@@ -42,7 +42,6 @@ sys.path.insert(0, str(ROOT))
 
 import unravel  # noqa: E402
 from unravel import attribution, lesion, models, study, train  # noqa: E402
-from unravel._routing import Layer, route  # noqa: E402
 
 
 def _sync(device):
@@ -99,14 +98,14 @@ def _single_path(model, units, x, y, path):
     taken = set(path)
     leaf = {}
 
-    def compute(unit, xin, position_unit, **kw):
-        p = position_unit.index
+    def compute(unit, xin, position, **kw):
+        p = position.index
         if p == 0:
             xin = leaf.setdefault(0, xin.detach().requires_grad_())
         s, r = unit.shortcut(xin), unit.residual(xin, **kw)
         return unit.post(s.detach() + r if p in taken else s + r.detach())
 
-    with route(units, Layer(compute=compute)):
+    with unravel.intervene(model, compute=compute):
         loss = F.cross_entropy(model(x), y)
     grad, = torch.autograd.grad(loss, leaf[0])
     return float(grad.norm())

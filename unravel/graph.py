@@ -9,12 +9,13 @@ graph handed to the functions was built by :func:`unravel`; they need only a DAG
 from __future__ import annotations
 
 import operator
-import random
 from collections.abc import Iterator, Sequence
 
 import networkx as nx
 from torch import nn
 
+from ._utils import python_rng
+from .errors import ArgumentError, ArgumentTypeError
 from .units import ResidualUnit, find_units
 
 __all__ = [
@@ -53,14 +54,17 @@ def build_graph(units: Sequence[ResidualUnit | None]) -> nx.MultiDiGraph:
     Returns
     -------
     networkx.MultiDiGraph
-        Nodes ``"x0" ... "xn"`` are the states between units (``kind="state"``). A residual or
+        Nodes ``"x0" ... "xn"`` are the states between units (``kind="state"``); states inside a
+        dense block lie on no path and are left out. A residual or
         projection unit ``l`` adds two parallel edges ``x_l -> x_{l+1}``, keyed ``"shortcut"``
         (``length=0``) and ``"residual"`` (``length=1``); a plain unit only the residual edge.
         A dense block of m layers starting at state ``x_a`` adds a node ``"h<l>"`` per layer
         (``kind="layer"``); each layer is fed by the block input and by every earlier layer of
         its block (``kind="residual"``, ``length=1``), and everything reaches the block output
         ``x_{a+m}`` (``kind="concat"``, ``length=0``). Transitions between blocks are shared by
-        every path and are not counted: consecutive blocks meet at one state node. Edges carry
+        every path and are not counted: consecutive blocks meet at one state node. A deleted unit
+        (a view from inside a lesion, ``unit.deleted``) keeps only its shortcut edge; a deleted
+        dense layer has no node. Edges carry
         ``unit``, ``name`` and ``projection``; ``G.graph`` holds ``source``, ``target`` and ``n``.
 
     Examples
@@ -89,6 +93,8 @@ def build_graph(units: Sequence[ResidualUnit | None]) -> nx.MultiDiGraph:
             a, b = f"x{first}", f"x{group[-1] + 1}"
             sources = [a]
             for i in group:
+                if getattr(units[i], "deleted", False):  # a deleted layer adds zero channels
+                    continue
                 h = f"h{i}"
                 G.add_node(h, kind="layer", index=i)
                 for s in sources:
@@ -98,9 +104,14 @@ def build_graph(units: Sequence[ResidualUnit | None]) -> nx.MultiDiGraph:
                 G.add_edge(s, b, key="concat", kind="concat", length=0, unit=None, name="concat", projection=False)
             continue
         a, b = f"x{first}", f"x{first + 1}"
-        if u is None or u.kind != "plain":
+        deleted = getattr(u, "deleted", False)
+        if u is None or u.kind != "plain" or deleted:  # a deleted unit is its bypass
             G.add_edge(a, b, key="shortcut", kind="shortcut", length=0, **info(first))
-        G.add_edge(a, b, key="residual", kind="residual", length=1, **info(first))
+        if not deleted:
+            G.add_edge(a, b, key="residual", kind="residual", length=1, **info(first))
+    # consecutive dense layers of one block share one state node: the states between them lie on
+    # no path, and only nodes on a source-to-target path belong to the unraveled view
+    G.remove_nodes_from([v for v in list(G) if G.degree(v) == 0 and v not in (G.graph["source"], G.graph["target"])])
     return G
 
 
@@ -235,27 +246,6 @@ def all_paths(G: nx.MultiDiGraph, length: int | None = None) -> Iterator[tuple[i
                     stack.append((w, r - step, taken + ((unit,) if step else ())))
 
 
-def _python_rng(generator) -> random.Random:
-    generator = _as_int(generator)
-    if isinstance(generator, random.Random):
-        return generator
-    if generator is None or isinstance(generator, int):
-        return random.Random(generator)
-    import torch
-
-    if isinstance(generator, torch.Generator):
-        return random.Random(int(torch.randint(0, 2**62, (1,), generator=generator)))
-    try:
-        import numpy as np
-
-        if isinstance(generator, np.random.Generator):
-            return random.Random(int(generator.integers(0, 2**62)))
-    except ImportError:  # pragma: no cover
-        pass
-    raise TypeError(f"generator must be None, an int seed, random.Random, torch.Generator or "
-                    f"numpy.random.Generator; got {type(generator).__name__}.")
-
-
 def _as_int(v):
     """numpy and torch integers count as ints; anything else is left for the caller to reject."""
     try:
@@ -299,10 +289,10 @@ def sample_paths(G: nx.MultiDiGraph, length: int, num: int, generator=None) -> l
     source, target = G.graph["source"], G.graph["target"]
     if not isinstance(length, int) or _remaining(R, source, length) == 0:
         lengths = [k for k, c in enumerate(R.get(source, [])) if c]
-        raise ValueError(f"no path has length {length!r}; lengths with paths: {lengths[0]}..{lengths[-1]}.")
+        raise ArgumentError(f"no path has length {length!r}; lengths with paths: {lengths[0]}..{lengths[-1]}.")
     if not isinstance(num, int) or num < 0:
-        raise ValueError(f"num={num!r}: must be a non-negative integer.")
-    rng = _python_rng(generator)
+        raise ArgumentError(f"num={num!r}: must be a non-negative integer.")
+    rng = python_rng(generator)
     out_edges = {v: [(w, d["length"], d["unit"]) for _, w, d in G.out_edges(v, data=True)] for v in G}
     paths = []
     for _ in range(num):
@@ -383,7 +373,7 @@ class UnraveledGraph:
         length, num = _as_int(length), _as_int(num)
         if self._is_chain() and isinstance(length, int) and 0 <= length <= self.n and isinstance(num, int) and num >= 0:
             # a chain's paths of length k are the k-subsets of units: sample one directly
-            rng = _python_rng(generator)
+            rng = python_rng(generator)
             return [tuple(sorted(rng.sample(range(self.n), length))) for _ in range(num)]
         return sample_paths(self.graph, length, num, generator)
 
@@ -434,12 +424,12 @@ def unravel(model_or_units_or_n) -> UnraveledGraph:
     if isinstance(x, nn.Module):
         return UnraveledGraph(find_units(x))
     if isinstance(x, bool):
-        raise TypeError("unravel() takes a model, a list of units or an int, not a bool.")
+        raise ArgumentTypeError("unravel() takes a model, a list of units or an int, not a bool.")
     if isinstance(x, int):
         if x < 0:
-            raise ValueError(f"n={x}: a network has a non-negative number of units.")
+            raise ArgumentError(f"n={x}: a network has a non-negative number of units.")
         return UnraveledGraph([None] * x)
     if isinstance(x, (list, tuple)) and all(isinstance(u, ResidualUnit) for u in x):
         return UnraveledGraph(x)
-    raise TypeError(f"unravel() takes a torch.nn.Module, a list of ResidualUnit or an int; got {type(x).__name__}.")
+    raise ArgumentTypeError(f"unravel() takes a torch.nn.Module, a list of ResidualUnit or an int; got {type(x).__name__}.")
 

@@ -7,6 +7,8 @@ beyond the columns it needs.
 
 from __future__ import annotations
 
+from .errors import ArgumentError
+
 __all__ = ["path_length_distribution", "deletion_errors", "error_vs_k", "gradient_by_length",
            "length_heatmap", "norm_ratios", "subnetwork_errors", "draw_paths", "draw_graph", "save"]
 
@@ -23,7 +25,7 @@ def _axes(ax, size=(6.0, 3.6)):
 def _require(frame, columns, what):
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise ValueError(f"{what} needs a frame with columns {columns}; missing {missing} "
+        raise ArgumentError(f"{what} needs a frame with columns {columns}; missing {missing} "
                          f"(got {list(frame.columns)}).")
 
 
@@ -50,7 +52,7 @@ def path_length_distribution(frame, y: str = "fraction", hue: str | None = None,
     import seaborn as sns
 
     if y not in ("fraction", "count"):
-        raise ValueError(f"y={y!r}; allowed: 'fraction', 'count'.")
+        raise ArgumentError(f"y={y!r}; allowed: 'fraction', 'count'.")
     _require(frame, ["length", y] + ([hue] if hue else []), "path_length_distribution")
     ax = _axes(ax)
     data = frame.assign(**{y: frame[y].astype(float)})

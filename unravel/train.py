@@ -18,6 +18,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from .data import DataSplit
+from ._utils import eval_mode, model_device
+from .errors import ArgumentError, ArgumentTypeError, CheckpointError
 
 __all__ = ["fit", "evaluate", "save", "load", "History", "Callback", "as_loader"]
 
@@ -69,7 +71,7 @@ def _dataset(data: Any, split: str) -> Dataset:
         return data
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(torch.is_tensor(t) for t in data):
         return TensorDataset(*data)
-    raise TypeError(f"expected a DataSplit, a Dataset, a DataLoader or a tuple (inputs, targets); "
+    raise ArgumentTypeError(f"expected a DataSplit, a Dataset, a DataLoader or a tuple (inputs, targets); "
                     f"got {type(data).__name__}.")
 
 
@@ -81,14 +83,15 @@ def as_loader(data: Any, batch_size: int = 256, split: str = "test", shuffle: bo
         return data
     ds = _dataset(data, split)
     if len(ds) == 0:
-        raise ValueError("the data is empty: nothing to train or evaluate on.")
+        raise ArgumentError("the data is empty: nothing to train or evaluate on.")
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=generator)
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Any, *, batch_size: int = 512, device=None,
              loss: Callable = F.cross_entropy) -> dict:
-    """Mean loss and error rate of ``model`` on ``data``, in eval mode (the mode is restored).
+    """Mean loss and error rate of ``model`` on ``data``, in eval mode (every submodule's mode is
+    restored, so a frozen BatchNorm inside a training model stays in eval mode).
 
     Examples
     --------
@@ -99,29 +102,18 @@ def evaluate(model: nn.Module, data: Any, *, batch_size: int = 512, device=None,
     (['error', 'loss'], True)
     """
     loader = as_loader(data, batch_size, split="test")
-    device = _device(model, device)
-    was_training = model.training
-    model.eval()
+    device = model_device(model, device)
     total_loss, wrong, count = 0.0, 0, 0
-    try:
+    with eval_mode(model):  # every submodule's flag comes back (a frozen BN stays frozen)
         for x, y in loader:
             x, y = x.to(device), y.to(device)
             out = model(x)
             total_loss += float(loss(out, y, reduction="sum"))
             wrong += int((out.argmax(1) != y).sum())
             count += len(y)
-    finally:
-        model.train(was_training)
     if count == 0:
-        raise ValueError("the data is empty: nothing to evaluate.")
+        raise ArgumentError("the data is empty: nothing to evaluate.")
     return {"loss": total_loss / count, "error": wrong / count}
-
-
-def _device(model, device):
-    if device is not None:
-        return torch.device(device)
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def fit(model: nn.Module, train: Any, test: Any = None, epochs: int = 10, *, batch_size: int = 128,
@@ -166,14 +158,14 @@ def fit(model: nn.Module, train: Any, test: Any = None, epochs: int = 10, *, bat
     (2, True)
     """
     if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs={epochs!r}: must be a positive integer.")
+        raise ArgumentError(f"epochs={epochs!r}: must be a positive integer.")
     if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer={optimizer!r}; allowed: {', '.join(OPTIMIZERS)}.")
+        raise ArgumentError(f"optimizer={optimizer!r}; allowed: {', '.join(OPTIMIZERS)}.")
     if schedule not in SCHEDULES:
-        raise ValueError(f"schedule={schedule!r}; allowed: {', '.join(SCHEDULES)}.")
+        raise ArgumentError(f"schedule={schedule!r}; allowed: {', '.join(SCHEDULES)}.")
     if test is None and isinstance(train, DataSplit):
         test = train.test
-    device = _device(model, device)
+    device = model_device(model, device)
     model.to(device)
     callbacks = [cb if isinstance(cb, Callback) else _FunctionCallback(cb) for cb in callbacks]
 
@@ -197,10 +189,13 @@ def fit(model: nn.Module, train: Any, test: Any = None, epochs: int = 10, *, bat
         for cb in callbacks:
             cb.on_train_begin(model)
         step = 0
+        # a model handed over in train mode keeps its submodules' flags (a frozen BatchNorm stays
+        # frozen); one in eval mode is put in train mode. evaluate() and callbacks restore flags.
+        if not model.training:
+            model.train()
         bar = tqdm(range(1, epochs + 1), desc="train", unit="epoch", disable=not progress, leave=False)
         for epoch in bar:
             start = time.perf_counter()
-            model.train()
             run_loss, run_wrong, run_count = 0.0, 0, 0
             for x, y in loader:
                 x, y = x.to(device), y.to(device)
@@ -233,7 +228,7 @@ def fit(model: nn.Module, train: Any, test: Any = None, epochs: int = 10, *, bat
 class _FunctionCallback(Callback):
     def __init__(self, fn):
         if not callable(fn):
-            raise TypeError(f"a callback must be a Callback or a function (model, metrics); got {fn!r}.")
+            raise ArgumentTypeError(f"a callback must be a Callback or a function (model, metrics); got {fn!r}.")
         self.fn = fn
 
     def on_epoch_end(self, model, metrics):
@@ -263,18 +258,29 @@ def load(path, model: nn.Module | None = None, map_location="cpu"):
 
     With ``model``: its weights are replaced (strictly) and the model is returned. Without: the
     checkpoint dict (``state_dict``, ``meta``, ``model_class``) is returned.
+
+    Raises
+    ------
+    CheckpointError
+        If the file is missing, is not a checkpoint (any file torch cannot read with
+        ``weights_only=True``, or a dict without ``state_dict``), or does not fit ``model``.
     """
     path = Path(path)
+    what = "a checkpoint written by unravel.train.save (or `unravel train --save`)"
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {str(path)!r}.")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        raise CheckpointError(f"no checkpoint at {str(path)!r}: expected {what}.")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch's unpickler raises many types on a file that is not a checkpoint
+        raise CheckpointError(f"{str(path)!r} is not a checkpoint unravel can read ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else 'unreadable'}); expected {what}.") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise ValueError(f"{str(path)!r} is not an unravel checkpoint (no 'state_dict').")
+        raise CheckpointError(f"{str(path)!r} is not an unravel checkpoint (no 'state_dict'); expected {what}.")
     if model is None:
         return ckpt
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:
-        raise ValueError(f"checkpoint {str(path)!r} (saved from {ckpt.get('model_class')}) does not fit "
-                         f"{type(model).__name__}: {str(e).splitlines()[0]}") from None
+        raise CheckpointError(f"checkpoint {str(path)!r} (saved from {ckpt.get('model_class')}) does not fit "
+                              f"{type(model).__name__}: {str(e).splitlines()[0]}") from None
     return model

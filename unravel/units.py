@@ -27,30 +27,29 @@ References
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from .adapters import Adapter, adapters, match, register_adapter, supported_blocks, unregister_adapter
+from ._utils import as_tuple, eval_mode
+from .errors import ArgumentError, ArgumentTypeError, UnsupportedModelError
 
 __all__ = [
     "ResidualUnit",
     "UnitParts",
-    "Adapter",
-    "UnsupportedModelError",
     "find_units",
-    "register_adapter",
-    "unregister_adapter",
-    "supported_blocks",
     "unit_table",
 ]
 
+# re-exported here for code written against earlier versions: Adapter, adapters,
+# register_adapter, unregister_adapter, supported_blocks (see unravel.adapters), and
+# UnsupportedModelError (see unravel.errors)
+_REEXPORTS = (Adapter, adapters, register_adapter, unregister_adapter, supported_blocks, UnsupportedModelError)
+
 UNIT_KINDS = ("residual", "plain", "dense")
-
-
-class UnsupportedModelError(TypeError):
-    """Raised when a model holds no residual unit that any adapter recognises."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,9 +87,9 @@ class UnitParts:
 
     def __post_init__(self):
         if self.kind not in UNIT_KINDS:
-            raise ValueError(f"UnitParts kind={self.kind!r} is not one of {UNIT_KINDS}.")
+            raise ArgumentError(f"UnitParts kind={self.kind!r} is not one of {UNIT_KINDS}.")
         if not callable(self.residual):
-            raise TypeError(f"UnitParts residual must be callable, got {type(self.residual).__name__}.")
+            raise ArgumentTypeError(f"UnitParts residual must be callable, got {type(self.residual).__name__}.")
 
 
 class ResidualUnit:
@@ -123,14 +122,21 @@ class ResidualUnit:
     True
     """
 
-    __slots__ = ("index", "name", "module", "parts", "position")
+    __slots__ = ("index", "name", "module", "parts", "position", "deleted")
 
-    def __init__(self, index: int, name: str, module: nn.Module, parts: UnitParts, position: int = 0):
+    def __init__(self, index: int, name: str, module: nn.Module, parts: UnitParts, position: int = 0,
+                 deleted: bool = False):
         self.index = index
         self.name = name
         self.module = module
         self.parts = parts
         self.position = position  # index of this unit among its module's units
+        self.deleted = deleted  # a view of the unit inside a deletion (see as_deleted)
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """The unit's identity across separate ``find_units`` calls on one model."""
+        return id(self.module), self.position
 
     @property
     def projection(self) -> bool:
@@ -154,7 +160,10 @@ class ResidualUnit:
         return y if self.parts.post is None else self.parts.post(y)
 
     def forward(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        """The unit's output, equal to what the module computes for it."""
+        """The unit's output, equal to what the module computes for it (its bypass when this is
+        the view of a deleted unit)."""
+        if self.deleted:
+            return self.bypass(x)
         if self.parts.forward is not None:
             return self.parts.forward(x, **kwargs)
         if self.kind == "plain":
@@ -165,205 +174,16 @@ class ResidualUnit:
         """The unit with its residual branch deleted: ``post(shortcut(x))``."""
         return self.post(self.shortcut(x))
 
+    def as_deleted(self) -> "ResidualUnit":
+        """The same unit as an intervention's computation sees it inside a deletion: ``forward``
+        is the bypass and ``deleted`` is True (paths through its residual branch do not exist)."""
+        return ResidualUnit(self.index, self.name, self.module, self.parts, self.position, deleted=True)
+
     __call__ = forward
 
     def __repr__(self) -> str:
-        flags = [self.kind] + (["projection"] if self.projection else [])
+        flags = [self.kind] + (["projection"] if self.projection else []) + (["deleted"] if self.deleted else [])
         return f"ResidualUnit({self.index}, {self.name!r}, {type(self.module).__name__}, {', '.join(flags)})"
-
-
-class Adapter:
-    """Describes the units of one block class. Subclass it, or register a plain function.
-
-    ``parts(module)`` returns the block's units (a :class:`UnitParts` or a list of them).
-    ``route(module, call_unit, *args, **kwargs)`` reruns the block's forward through its units,
-    ``call_unit(position, x, **unit_kwargs)`` computing one of them; lesions and attribution use it
-    to change or record single units. The default routes a one-input block through its units in
-    order, which fits every block whose forward is ``x -> unit_m(...unit_1(x))``.
-    """
-
-    def parts(self, module: nn.Module) -> list[UnitParts]:  # pragma: no cover - interface
-        raise TypeError(f"{type(self).__name__} must define parts(module) -> list of UnitParts.")
-
-    def route(self, module: nn.Module, call_unit: Callable[..., torch.Tensor], x, *args, **kwargs):
-        if args or kwargs:
-            raise TypeError(
-                f"{type(module).__name__} was called with extra arguments; its adapter routes "
-                "single-input blocks only. Give the adapter a route() method to pass them on."
-            )
-        for position in range(len(self.parts(module))):
-            x = call_unit(position, x)
-        return x
-
-
-class _FunctionAdapter(Adapter):
-    def __init__(self, fn: Callable[[nn.Module], UnitParts | Sequence[UnitParts]]):
-        self.fn = fn
-
-    def parts(self, module):
-        out = self.fn(module)
-        out = [out] if isinstance(out, UnitParts) else list(out)
-        for p in out:
-            if not isinstance(p, UnitParts):
-                raise TypeError(
-                    f"the adapter for {type(module).__name__} returned {type(p).__name__}; "
-                    "an adapter returns UnitParts or a list of UnitParts."
-                )
-        return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Built-in adapters. torchvision and torch.nn blocks are matched by qualified class name, so that
-# nothing here imports torchvision.
-
-
-def _project_block(m):
-    # unravel.models blocks store their parts under these names; post/shortcut may be None.
-    return m.unit_parts()
-
-
-def _tv_basic(m):
-    def residual(x):
-        return m.bn2(m.conv2(m.relu(m.bn1(m.conv1(x)))))
-
-    return UnitParts(residual=residual, shortcut=m.downsample, post=F.relu)
-
-
-def _tv_bottleneck(m):
-    def residual(x):
-        out = m.relu(m.bn1(m.conv1(x)))
-        out = m.relu(m.bn2(m.conv2(out)))
-        return m.bn3(m.conv3(out))
-
-    return UnitParts(residual=residual, shortcut=m.downsample, post=F.relu)
-
-
-class _TransformerEncoderLayerAdapter(Adapter):
-    """Two units per ``nn.TransformerEncoderLayer``: self-attention, then feed-forward.
-
-    ``norm_first=True`` (pre-LN): the LayerNorm sits inside the residual branch, post is the
-    identity. ``norm_first=False`` (post-LN): post is the LayerNorm after the sum.
-    """
-
-    def parts(self, m):
-        if m.norm_first:
-            attention = UnitParts(
-                residual=lambda x, **kw: m._sa_block(m.norm1(x), kw.get("attn_mask"),
-                                                     kw.get("key_padding_mask"), kw.get("is_causal", False)),
-                label="attention")
-            # **_ : a feed-forward unit moved to an attention position ignores the masks
-            feedforward = UnitParts(residual=lambda x, **_: m._ff_block(m.norm2(x)), label="feedforward")
-        else:
-            attention = UnitParts(
-                residual=lambda x, **kw: m._sa_block(x, kw.get("attn_mask"), kw.get("key_padding_mask"),
-                                                     kw.get("is_causal", False)),
-                post=m.norm1, label="attention")
-            feedforward = UnitParts(residual=lambda x, **_: m._ff_block(x), post=m.norm2, label="feedforward")
-        return [attention, feedforward]
-
-    def route(self, m, call_unit, src, src_mask=None, src_key_padding_mask=None, is_causal=False):
-        # The same mask canonicalisation as TransformerEncoderLayer.forward; the fused fast path is
-        # not taken, so routed outputs equal the layer's slow-path forward.
-        src_key_padding_mask = F._canonical_mask(
-            mask=src_key_padding_mask, mask_name="src_key_padding_mask",
-            other_type=F._none_or_dtype(src_mask), other_name="src_mask", target_type=src.dtype)
-        src_mask = F._canonical_mask(mask=src_mask, mask_name="src_mask", other_type=None,
-                                     other_name="", target_type=src.dtype, check_other=False)
-        x = call_unit(0, src, attn_mask=src_mask, key_padding_mask=src_key_padding_mask, is_causal=is_causal)
-        return call_unit(1, x)
-
-
-_BUILTIN: dict[str, Adapter] = {
-    "unravel.models._blocks.ResidualBlock": _FunctionAdapter(_project_block),
-    "torchvision.models.resnet.BasicBlock": _FunctionAdapter(_tv_basic),
-    "torchvision.models.resnet.Bottleneck": _FunctionAdapter(_tv_bottleneck),
-    "torch.nn.modules.transformer.TransformerEncoderLayer": _TransformerEncoderLayerAdapter(),
-}
-_REGISTERED: dict[type, Adapter] = {}
-
-
-def register_adapter(block_class: type, adapter: Adapter | Callable[[nn.Module], Any]) -> None:
-    """Teach :func:`find_units` a block class of your own.
-
-    Parameters
-    ----------
-    block_class : type
-        A subclass of ``torch.nn.Module``. Subclasses of it are matched too.
-    adapter : Adapter or callable
-        ``adapter(module)`` returns a :class:`UnitParts` (or a list of them, for a block holding
-        several units in sequence). An :class:`Adapter` subclass can also say how the block's
-        forward passes extra arguments to its units.
-
-    Raises
-    ------
-    TypeError
-        If ``block_class`` is not a Module subclass or ``adapter`` is not callable.
-
-    Examples
-    --------
-    >>> import torch, unravel
-    >>> from torch import nn
-    >>> class MyBlock(nn.Module):
-    ...     def __init__(self, d):
-    ...         super().__init__()
-    ...         self.f = nn.Linear(d, d)
-    ...     def forward(self, x):
-    ...         return torch.relu(x + self.f(x))
-    >>> unravel.register_adapter(MyBlock, lambda m: unravel.UnitParts(residual=m.f, post=torch.relu))
-    >>> net = nn.Sequential(MyBlock(4), MyBlock(4))
-    >>> [u.name for u in unravel.find_units(net)]
-    ['0', '1']
-    >>> x = torch.randn(2, 4)
-    >>> u = unravel.find_units(net)[0]
-    >>> torch.equal(u.forward(x), net[0](x))
-    True
-    >>> unravel.unregister_adapter(MyBlock)
-    """
-    if not (isinstance(block_class, type) and issubclass(block_class, nn.Module)):
-        raise TypeError(f"block_class must be a torch.nn.Module subclass, got {block_class!r}.")
-    if isinstance(adapter, Adapter):
-        _REGISTERED[block_class] = adapter
-    elif callable(adapter):
-        _REGISTERED[block_class] = _FunctionAdapter(adapter)
-    else:
-        raise TypeError(f"adapter must be an Adapter or a callable module -> UnitParts, got {adapter!r}.")
-
-
-def unregister_adapter(block_class: type) -> None:
-    """Forget an adapter given to :func:`register_adapter` (a no-op when there is none)."""
-    _REGISTERED.pop(block_class, None)
-
-
-def supported_blocks() -> list[str]:
-    """Names of the block classes :func:`find_units` recognises, registered ones included.
-
-    Examples
-    --------
-    >>> import unravel
-    >>> "torchvision.models.resnet.BasicBlock" in unravel.supported_blocks()
-    True
-    """
-    return list(_BUILTIN) + [f"{c.__module__}.{c.__qualname__}" for c in _REGISTERED]
-
-
-def _adapter_for(module: nn.Module) -> Adapter | None:
-    for cls in type(module).__mro__:
-        if cls in _REGISTERED:
-            return _REGISTERED[cls]
-        adapter = _BUILTIN.get(f"{cls.__module__}.{cls.__qualname__}")
-        if adapter is not None:
-            return adapter
-    return None
-
-
-def _unsupported(model: nn.Module) -> UnsupportedModelError:
-    supported = "\n".join(f"  - {name}" for name in supported_blocks())
-    return UnsupportedModelError(
-        f"found no residual unit in {type(model).__name__}. Supported block types:\n{supported}\n"
-        "For a block class of your own, register an adapter, for example:\n"
-        "  unravel.register_adapter(MyBlock, lambda m: unravel.UnitParts(\n"
-        "      residual=m.branch, shortcut=m.downsample, post=torch.relu))"
-    )
 
 
 def find_units(model: nn.Module, example_inputs: Any = None) -> list[ResidualUnit]:
@@ -386,8 +206,9 @@ def find_units(model: nn.Module, example_inputs: Any = None) -> list[ResidualUni
     Raises
     ------
     UnsupportedModelError
-        If the model holds no recognised block; the message lists the supported types and shows
-        how to register an adapter.
+        If the model holds no recognised block (the message lists the supported types and shows
+        how to register an adapter), or a block whose class derives from a supported one but
+        overrides ``forward`` (the message names the class that needs an adapter).
 
     Notes
     -----
@@ -402,16 +223,23 @@ def find_units(model: nn.Module, example_inputs: Any = None) -> list[ResidualUni
     (9, 'stage1.0', 2)
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"find_units expects a torch.nn.Module, got {type(model).__name__}.")
+        raise ArgumentTypeError(f"find_units expects a torch.nn.Module, got {type(model).__name__}.")
     found: list[tuple[str, nn.Module, Adapter]] = []
     inside: list[str] = []
+    refused: list[str] = []
     for name, module in model.named_modules():
         if any(name.startswith(prefix + ".") for prefix in inside):
             continue
-        adapter = _adapter_for(module)
+        adapter, why = match(module)
+        if why is not None:
+            refused.append(f"{name or '(the model)'}: {why}")
         if adapter is not None:
             found.append((name, module, adapter))
             inside.append(name)
+    if refused:
+        # a block that looks supported but is not would silently become "code between units"
+        raise UnsupportedModelError("found blocks whose class needs an adapter of its own:\n  - "
+                                    + "\n  - ".join(refused))
     if not found:
         raise _unsupported(model)
     if example_inputs is not None:
@@ -433,20 +261,24 @@ def _order_by_calls(model, found, example_inputs):
         def hook(_m, _args, i=i):
             order.setdefault(i, len(order))
         handles.append(module.register_forward_pre_hook(hook))
-    modes = {m: m.training for m in model.modules()}
     try:
-        model.eval()
-        inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-        with torch.no_grad():
-            model(*inputs)
+        with eval_mode(model), torch.no_grad():
+            model(*as_tuple(example_inputs))
     finally:
         for h in handles:
             h.remove()
-        for m, mode in modes.items():
-            m.training = mode
     # blocks never called keep their registration order, after the called ones
     ranked = sorted(range(len(found)), key=lambda i: (0, order[i]) if i in order else (1, i))
     return [found[i] for i in ranked]
+
+
+def _unsupported(model: nn.Module) -> UnsupportedModelError:
+    supported = "\n".join(f"  - {name}" for name in supported_blocks())
+    return UnsupportedModelError(
+        f"found no residual unit in {type(model).__name__}. Supported block types:\n{supported}\n"
+        "For a block class of your own, register an adapter, for example:\n"
+        "  unravel.register_adapter(MyBlock, lambda m: unravel.UnitParts(\n"
+        "      residual=m.branch, shortcut=m.downsample, post=torch.relu))")
 
 
 def host_modules(units: Iterable[ResidualUnit]) -> dict[nn.Module, list[ResidualUnit]]:
@@ -455,13 +287,6 @@ def host_modules(units: Iterable[ResidualUnit]) -> dict[nn.Module, list[Residual
     for u in units:
         hosts.setdefault(u.module, []).append(u)
     return hosts
-
-
-def adapter_of(module: nn.Module) -> Adapter:
-    adapter = _adapter_for(module)
-    if adapter is None:  # pragma: no cover - units always come from find_units
-        raise _unsupported(module)
-    return adapter
 
 
 def unit_table(model_or_units):

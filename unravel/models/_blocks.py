@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..units import UnitParts
+from ..errors import ArgumentError
 
 __all__ = ["ResidualBlock", "PadShortcut", "SqueezeExcite"]
 
@@ -30,7 +31,7 @@ class PadShortcut(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
         super().__init__()
         if out_channels < in_channels:
-            raise ValueError(f"PadShortcut cannot shrink channels ({in_channels} -> {out_channels}).")
+            raise ArgumentError(f"PadShortcut cannot shrink channels ({in_channels} -> {out_channels}).")
         self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
 
     def forward(self, x):
@@ -89,7 +90,7 @@ class ResidualBlock(nn.Module):
                  post: nn.Module | None = None, kind: str = "residual"):
         super().__init__()
         if kind not in ("residual", "plain", "dense"):
-            raise ValueError(f"kind={kind!r}; allowed: 'residual', 'plain', 'dense'.")
+            raise ArgumentError(f"kind={kind!r}; allowed: 'residual', 'plain', 'dense'.")
         self.residual = residual
         self.shortcut = shortcut
         self.post = post

@@ -10,6 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from ._blocks import PadShortcut, ResidualBlock, SqueezeExcite
+from ..errors import ArgumentError
 
 __all__ = ["CifarResNet", "resnet_cifar", "preact_resnet_cifar", "plain_cifar", "se_resnet_cifar"]
 
@@ -20,7 +21,7 @@ def layers_for(dims: int):
         return nn.Conv1d, nn.BatchNorm1d, nn.AdaptiveAvgPool1d, nn.AvgPool1d
     if dims == 2:
         return nn.Conv2d, nn.BatchNorm2d, nn.AdaptiveAvgPool2d, nn.AvgPool2d
-    raise ValueError(f"dims={dims!r}; allowed: 1 (sequences such as MNIST-1D) or 2 (images).")
+    raise ArgumentError(f"dims={dims!r}; allowed: 1 (sequences such as MNIST-1D) or 2 (images).")
 
 
 def _conv3x3(cin, cout, stride=1, dims=2):
@@ -65,7 +66,7 @@ class CifarResNet(nn.Module):
         super().__init__()
         n = _units_per_stage(depth)
         if shortcut not in SHORTCUTS:
-            raise ValueError(f"shortcut={shortcut!r}; allowed: 'pad' (option A, parameter-free) or "
+            raise ArgumentError(f"shortcut={shortcut!r}; allowed: 'pad' (option A, parameter-free) or "
                              "'conv' (option B, 1x1 conv + BN).")
         _check_positive(width=width, num_classes=num_classes, in_channels=in_channels)
         widths = [width, 2 * width, 4 * width]
@@ -101,7 +102,7 @@ class CifarResNet(nn.Module):
 
 def _units_per_stage(depth):
     if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
-        raise ValueError(f"depth={depth!r}: a CIFAR ResNet has depth 6n+2 with n >= 1 "
+        raise ArgumentError(f"depth={depth!r}: a CIFAR ResNet has depth 6n+2 with n >= 1 "
                          "(8, 14, 20, 32, 44, 56, 110, ...).")
     return (depth - 2) // 6
 
@@ -109,7 +110,7 @@ def _units_per_stage(depth):
 def _check_positive(**values):
     for name, v in values.items():
         if not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}={v!r}: must be a positive integer.")
+            raise ArgumentError(f"{name}={v!r}: must be a positive integer.")
 
 
 def resnet_cifar(depth: int, width: int = 16, num_classes: int = 10, in_channels: int = 3,

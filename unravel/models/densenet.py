@@ -11,6 +11,7 @@ from torch import nn
 
 from ._blocks import ResidualBlock
 from .cifar import _check_positive, layers_for
+from ..errors import ArgumentError
 
 __all__ = ["DenseNet", "DenseLayer", "densenet_bc"]
 
@@ -32,10 +33,10 @@ class DenseNet(nn.Module):
         conv, bn, pool, avg = layers_for(dims)
         self.dims = dims
         if not isinstance(depth, int) or depth < 10 or (depth - 4) % 6:
-            raise ValueError(f"depth={depth!r}: DenseNet-BC has depth 6n+4 with n >= 1 (10, 22, 40, 100, ...).")
+            raise ArgumentError(f"depth={depth!r}: DenseNet-BC has depth 6n+4 with n >= 1 (10, 22, 40, 100, ...).")
         _check_positive(growth=growth, num_classes=num_classes, in_channels=in_channels)
         if not 0 < compression <= 1:
-            raise ValueError(f"compression={compression!r}: must lie in (0, 1].")
+            raise ArgumentError(f"compression={compression!r}: must lie in (0, 1].")
         n = (depth - 4) // 6
         c = 2 * growth
         self.stem = conv(in_channels, c, 3, padding=1, bias=False)

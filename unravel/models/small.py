@@ -10,6 +10,7 @@ from torch import nn
 
 from ._blocks import PadShortcut, ResidualBlock
 from .cifar import _check_positive
+from ..errors import ArgumentError
 
 __all__ = ["MLP", "resmlp", "plain_mlp", "ResNet1d", "resnet1d", "plain1d"]
 
@@ -67,7 +68,7 @@ class ResNet1d(nn.Module):
         super().__init__()
         _check_positive(width=width, num_classes=num_classes, in_channels=in_channels)
         if not blocks or any(not isinstance(b, int) or b < 1 for b in blocks):
-            raise ValueError(f"blocks={blocks!r}: a non-empty sequence of positive integers (units per stage).")
+            raise ArgumentError(f"blocks={blocks!r}: a non-empty sequence of positive integers (units per stage).")
         self.stem = nn.Sequential(nn.Conv1d(in_channels, width, 5, padding=2, bias=False),
                                   nn.BatchNorm1d(width), nn.ReLU())
         cin = width

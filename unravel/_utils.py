@@ -1,0 +1,108 @@
+"""Small helpers shared across unravel: inputs as tuples, a model's device, saving and restoring
+modes, random generators, and argument checks with messages that name what is allowed.
+
+Private: nothing here is public API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+import random
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ArgumentError, ArgumentTypeError
+
+
+def as_tuple(inputs: Any) -> tuple:
+    """``inputs`` as a tuple of positional arguments (a lone tensor becomes a 1-tuple)."""
+    return inputs if isinstance(inputs, tuple) else (inputs,)
+
+
+def model_device(model: nn.Module, device=None) -> torch.device:
+    """``device`` when given, else where the model's first parameter (or buffer) lives, else CPU."""
+    if device is not None:
+        return torch.device(device)
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def saved_modes(model: nn.Module) -> Iterator[nn.Module]:
+    """Restore every submodule's ``training`` flag on exit (a frozen BN inside a training model
+    stays in eval mode), also through an exception."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield model
+    finally:
+        for m, flag in modes:
+            m.training = flag
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode inside; every submodule's flag restored on exit."""
+    with saved_modes(model):
+        model.eval()
+        yield model
+
+
+def python_rng(generator) -> random.Random:
+    """A ``random.Random`` from None, an int seed, a ``random.Random``, a ``torch.Generator`` or a
+    ``numpy.random.Generator``."""
+    if isinstance(generator, random.Random):
+        return generator
+    if generator is None:
+        return random.Random()
+    if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
+        return random.Random(int(generator))
+    if torch.is_tensor(generator) and generator.dim() == 0 and not generator.is_floating_point():
+        return random.Random(int(generator))
+    if isinstance(generator, torch.Generator):
+        return random.Random(int(torch.randint(0, 2**62, (1,), generator=generator)))
+    import numpy as np
+
+    if isinstance(generator, np.random.Generator):
+        return random.Random(int(generator.integers(0, 2**62)))
+    raise ArgumentTypeError(f"generator must be None, an int seed, random.Random, torch.Generator or "
+                            f"numpy.random.Generator; got {type(generator).__name__}.")
+
+
+def check_choice(name: str, value: Any, allowed: Iterable) -> Any:
+    """``value`` if it is one of ``allowed`` (compared with ``==`` but never ``True == 1``)."""
+    allowed = tuple(allowed)
+    if isinstance(value, bool) or value not in allowed or not any(type(value) is type(a) for a in allowed):
+        raise ArgumentError(f"{name}={value!r} is not allowed; choose one of "
+                            f"{', '.join(repr(a) for a in allowed)}.")
+    return value
+
+
+def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None,
+              allow_none: bool = False) -> int | None:
+    """``value`` as an int within [minimum, maximum]; bools, floats and strings are refused."""
+    if value is None and allow_none:
+        return None
+    if torch.is_tensor(value) and value.dim() == 0 and not value.is_floating_point() and value.dtype != torch.bool:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ArgumentError(f"{name}={value!r} must be an integer{_range_text(minimum, maximum)}"
+                            f"{' or None' if allow_none else ''}.")
+    value = int(value)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ArgumentError(f"{name}={value} must be an integer{_range_text(minimum, maximum)}.")
+    return value
+
+
+def _range_text(minimum, maximum) -> str:
+    if minimum is not None and maximum is not None:
+        return f" in {minimum}..{maximum}"
+    if minimum is not None:
+        return f" >= {minimum}"
+    if maximum is not None:
+        return f" <= {maximum}"
+    return ""

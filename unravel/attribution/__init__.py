@@ -1,0 +1,26 @@
+"""Which path lengths carry the gradient: the exact decomposition, Veit et al.'s sampling
+estimator, and norm preservation.
+
+- :func:`path_length_gradients` -- the gradient split by path length, exactly
+  (``method="exact"``, :mod:`~unravel.attribution.exact`) or by the paper's sampling estimator
+  (``method="sample"``, :mod:`~unravel.attribution.sample`), as a :class:`PathLengthGradients`;
+- :func:`norm_ratios` -- the gradient's norm across each unit.
+
+All of them record one forward pass through :func:`unravel.intervene`, so inside a lesion they
+measure the lesioned network. Tracking over training is :class:`unravel.tracking.PathLengthTracker`.
+"""
+
+from .exact import path_length_gradients
+from .norms import norm_ratios
+from .result import PathLengthGradients
+
+__all__ = ["path_length_gradients", "PathLengthGradients", "norm_ratios"]
+
+
+def __getattr__(name):
+    # the tracker moved to unravel.tracking; kept reachable here for code written before
+    if name == "PathLengthTracker":
+        from ..tracking import PathLengthTracker
+
+        return PathLengthTracker
+    raise AttributeError(f"module 'unravel.attribution' has no attribute {name!r}")

@@ -1,0 +1,209 @@
+"""Recording one forward pass as per-unit local graphs, and the vector-Jacobian products that
+propagate length channels through them. Private: the exact and sampled decompositions and the
+norm ratios are built on it.
+
+The recording is an intervention (:func:`unravel.intervene`), so it sees the network that active
+lesions produced: a deleted unit is recorded with no residual branch, a moved unit at its new
+position. It does not check that nothing outside the units connects one unit's output to a later
+one (the units must form a chain; DenseNet layers do, their concatenation being a unit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._utils import as_tuple, saved_modes
+from ..errors import ArgumentError, ArgumentTypeError
+from ..interventions import intervene
+from ..units import ResidualUnit
+
+METHODS = ("exact", "sample")
+WRT = ("input", "units")
+MODES = ("eval", "train")
+
+
+# ------------------------------------------------------------------------------------------
+# Recording one forward pass as per-unit local graphs
+
+
+@dataclasses.dataclass
+class Record:
+    unit: ResidualUnit      # what ran at this position (moved by a reorder; a deleted view)
+    x_in: torch.Tensor      # what reached the unit, still attached to the graph before it
+    x: torch.Tensor         # a leaf copy of it: the unit's local graph starts here
+    s: torch.Tensor | None  # shortcut(x); None for plain units
+    r: torch.Tensor | None  # residual(x); None for a deleted unit
+    z: torch.Tensor         # s + r
+    zl: torch.Tensor        # a leaf copy of z: post's local graph starts here
+    y: torch.Tensor         # post(zl)
+    y_out: torch.Tensor     # a leaf copy of y: what the rest of the network received
+
+
+def default_loss(targets):
+    if targets is None:
+        # no targets: the gradient of the predicted class's logit (as in saliency maps)
+        return lambda out, _: out.max(-1).values.sum()
+    return lambda out, t: F.cross_entropy(out, t)
+
+
+@contextlib.contextmanager
+def analysis_mode(model, mode):
+    """Eval mode, or train mode with every buffer (BN running statistics) put back afterwards."""
+    buffers = [(b, b.detach().clone()) for b in model.buffers()] if mode == "train" else []
+    with saved_modes(model):
+        model.train(mode == "train")
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for b, saved in buffers:
+                    b.copy_(saved)
+
+
+def record(model, units, inputs, targets, loss):
+    """One forward pass recorded unit by unit; returns (records by position, output, loss)."""
+    records: list[Record | None] = [None] * len(units)
+
+    def compute(unit, x_in, position, **kw):
+        p = position.index
+        if records[p] is not None:
+            raise ArgumentError(f"unit {p} ({position.name}) ran twice in one forward pass; path-length "
+                                "attribution needs every unit to run once (no weight sharing).")
+        x = x_in.detach().requires_grad_(True)
+        if unit.deleted:  # the lesioned network: no residual branch, the bypass only
+            s, r = unit.shortcut(x), None
+        else:
+            s = None if unit.kind == "plain" else unit.shortcut(x)
+            r = unit.residual(x, **kw)
+        z = s if r is None else r if s is None else s + r
+        # separate local graphs for post and for the branches, so that a VJP through post with
+        # respect to parameters reaches post's parameters only
+        zl = z.detach().requires_grad_(True)
+        y = unit.post(zl)
+        y_out = y.detach().requires_grad_(True)
+        records[p] = Record(unit, x_in, x, s, r, z, zl, y, y_out)
+        return y_out
+
+    with torch.enable_grad(), intervene(model, compute=compute):
+        out = model(*inputs)
+        if not torch.is_tensor(out):
+            raise ArgumentTypeError(f"the model returned {type(out).__name__}; path-length attribution needs a tensor "
+                            "output (or give loss=... that reduces it).")
+        L = loss(out, targets)
+    missing = [u.name for u, r in zip(units, records) if r is None]
+    if missing:
+        raise ArgumentError(f"units {missing} did not run in the forward pass; cannot attribute through them.")
+    if L.dim() != 0:
+        raise ArgumentError(f"the loss must be a scalar, got shape {tuple(L.shape)}.")
+    return records, out, L
+
+
+AUTO_CHUNK_BYTES = 512 * 2**20
+
+
+def grad(outputs, inputs, grads, chunk_size=None):
+    """Batched VJP: ``grads`` is a stack [K, *outputs.shape]; returns one stack per input (None
+    where an input is not reached). Channels go ``chunk_size`` at a time. By default: on a CPU
+    one at a time (measured: a loop of plain VJPs beats vmap-batched ones there, which are
+    memory-bound), on a GPU as many as fit in 512 MiB (fewer, larger kernels)."""
+    K = grads.shape[0]
+    if chunk_size is None:
+        if grads.device.type == "cpu":
+            chunk_size = 1
+        else:
+            per_channel = grads[0].numel() * grads.element_size()
+            chunk_size = max(1, AUTO_CHUNK_BYTES // max(1, per_channel))
+    pieces = []
+    for start in range(0, K, chunk_size):
+        g = grads[start:start + chunk_size]
+        if g.shape[0] == 1:
+            got = torch.autograd.grad(outputs, inputs, g[0], retain_graph=True, allow_unused=True)
+            got = [None if t is None else t.unsqueeze(0) for t in got]
+        else:
+            got = torch.autograd.grad(outputs, inputs, g, retain_graph=True, allow_unused=True, is_grads_batched=True)
+        pieces.append(got)
+    if len(pieces) == 1:
+        return list(pieces[0])
+    return [None if pieces[0][i] is None else torch.cat([p[i] for p in pieces]) for i in range(len(inputs))]
+
+
+
+def prepare(model, inputs, targets, loss):
+    if not isinstance(model, nn.Module):
+        raise ArgumentTypeError(f"expected a torch.nn.Module, got {type(model).__name__}.")
+    inputs = as_tuple(inputs)
+    if not inputs or not torch.is_tensor(inputs[0]) or inputs[0].dim() == 0 or inputs[0].shape[0] == 0:
+        raise ArgumentError("inputs must be a non-empty batch (a tensor, or a tuple of tensors).")
+    if targets is not None and (not torch.is_tensor(targets) or targets.shape[0] != inputs[0].shape[0]):
+        raise ArgumentError(f"targets must be a tensor with one entry per input ({inputs[0].shape[0]}), got "
+                         f"{getattr(targets, 'shape', type(targets).__name__)}.")
+    return inputs, (loss if loss is not None else default_loss(targets))
+
+
+def vjps(outputs, inputs, channels, chunk_size=None):
+    """VJPs of a list of length channels (None: an exactly-zero channel, skipped). Returns, per
+    input, a list over channels (None where the channel or the input's gradient is zero). On a
+    CPU channels go one at a time by default (measured fastest there); on a GPU in batched chunks."""
+    out = [[None] * len(channels) for _ in inputs]
+    live = [i for i, g in enumerate(channels) if g is not None]
+    if not live:
+        return out
+    if chunk_size is None:
+        g0 = channels[live[0]]
+        chunk_size = 1 if g0.device.type == "cpu" else max(1, AUTO_CHUNK_BYTES // max(1, g0.numel() * g0.element_size()))
+    for start in range(0, len(live), chunk_size):
+        idx = live[start:start + chunk_size]
+        if len(idx) == 1:
+            got = torch.autograd.grad(outputs, inputs, channels[idx[0]], retain_graph=True, allow_unused=True)
+            for i, t in enumerate(got):
+                out[i][idx[0]] = t
+        else:
+            got = torch.autograd.grad(outputs, inputs, torch.stack([channels[j] for j in idx]), retain_graph=True,
+                                      allow_unused=True, is_grads_batched=True)
+            for i, t in enumerate(got):
+                if t is not None:
+                    for j, piece in zip(idx, t.unbind(0)):
+                        out[i][j] = piece
+    return out
+
+
+def storage(t) -> int:
+    return t.untyped_storage().data_ptr()
+
+
+def writable(t, foreign) -> bool:
+    """Whether the channel ``t`` may be overwritten: a dense tensor of its own (no view, no
+    broadcast strides) sharing no storage with the tensors in ``foreign``. Channels are owned
+    by the propagation (each VJP's result sits in one slot), but a VJP can hand back its
+    cotangent or a view of it (identity-like branches), which must stay untouched."""
+    return t._base is None and t.is_contiguous() and storage(t) not in foreign
+
+
+def is_relu(fn) -> bool:
+    return fn is F.relu or fn is torch.relu or isinstance(fn, nn.ReLU)
+
+
+def post_vjp(rec, G, chunk_size=None):
+    """VJP through ``post``: a ReLU is its threshold backward per channel (no autograd call),
+    anything else goes through autograd."""
+    if rec.y is rec.zl:
+        return G
+    if is_relu(rec.unit.parts.post):
+        mask, out = None, []
+        for g in G:
+            if g is None:
+                out.append(None)
+            elif g.shape == rec.y.shape and writable(g, ()):
+                # in place: the previous unit's channels are not read again
+                mask = rec.y <= 0 if mask is None else mask
+                out.append(g.masked_fill_(mask, 0))
+            else:
+                out.append(torch.ops.aten.threshold_backward(g, rec.y, 0))
+        return out
+    return vjps(rec.y, [rec.zl], G, chunk_size)[0]
+

@@ -1,0 +1,447 @@
+"""Lesion sweeps: delete each unit, delete k random units, swap k random pairs (Veit et al. 2016,
+Fig. 3 and 5), as tidy frames with one row per variant and a baseline row.
+
+The engine computes the unlesioned states of a batch once and resumes each variant from the state
+before its first changed unit; variants that resume at the same place share one forward, stacked
+on the batch dimension. That assumes the model couples no samples in eval mode (true of BN in eval
+mode, convolutions, attention within a sequence); it does not check it. Results equal the naive
+loop (copy, lesion, full forward) to float tolerance; ``method="naive"`` is that loop. Sweeps run
+on the model as it is: inside a lesion of the same model they refuse (a sweep's variants are
+lesions of their own).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import _journal
+from ._journal import COLUMNS
+from ._utils import check_choice, check_int, eval_mode, model_device
+from .errors import ArgumentError, InterventionError
+from .interventions import active_interventions, intervene
+from .lesion import delete, reorder, resolve_units, unit_shapes, _swappable
+from .train import as_loader
+from .units import find_units
+
+__all__ = ["delete_each", "delete_random", "reorder_random", "COLUMNS"]
+
+
+# ------------------------------------------------------------------------------------------
+# The sweep engine
+
+
+@dataclass
+class Variant:
+    """One lesioned network: units deleted, and (for reorders) the order of units."""
+
+    id: int
+    k: int
+    deleted: tuple[int, ...] = ()
+    order: tuple[int, ...] | None = None
+    draw: int = 0
+    info: dict = field(default_factory=dict)
+
+    @property
+    def first(self) -> int:
+        """The first position whose computation differs from the unlesioned network."""
+        changed = list(self.deleted)
+        if self.order is not None:
+            changed += [p for p, q in enumerate(self.order) if p != q]
+        return min(changed) if changed else 10**9
+
+    def placed(self, p: int) -> int:
+        return p if self.order is None else self.order[p]
+
+
+class _Tally:
+    def __init__(self):
+        self.loss, self.wrong, self.count = 0.0, 0, 0
+
+    def add(self, out, y, loss_fn):
+        self.loss += float(loss_fn(out, y, reduction="sum"))
+        self.wrong += int((out.argmax(-1) != y).sum())
+        self.count += len(y)
+
+    def metrics(self):
+        return {"error": self.wrong / self.count, "loss": self.loss / self.count, "samples": self.count}
+
+
+def _stacked_compute(units, variants, cache, batch):
+    """The ``compute`` of a routing layer that runs ``variants`` (all with the same first change
+    ``f``) stacked on the batch dimension: before ``f`` every unit returns its cached unlesioned
+    output instead of computing; from ``f`` on each variant runs its own units."""
+    V = len(variants)
+    f = variants[0].first
+    assert all(v.first == f for v in variants)
+
+    def compute(unit, x, position, **kw):
+        p = position.index
+        if p < f:
+            cached = cache[p]
+            return cached if V == 1 else cached.repeat((V,) + (1,) * (cached.dim() - 1))
+        groups: dict[tuple[int, bool], list[int]] = {}
+        for j, v in enumerate(variants):
+            q = v.placed(p)
+            groups.setdefault((q, q in v.deleted), []).append(j)
+
+        def run(action, xs):
+            q, gone = action
+            return units[q].bypass(xs) if gone else units[q].forward(xs, **kw)
+
+        if len(groups) == 1:
+            return run(next(iter(groups)), x)
+        out = None
+        for action, js in groups.items():
+            rows = torch.cat([torch.arange(j * batch, (j + 1) * batch, device=x.device) for j in js])
+            part = run(action, x.index_select(0, rows))
+            if out is None:
+                out = part.new_empty((V * batch,) + tuple(part.shape[1:]))
+            out.index_copy_(0, rows, part)
+        return out
+
+    return compute
+
+
+class _Engine:
+    """Evaluates variants of one model on one dataset (see the module docstring)."""
+
+    def __init__(self, model, units, loader, device, loss_fn, max_rows):
+        self.model, self.units, self.loader, self.device = model, units, loader, device
+        self.loss_fn, self.max_rows = loss_fn, max_rows
+
+    def run(self, variants: list[Variant], baseline: _Tally | None):
+        """Tallies for ``variants`` (and the unlesioned net into ``baseline`` when given)."""
+        tallies = {v.id: _Tally() for v in variants}
+        by_first: dict[int, list[Variant]] = {}
+        for v in variants:
+            by_first.setdefault(v.first, []).append(v)
+        for x, y in self.loader:
+            x, y = x.to(self.device), y.to(self.device)
+            cache: dict[int, torch.Tensor] = {}
+
+            def record(unit, xin, position, **kw):
+                out = unit.forward(xin, **kw)
+                cache[position.index] = out
+                return out
+
+            with intervene(self.model, compute=record):
+                out = self.model(x)
+            if baseline is not None:
+                baseline.add(out, y, self.loss_fn)
+            per_chunk = max(1, self.max_rows // len(y))
+            chunks = [same[i:i + per_chunk] for same in by_first.values() for i in range(0, len(same), per_chunk)]
+            for chunk in chunks:
+                if chunk[0].first >= len(self.units):  # nothing changed (swaps that undo each other)
+                    for v in chunk:
+                        tallies[v.id].add(out, y, self.loss_fn)
+                    continue
+                with intervene(self.model, compute=_stacked_compute(self.units, chunk, cache, len(y))):
+                    stacked = self.model(x if len(chunk) == 1 else x.repeat((len(chunk),) + (1,) * (x.dim() - 1)))
+                stacked = stacked.view((len(chunk), len(y)) + tuple(stacked.shape[1:]))
+                for j, v in enumerate(chunk):
+                    tallies[v.id].add(stacked[j], y, self.loss_fn)
+        return tallies
+
+    def run_naive(self, variants: list[Variant], baseline: _Tally | None):
+        """The reference: for each variant a deep copy of the model, lesioned, full forward."""
+        tallies = {}
+        if baseline is not None:
+            for x, y in self.loader:
+                baseline.add(self.model(x.to(self.device)), y.to(self.device), self.loss_fn)
+        for v in variants:
+            m = copy.deepcopy(self.model)
+            t = _Tally()
+            with contextlib.ExitStack() as stack:
+                if v.order is not None:
+                    stack.enter_context(reorder(m, v.order))
+                if v.deleted:
+                    stack.enter_context(delete(m, list(v.deleted)))
+                for x, y in self.loader:
+                    t.add(m(x.to(self.device)), y.to(self.device), self.loss_fn)
+            tallies[v.id] = t
+        return tallies
+
+
+# ------------------------------------------------------------------------------------------
+# Frames
+
+
+def _frame(rows: list[dict]):
+    import pandas as pd
+
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    for col, kind in (("variant", int), ("k", int), ("error", float), ("loss", float), ("samples", int),
+                      ("seed", int), ("draw", int)):
+        df[col] = df[col].astype(kind)
+    df["projection"] = df["projection"].map(lambda v: v in (True, "True"))
+    df["units"] = df["units"].fillna("").astype(str)
+    df["names"] = df["names"].fillna("").astype(str)
+    df["order"] = df["order"].fillna("").astype(str)
+    return df.sort_values("variant", kind="stable").reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------------------
+# Distribution over processes
+
+
+def _process_group(process_group):
+    import torch.distributed as dist
+
+    if process_group is not None:
+        return process_group, dist.get_rank(process_group), dist.get_world_size(process_group)
+    if not dist.is_available():
+        return None, 0, 1
+    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1 and "MASTER_ADDR" in os.environ:
+        # launched under torchrun: join the job's group
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        return None, dist.get_rank(), dist.get_world_size()
+    return None, 0, 1
+
+
+# ------------------------------------------------------------------------------------------
+# Studies
+
+
+def _variant_row(study, v: Variant, units, seed, tally) -> dict:
+    changed = sorted(v.deleted) if v.order is None else v.info.get("moved", [])
+    return dict(study=study, variant=v.id, k=v.k, units=",".join(map(str, changed)),
+                names=",".join(units[i].name for i in changed), seed=seed, draw=v.draw,
+                projection=any(units[i].projection for i in v.deleted),
+                order=",".join(map(str, v.order)) if v.order is not None else "", **tally.metrics())
+
+
+def _study(name, model, data, variants, *, seed, batch_size, device, progress, results, process_group,
+           method, loss, max_rows, settings):
+    check_choice("method", method, ("fast", "naive"))
+    batch_size = check_int("batch_size", batch_size, 1)
+    max_rows = check_int("max_rows", max_rows, 1)
+    units = find_units(model)
+    if active_interventions(units):
+        raise InterventionError(f"a lesion sweep ({name}) cannot run inside delete()/reorder()/intervene() on the "
+                                "same model: its variants are lesions of their own. Leave the lesion first.")
+    loader = as_loader(data, batch_size, split="test")
+    device = model_device(model, device)
+    loss_fn = loss or F.cross_entropy
+    group, rank, world = _process_group(process_group)
+
+    path = Path(results) if results is not None else None
+    done: dict[int, dict] = {}
+    if path is not None:
+        fingerprint = dict(settings, study=name, seed=seed, units=[u.name for u in units],
+                           data_size=_data_size(loader), loss=getattr(loss_fn, "__qualname__", repr(loss_fn)))
+        if rank == 0:  # only rank 0 writes: the header, the fingerprint, the repair of a cut line
+            _journal.prepare(path, fingerprint)
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.barrier(group)
+        if rank != 0:
+            _journal.check(path, _read_fingerprint(path), fingerprint)
+        for r in _journal.read(path):
+            done[int(r["variant"])] = r
+
+    todo = [v for v in variants if v.id not in done]
+    mine = todo[rank::world]
+    need_baseline = -1 not in done
+    engine = _Engine(model, units, loader, device, loss_fn, max_rows)
+    # without a file the whole sweep is one group (the unlesioned states are computed once per
+    # batch); with one, each stacked chunk is finished and written before the next starts
+    group_size = len(mine) if path is None else max(1, max_rows // batch_size)
+    rows: list[dict] = []
+    from tqdm.auto import tqdm
+
+    with eval_mode(model), torch.no_grad():
+        bar = tqdm(total=len(mine), desc=name, unit="variant", disable=not progress or rank != 0, leave=False)
+        baseline = _Tally() if need_baseline else None
+        groups = [mine[i:i + group_size] for i in range(0, len(mine), group_size)] or [[]]
+        for chunk in groups:
+            run = engine.run if method == "fast" else engine.run_naive
+            tallies = run(chunk, baseline if rank == 0 else None)
+            if baseline is not None and rank == 0:
+                rows.append(_variant_row(name, Variant(id=-1, k=0), units, seed, baseline))
+                if path is not None:
+                    _journal.append(path, rows[-1])
+                baseline = None
+            for v in chunk:
+                rows.append(_variant_row(name, v, units, seed, tallies[v.id]))
+                if path is not None:
+                    _journal.append(path, rows[-1])
+            bar.update(len(chunk))
+        bar.close()
+
+    if world > 1:
+        import torch.distributed as dist
+
+        gathered: list = [None] * world
+        dist.all_gather_object(gathered, rows, group=group)
+        rows = [r for part in gathered for r in part]
+    rows = list(done.values()) + rows
+    return _frame(rows)
+
+
+def _read_fingerprint(path: Path) -> dict:
+    import json
+
+    return json.loads(_journal.fingerprint_path(path).read_text())
+
+
+def _data_size(loader) -> int | None:
+    try:
+        return len(loader.dataset)
+    except TypeError:  # an iterable dataset
+        return None
+
+
+_STUDY_DOC = """
+    data : DataSplit, Dataset, DataLoader or (inputs, targets)
+        Evaluation data (a DataSplit gives its test split).
+    batch_size : int
+    device : torch.device or str, optional
+        Default: where the model's parameters are.
+    progress : bool
+        A tqdm bar over variants.
+    results : str or Path, optional
+        A CSV file: each finished variant is appended in one write, and a rerun with the same
+        file skips what is there, so a killed sweep loses only the variants in flight (one
+        stacked chunk).
+    process_group : torch.distributed.ProcessGroup, optional
+        Shard variants over its ranks. Under ``torchrun`` the default group is joined
+        automatically. Every rank returns the whole frame.
+    method : {"fast", "naive"}
+        "fast" reuses the unlesioned states and stacks variants on the batch dimension; "naive"
+        deep-copies the model for each variant (the reference it is tested against).
+    loss : callable, optional
+        ``loss(outputs, targets, reduction=...)``; default cross-entropy.
+    max_rows : int
+        Inputs in one stacked forward (memory bound).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per variant and a baseline row (``variant == -1``, ``k == 0``): study, variant,
+        k, units (comma-separated indices), names, error, loss, samples (inputs evaluated), seed,
+        draw (index of the random draw within its k), projection (a projection unit was
+        deleted), order (reorders: the permutation).
+"""
+
+
+def delete_each(model: nn.Module, data, *, batch_size: int = 256, device=None, progress: bool = True,
+                results=None, process_group=None, method: str = "fast", loss=None, max_rows: int = 2048):
+    """Delete each unit in turn (Veit et al. 2016, Fig. 3).
+
+    Parameters
+    ----------
+    model : nn.Module
+        Evaluated in eval mode; its mode is restored.
+    """
+
+    units = find_units(model)
+    variants = [Variant(id=i, k=1, deleted=(i,)) for i in range(len(units))]
+    return _study("delete_each", model, data, variants, seed=0, batch_size=batch_size, device=device,
+                  progress=progress, results=results, process_group=process_group, method=method, loss=loss,
+                  max_rows=max_rows, settings={})
+
+
+def _ks(ks, limit, what):
+    if isinstance(ks, (int, np.integer)) and not isinstance(ks, bool):
+        ks = [ks]
+    try:
+        ks = list(ks)
+    except TypeError:
+        raise ArgumentError(f"ks={ks!r} must be an integer or a list of integers in 1..{limit} ({what}).") from None
+    return [check_int("each k in ks", k, 1, limit) for k in ks]
+
+
+def delete_random(model: nn.Module, data, ks: Iterable[int] = (1, 2, 4, 8), samples_per_k: int = 5, seed: int = 0,
+                  *, candidates=None, batch_size: int = 256, device=None, progress: bool = True, results=None,
+                  process_group=None, method: str = "fast", loss=None, max_rows: int = 2048):
+    """Delete k units drawn uniformly at random, ``samples_per_k`` times per k (Veit Fig. 5a).
+
+    Parameters
+    ----------
+    model : nn.Module
+    ks : iterable of int
+        Numbers of units to delete.
+    samples_per_k : int
+    seed : int
+        Seeds the draws; the same seed gives the same variants.
+    candidates : units, optional
+        Draw only among these (indices, names or units); default all units.
+    """
+    units = find_units(model)
+    pool = [u.index for u in (resolve_units(units, candidates) if candidates is not None else units)]
+    ks = _ks(ks, len(pool), f"the model has {len(pool)} candidate units")
+    samples_per_k = check_int("samples_per_k", samples_per_k, 1)
+    seed = check_int("seed", seed)
+    rng = np.random.default_rng(seed)
+    variants = []
+    for k in ks:
+        for draw in range(samples_per_k):
+            chosen = tuple(sorted(int(i) for i in rng.choice(pool, size=k, replace=False)))
+            variants.append(Variant(id=len(variants), k=k, deleted=chosen, draw=draw))
+    return _study("delete_random", model, data, variants, seed=seed, batch_size=batch_size, device=device,
+                  progress=progress, results=results, process_group=process_group, method=method, loss=loss,
+                  max_rows=max_rows, settings={"ks": ks, "samples_per_k": samples_per_k, "candidates": pool})
+
+
+def reorder_random(model: nn.Module, data, ks: Iterable[int] = (1, 2, 4, 8), samples_per_k: int = 5, seed: int = 0,
+                   *, batch_size: int = 256, device=None, progress: bool = True, results=None,
+                   process_group=None, method: str = "fast", loss=None, max_rows: int = 2048):
+    """Swap k random pairs of compatible units, ``samples_per_k`` times per k (Veit Fig. 5b).
+
+    Compatible units have identity shortcuts and equal input and output shapes, and the same
+    input shape and role as each other (so, in a CIFAR ResNet, units of one stage; in a
+    transformer, attention with attention and feed-forward with feed-forward). The k swaps are
+    applied one after another, each between a pair drawn uniformly among all compatible pairs.
+
+    Parameters
+    ----------
+    model : nn.Module
+    ks : iterable of int
+    samples_per_k : int
+    seed : int
+    """
+    units = find_units(model)
+    loader = as_loader(data, check_int("batch_size", batch_size, 1), split="test")
+    x0, _ = next(iter(loader))
+    device = model_device(model, device)
+    samples_per_k = check_int("samples_per_k", samples_per_k, 1)
+    seed = check_int("seed", seed)
+    shapes = unit_shapes(model, x0[:1].to(device))
+    groups: dict[tuple, list[int]] = {}
+    for u in units:
+        if _swappable(u) is None and shapes[u.index][0] == shapes[u.index][1]:
+            groups.setdefault((shapes[u.index][0], u.parts.label), []).append(u.index)
+    pairs = [(a, b) for g in groups.values() for i, a in enumerate(g) for b in g[i + 1:]]
+    if not pairs:
+        raise ArgumentError("no two units of this model may change places (identity shortcuts and equal "
+                            "shapes are needed).")
+    ks = _ks(ks, 10**9, "swaps of compatible pairs")
+    rng = np.random.default_rng(seed)
+    variants = []
+    for k in ks:
+        for draw in range(samples_per_k):
+            order = list(range(len(units)))
+            for i in rng.integers(0, len(pairs), size=k):
+                a, b = pairs[int(i)]
+                order[a], order[b] = order[b], order[a]
+            moved = [p for p, q in enumerate(order) if p != q]
+            variants.append(Variant(id=len(variants), k=k, order=tuple(order), draw=draw, info={"moved": moved}))
+    return _study("reorder_random", model, loader, variants, seed=seed, batch_size=batch_size, device=device,
+                  progress=progress, results=results, process_group=process_group, method=method, loss=loss,
+                  max_rows=max_rows, settings={"ks": ks, "samples_per_k": samples_per_k})
+
+
+for _f in (delete_each, delete_random, reorder_random):
+    _f.__doc__ = _f.__doc__.rstrip() + "\n" + _STUDY_DOC
