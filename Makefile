@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install docs clean
+.PHONY: demo test test-all install docs clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,7 +14,11 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
+# the default suite (a few minutes on 2 cores); `make test-all` and .ci/run add the slow end-to-end runs
 test: $(STAMP)
+	MPLBACKEND=Agg $(PY) -m pytest -q -m "not slow"
+
+test-all: $(STAMP)
 	MPLBACKEND=Agg $(PY) -m pytest -q
 
 demo: $(STAMP)

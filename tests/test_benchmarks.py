@@ -3,9 +3,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_benchmark_harness_quick(tmp_path):
     """--quick checks the harness only: every case runs and writes its figures; no goals."""
     out = tmp_path / "bench.json"

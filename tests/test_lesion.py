@@ -349,6 +349,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_process_torchrun_equals_single_process(tmp_path):
     script = tmp_path / "dist.py"
     script.write_text(_DIST)
