@@ -172,3 +172,14 @@ def test_path_length_distribution_plot(tmp_path):
     assert (tmp_path / "d.png").stat().st_size > 5000
     with pytest.raises(ValueError, match="missing \\['length'\\]"):
         unravel.plots.path_length_distribution(pd.DataFrame({"fraction": [1.0]}))
+
+
+def test_densenet_graph_holds_only_nodes_on_paths():
+    import networkx as nx
+
+    G = unravel.unravel(unravel.models.densenet_bc(22, growth=4)).graph
+    sources = [v for v in G if G.in_degree(v) == 0]
+    sinks = [v for v in G if G.out_degree(v) == 0]
+    assert sources == [G.graph["source"]] and sinks == [G.graph["target"]]
+    on_paths = nx.descendants(G, G.graph["source"]) & nx.ancestors(G, G.graph["target"])
+    assert set(G) == on_paths | {G.graph["source"], G.graph["target"]}

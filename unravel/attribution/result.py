@@ -83,7 +83,7 @@ class PathLengthGradients:
         ``num_paths`` (exact) and ``fraction_of_paths``. Among windows of equal width the one
         holding the most is chosen.
         """
-        if not 0 < mass <= 1:
+        if isinstance(mass, bool) or not isinstance(mass, (int, float)) or not 0 < mass <= 1:
             raise ArgumentError(f"mass={mass!r}: must lie in (0, 1].")
         share = self.share.tolist()
         K = len(share)

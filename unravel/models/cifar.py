@@ -10,6 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from ._blocks import PadShortcut, ResidualBlock, SqueezeExcite
+from .._utils import check_choice, check_int
 from ..errors import ArgumentError
 
 __all__ = ["CifarResNet", "resnet_cifar", "preact_resnet_cifar", "plain_cifar", "se_resnet_cifar"]
@@ -29,6 +30,7 @@ def _conv3x3(cin, cout, stride=1, dims=2):
 
 
 SHORTCUTS = ("pad", "conv")
+VARIANTS = ("v1", "v2", "plain", "se")
 
 
 def _projection(cin, cout, stride, shortcut, dims=2):
@@ -65,10 +67,10 @@ class CifarResNet(nn.Module):
                  variant: str = "v1", se_reduction: int = 4, shortcut: str = "pad", dims: int = 2):
         super().__init__()
         n = _units_per_stage(depth)
-        if shortcut not in SHORTCUTS:
-            raise ArgumentError(f"shortcut={shortcut!r}; allowed: 'pad' (option A, parameter-free) or "
-                             "'conv' (option B, 1x1 conv + BN).")
-        _check_positive(width=width, num_classes=num_classes, in_channels=in_channels)
+        check_choice("shortcut", shortcut, SHORTCUTS)  # 'pad': option A, parameter-free; 'conv': option B
+        check_choice("variant", variant, VARIANTS)
+        check_choice("dims", dims, (1, 2))
+        _check_positive(width=width, num_classes=num_classes, in_channels=in_channels, se_reduction=se_reduction)
         widths = [width, 2 * width, 4 * width]
         conv, bn, pool, _ = layers_for(dims)
         self.dims = dims
@@ -109,8 +111,7 @@ def _units_per_stage(depth):
 
 def _check_positive(**values):
     for name, v in values.items():
-        if not isinstance(v, int) or v < 1:
-            raise ArgumentError(f"{name}={v!r}: must be a positive integer.")
+        check_int(name, v, 1)
 
 
 def resnet_cifar(depth: int, width: int = 16, num_classes: int = 10, in_channels: int = 3,
