@@ -127,7 +127,7 @@ def test_resume_with_other_settings_is_refused(tmp_path):
         lesion.delete_random(net, (x, y), ks=[1, 2], samples_per_k=2, seed=1, results=path, progress=False)
     with pytest.raises(ResultsMismatchError, match="data_size=7; this call has data_size=5"):
         lesion.delete_random(net, (x[:5], y[:5]), ks=[1, 2], samples_per_k=2, results=path, progress=False)
-    with pytest.raises(ResultsMismatchError, match="candidates=.0, 1, 2, 3, 4.; this call has candidates"):
+    with pytest.raises(ResultsMismatchError, match=r"units=.*blocks.4.\]; this call has units=.*blocks.5"):
         lesion.delete_random(models.resmlp(6, 3, width=8, depth=6).double(), (x, y), ks=[1, 2], samples_per_k=2,
                              results=path, progress=False)
     # a file without a fingerprint (an older sweep, or another tool) is not trusted

@@ -237,5 +237,5 @@ def test_model_argument_validation():
         models.resnet_cifar(20, shortcut="B")
     with pytest.raises(ValueError, match="width"):
         models.resmlp(4, 2, width=0)
-    with pytest.raises(ValueError, match="dims=3; allowed: 1"):
+    with pytest.raises(ValueError, match="dims=3 is not allowed; choose one of 1, 2"):
         models.resnet_cifar(20, dims=3)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -20,7 +21,7 @@ from torch import nn
 
 from ..errors import ArgumentTypeError, UnsupportedModelError
 
-__all__ = ["Adapter", "register_adapter", "unregister_adapter", "adapters", "supported_blocks"]
+__all__ = ["Adapter", "Layout", "register_adapter", "unregister_adapter", "adapters", "supported_blocks", "ECOSYSTEMS"]
 
 
 class Adapter:
@@ -82,14 +83,50 @@ class FunctionAdapter(Adapter):
         return out
 
 
-# Built-in adapters by qualified class name -> "module:attribute" of the adapter, loaded lazily.
-_BUILTIN: dict[str, str] = {
-    "unravel.models._blocks.ResidualBlock": "unravel.adapters.builtin:RESIDUAL_BLOCK",
-    "torchvision.models.resnet.BasicBlock": "unravel.adapters.builtin:TV_BASIC",
-    "torchvision.models.resnet.Bottleneck": "unravel.adapters.builtin:TV_BOTTLENECK",
-    "torch.nn.modules.transformer.TransformerEncoderLayer": "unravel.adapters.builtin:TRANSFORMER_ENCODER_LAYER",
-}
-_LOADED: dict[str, Adapter] = {}
+class Layout:
+    """An adapter for every class of one library that shares a layout of attribute names (most
+    transformers decoder layers hold ``input_layernorm``, ``self_attn``,
+    ``post_attention_layernorm`` and ``mlp``), matched without importing the library.
+
+    Parameters
+    ----------
+    name : str
+        What the layout is, for messages and :func:`supported_blocks`.
+    adapter : Adapter
+    module_prefix : str
+        The class's module must start with this (``"transformers.models."``).
+    attributes : sequence of str
+        Attributes every matching module has.
+    predicate : callable, optional
+        ``predicate(module) -> bool``, a further condition.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> layout = Layout("any linear", Adapter(), module_prefix="torch.nn.", attributes=("weight", "bias"))
+    >>> layout.matches(nn.Linear(2, 2)), layout.matches(nn.ReLU())
+    (True, False)
+    """
+
+    def __init__(self, name: str, adapter: Adapter, *, module_prefix: str, attributes=(), predicate=None):
+        self.name, self.adapter, self.module_prefix = name, adapter, module_prefix
+        self.attributes, self.predicate = tuple(attributes), predicate
+
+    def matches(self, module: nn.Module) -> bool:
+        cls = original_class(module)
+        return (cls.__module__.startswith(self.module_prefix)
+                and all(hasattr(module, a) for a in self.attributes)
+                and (self.predicate is None or bool(self.predicate(module))))
+
+    def __repr__(self):
+        return f"Layout({self.name!r}, {self.module_prefix}*: {', '.join(self.attributes)})"
+
+
+#: The modules of unravel.adapters holding built-in adapters, one per ecosystem. Each defines
+#: ``CLASSES`` (qualified class name -> Adapter) and may define ``LAYOUTS`` (a list of Layout);
+#: none of them imports its library, so they are loaded on first use whatever is installed.
+ECOSYSTEMS = ("_torch", "_torchvision", "_timm", "_transformers")
+_TABLES: tuple[dict, list] | None = None
 _REGISTERED: dict[type, Adapter] = {}
 _LOCK = threading.RLock()
 
@@ -211,8 +248,10 @@ def supported_blocks() -> list[str]:
     >>> "torchvision.models.resnet.BasicBlock" in unravel.supported_blocks()
     True
     """
+    classes, layouts = _tables()
     with _LOCK:
-        return list(_BUILTIN) + [_qualname(c) for c in _REGISTERED]
+        return (list(classes) + [f"{lay.module_prefix}* with {', '.join(lay.attributes)} ({lay.name})" for lay in layouts]
+                + [_qualname(c) for c in _REGISTERED])
 
 
 def _qualname(cls: type) -> str:
@@ -225,20 +264,27 @@ def original_class(module: nn.Module) -> type:
     return getattr(cls, "_unravel_original", cls)
 
 
-def _builtin(name: str) -> Adapter | None:
-    target = _BUILTIN.get(name)
-    if target is None:
-        return None
-    if name not in _LOADED:
-        mod, attr = target.split(":")
-        _LOADED[name] = getattr(importlib.import_module(mod), attr)
-    return _LOADED[name]
+def _tables() -> tuple[dict[str, Adapter], list[Layout]]:
+    global _TABLES
+    with _LOCK:
+        if _TABLES is None:
+            classes: dict[str, Adapter] = {}
+            layouts: list[Layout] = []
+            for eco in ECOSYSTEMS:
+                name = f"{__name__}.{eco}"
+                if importlib.util.find_spec(name) is None:
+                    continue
+                mod = importlib.import_module(name)
+                classes.update(getattr(mod, "CLASSES", {}))
+                layouts.extend(getattr(mod, "LAYOUTS", []))
+            _TABLES = (classes, layouts)
+        return _TABLES
 
 
 def _lookup(cls: type) -> Adapter | None:
     with _LOCK:
         adapter = _REGISTERED.get(cls)
-    return adapter if adapter is not None else _builtin(_qualname(cls))
+    return adapter if adapter is not None else _tables()[0].get(_qualname(cls))
 
 
 def match(module: nn.Module) -> tuple[Adapter | None, str | None]:
@@ -258,6 +304,10 @@ def match(module: nn.Module) -> tuple[Adapter | None, str | None]:
                           f"Register one: unravel.register_adapter({cls.__name__}, ...)")
         if overriding is None and "forward" in vars(c):
             overriding = _qualname(c)
+    if overriding != "the instance":
+        for layout in _tables()[1]:
+            if layout.matches(module):
+                return layout.adapter, None
     return None, None
 
 

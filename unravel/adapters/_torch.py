@@ -1,5 +1,5 @@
-"""Built-in adapters: unravel's own blocks, torchvision's ResNet blocks and
-``torch.nn.TransformerEncoderLayer``; loaded on first use through :mod:`unravel.adapters`.
+"""Built-in adapters for unravel's own blocks and ``torch.nn.TransformerEncoderLayer``; loaded on
+first use through :mod:`unravel.adapters`.
 
 Each adapter mirrors its block's forward exactly; ``tests/test_units.py`` checks that routing a
 block through its units reproduces the block's output.
@@ -16,22 +16,6 @@ from . import Adapter, FunctionAdapter
 def _project_block(m):
     # unravel.models blocks describe themselves
     return m.unit_parts()
-
-
-def _tv_basic(m):
-    def residual(x):
-        return m.bn2(m.conv2(m.relu(m.bn1(m.conv1(x)))))
-
-    return UnitParts(residual=residual, shortcut=m.downsample, post=F.relu)
-
-
-def _tv_bottleneck(m):
-    def residual(x):
-        out = m.relu(m.bn1(m.conv1(x)))
-        out = m.relu(m.bn2(m.conv2(out)))
-        return m.bn3(m.conv3(out))
-
-    return UnitParts(residual=residual, shortcut=m.downsample, post=F.relu)
 
 
 class _TransformerEncoderLayerAdapter(Adapter):
@@ -66,7 +50,7 @@ class _TransformerEncoderLayerAdapter(Adapter):
         return call_unit(1, x)
 
 
-RESIDUAL_BLOCK = FunctionAdapter(_project_block)
-TV_BASIC = FunctionAdapter(_tv_basic)
-TV_BOTTLENECK = FunctionAdapter(_tv_bottleneck)
-TRANSFORMER_ENCODER_LAYER = _TransformerEncoderLayerAdapter()
+CLASSES = {
+    "unravel.models._blocks.ResidualBlock": FunctionAdapter(_project_block),
+    "torch.nn.modules.transformer.TransformerEncoderLayer": _TransformerEncoderLayerAdapter(),
+}
