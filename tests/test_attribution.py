@@ -376,3 +376,37 @@ def test_tracker_records_over_training():
     assert len(frame) == 3 * 2 * 3  # epochs x wrt x lengths 0..2
     sub = tracker.subnetworks_frame()
     assert set(sub.subnetwork_units) == {1, 2} and sorted(sub.epoch.unique()) == [0, 1, 2]
+
+
+def test_inplace_post_and_model_outputs():
+    """An in-place ReLU after the sum (timm, torchvision RegNet) and a dict/ModelOutput-like
+    output: the decomposition still sums to autograd's gradient."""
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.f = nn.Linear(5, 5)
+            self.act = nn.ReLU(inplace=True)
+
+        def forward(self, x):
+            return self.act(x + self.f(x))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.Sequential(Block(), Block(), Block())
+            self.head = nn.Linear(5, 3)
+
+        def forward(self, x):
+            return {"logits": self.head(self.blocks(x)), "hidden": x}
+
+    net = Net().double()
+    x, y = torch.randn(4, 5, dtype=torch.float64), torch.tensor([0, 1, 2, 0])
+    with unravel.adapters({Block: lambda m: unravel.UnitParts(residual=m.f, post=m.act)}):
+        res = attribution.path_length_gradients(net, x, y)
+        custom = attribution.path_length_gradients(net, x, y, loss=lambda out, t: out["logits"].pow(2).sum())
+    x0 = x.clone().requires_grad_()
+    g, = torch.autograd.grad(F.cross_entropy(net(x0)["logits"], y), x0)
+    assert torch.allclose(res.total, g, rtol=1e-10, atol=1e-14)
+    x0 = x.clone().requires_grad_()
+    g, = torch.autograd.grad(net(x0)["logits"].pow(2).sum(), x0)
+    assert torch.allclose(custom.total, g, rtol=1e-10, atol=1e-14)

@@ -239,3 +239,25 @@ def test_model_argument_validation():
         models.resmlp(4, 2, width=0)
     with pytest.raises(ValueError, match="dims=3 is not allowed; choose one of 1, 2"):
         models.resnet_cifar(20, dims=3)
+
+
+def test_verify_units_names_an_unfaithful_block():
+    from unravel.errors import UnfaithfulAdapterError
+
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.f = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return x + 2 * self.f(x)
+
+    net = nn.Sequential(models.ResidualBlock(nn.Linear(4, 4)), Scaled())
+    x = torch.randn(3, 4)
+    with unravel.adapters({Scaled: lambda m: unravel.UnitParts(residual=m.f)}):  # forgets the 2
+        assert len(unravel.find_units(net, x)) == 2
+        with pytest.raises(UnfaithfulAdapterError, match=r"block '1' \(.*Scaled\)"):
+            unravel.find_units(net, x, verify=True)
+    with unravel.adapters({Scaled: lambda m: unravel.UnitParts(residual=lambda x: 2 * m.f(x))}):
+        assert len(unravel.verify_units(net, x)) == 2
+    assert len(unravel.find_units(models.resnet_cifar(8), torch.randn(2, 3, 8, 8), verify=True)) == 3

@@ -6,21 +6,22 @@ the gradient exactly by path length.
 """
 
 from . import adapters, attribution, data, errors, graph, interventions, lesion, models, plots
-from . import sweeps, tracking, train, units
+from . import sweeps, tracking, train, units, verify
 from .adapters import Adapter, register_adapter, supported_blocks, unregister_adapter
 from .errors import UnravelError, UnsupportedModelError
 from .graph import UnraveledGraph, unravel
 from .interventions import Intervention, active_interventions, intervene
 from .units import ResidualUnit, UnitParts, find_units, unit_table
+from .verify import verify_units
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "find_units", "unit_table", "ResidualUnit", "UnitParts",
+    "find_units", "verify_units", "unit_table", "ResidualUnit", "UnitParts",
     "Adapter", "register_adapter", "unregister_adapter", "supported_blocks",
     "intervene", "Intervention", "active_interventions",
     "unravel", "UnraveledGraph",
     "UnravelError", "UnsupportedModelError",
-    "units", "graph", "adapters", "interventions", "lesion", "sweeps", "attribution", "tracking", "train", "data", "models", "plots",
+    "units", "verify", "graph", "adapters", "interventions", "lesion", "sweeps", "attribution", "tracking", "train", "data", "models", "plots",
     "errors",
 ]

@@ -23,6 +23,33 @@ def as_tuple(inputs: Any) -> tuple:
     return inputs if isinstance(inputs, tuple) else (inputs,)
 
 
+def logits_of(out: Any) -> torch.Tensor:
+    """The logits in a model's output, by one rule: a tensor is the logits; otherwise the
+    ``logits`` attribute or key (Hugging Face ``ModelOutput`` s, dicts); otherwise the first
+    element of a tuple or list.
+
+    Examples
+    --------
+    >>> import torch
+    >>> logits_of({"logits": torch.ones(2, 3), "loss": torch.tensor(0.)}).shape
+    torch.Size([2, 3])
+    >>> logits_of((torch.zeros(4, 2), None)).shape
+    torch.Size([4, 2])
+    """
+    if torch.is_tensor(out):
+        return out
+    found = getattr(out, "logits", None)
+    if found is None and isinstance(out, dict):
+        found = out.get("logits")
+    if found is None and isinstance(out, (tuple, list)) and out:
+        found = out[0]
+    if not torch.is_tensor(found):
+        raise ArgumentTypeError(f"cannot read logits from a {type(out).__name__}: a model's output must be a tensor, "
+                                "have a 'logits' attribute or key, or be a tuple whose first element is the logits "
+                                "(or give loss=... that reads it).")
+    return found
+
+
 def model_device(model: nn.Module, device=None) -> torch.device:
     """``device`` when given, else where the model's first parameter (or buffer) lives, else CPU."""
     if device is not None:

@@ -14,6 +14,7 @@ __all__ = [
     "ArgumentError",
     "ArgumentTypeError",
     "UnsupportedModelError",
+    "UnfaithfulAdapterError",
     "InterventionError",
     "ResultsMismatchError",
     "CheckpointError",
@@ -46,6 +47,11 @@ class ArgumentTypeError(UnravelError, TypeError):
 
 class UnsupportedModelError(UnravelError, TypeError):
     """A model or block has no adapter that describes it exactly (see :func:`unravel.find_units`)."""
+
+
+class UnfaithfulAdapterError(UnsupportedModelError):
+    """Routing a block through its units does not reproduce the block's output (see
+    :func:`unravel.verify_units`)."""
 
 
 class InterventionError(ArgumentError):

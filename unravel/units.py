@@ -186,7 +186,7 @@ class ResidualUnit:
         return f"ResidualUnit({self.index}, {self.name!r}, {type(self.module).__name__}, {', '.join(flags)})"
 
 
-def find_units(model: nn.Module, example_inputs: Any = None) -> list[ResidualUnit]:
+def find_units(model: nn.Module, example_inputs: Any = None, *, verify: bool = False) -> list[ResidualUnit]:
     """The residual units of ``model``, in forward order.
 
     Parameters
@@ -198,6 +198,10 @@ def find_units(model: nn.Module, example_inputs: Any = None) -> list[ResidualUni
         of every model built from ``nn.Sequential`` and ``nn.ModuleList``. With it, one forward
         pass (in eval mode, without gradients) records the order in which blocks are called; the
         model's modes are restored and nothing else is touched.
+    verify : bool
+        With ``example_inputs``: also check that routing every block through its units
+        reproduces the model's output (:func:`unravel.verify_units`), naming the block class
+        that fails.
 
     Returns
     -------
@@ -251,6 +255,12 @@ def find_units(model: nn.Module, example_inputs: Any = None) -> list[ResidualUni
         for position, p in enumerate(parts):
             unit_name = name if p.label is None else f"{name}/{p.label}" if name else p.label
             units.append(ResidualUnit(len(units), unit_name, module, p, position))
+    if verify:
+        if example_inputs is None:
+            raise ArgumentError("find_units(verify=True) needs example_inputs to run the model on.")
+        from .verify import verify_units
+
+        verify_units(model, example_inputs, units=units)
     return units
 
 

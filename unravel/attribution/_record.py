@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._utils import as_tuple, saved_modes
+from .._utils import as_tuple, logits_of, saved_modes
 from ..errors import ArgumentError, ArgumentTypeError
 from ..interventions import intervene
 from ..units import ResidualUnit
@@ -45,10 +45,30 @@ class Record:
 
 
 def default_loss(targets):
+    """Mean cross-entropy of the logits (:func:`unravel._utils.logits_of`) against ``targets``;
+    without targets, the sum of each example's largest logit (as in saliency maps)."""
     if targets is None:
-        # no targets: the gradient of the predicted class's logit (as in saliency maps)
-        return lambda out, _: out.max(-1).values.sum()
-    return lambda out, t: F.cross_entropy(out, t)
+        return lambda out, _: logits_of(out).max(-1).values.sum()
+    return lambda out, t: F.cross_entropy(logits_of(out), t)
+
+
+def _inplace(fn) -> bool:
+    return isinstance(fn, nn.Module) and any(getattr(m, "inplace", False) for m in fn.modules())
+
+
+def _post(unit, zl):
+    """``post(zl)`` on a leaf: an in-place post (``nn.ReLU(inplace=True)``) runs on a copy, since
+    autograd cannot record an in-place operation on a leaf that requires grad."""
+    if unit.parts.post is None:
+        return unit.post(zl)
+    if _inplace(unit.parts.post):
+        return unit.post(zl.clone())
+    try:
+        return unit.post(zl)
+    except RuntimeError as e:  # an in-place function we could not see (a lambda calling relu_)
+        if "in-place" not in str(e):
+            raise
+        return unit.post(zl.clone())
 
 
 @contextlib.contextmanager
@@ -84,17 +104,16 @@ def record(model, units, inputs, targets, loss):
         # separate local graphs for post and for the branches, so that a VJP through post with
         # respect to parameters reaches post's parameters only
         zl = z.detach().requires_grad_(True)
-        y = unit.post(zl)
+        y = _post(unit, zl)
         y_out = y.detach().requires_grad_(True)
         records[p] = Record(unit, x_in, x, s, r, z, zl, y, y_out)
         return y_out
 
     with torch.enable_grad(), intervene(model, compute=compute):
         out = model(*inputs)
-        if not torch.is_tensor(out):
-            raise ArgumentTypeError(f"the model returned {type(out).__name__}; path-length attribution needs a tensor "
-                            "output (or give loss=... that reduces it).")
         L = loss(out, targets)
+        if not torch.is_tensor(L):
+            raise ArgumentTypeError(f"the loss returned {type(L).__name__}; it must return a scalar tensor.")
     missing = [u.name for u, r in zip(units, records) if r is None]
     if missing:
         raise ArgumentError(f"units {missing} did not run in the forward pass; cannot attribute through them.")
