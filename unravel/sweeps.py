@@ -12,11 +12,8 @@ lesions of their own).
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,148 +25,13 @@ from . import _journal
 from ._journal import COLUMNS
 from ._utils import check_choice, check_int, eval_mode, model_device
 from .errors import ArgumentError, InterventionError
-from .interventions import active_interventions, intervene
-from .lesion import delete, reorder, resolve_units, unit_shapes, _swappable
+from ._engine import Engine, Tally, Variant, make_scorer
+from .interventions import active_interventions
+from .lesion import _swappable, resolve_units, unit_shapes
 from .train import as_loader
 from .units import find_units
 
 __all__ = ["delete_each", "delete_random", "reorder_random", "COLUMNS"]
-
-
-# ------------------------------------------------------------------------------------------
-# The sweep engine
-
-
-@dataclass
-class Variant:
-    """One lesioned network: units deleted, and (for reorders) the order of units."""
-
-    id: int
-    k: int
-    deleted: tuple[int, ...] = ()
-    order: tuple[int, ...] | None = None
-    draw: int = 0
-    info: dict = field(default_factory=dict)
-
-    @property
-    def first(self) -> int:
-        """The first position whose computation differs from the unlesioned network."""
-        changed = list(self.deleted)
-        if self.order is not None:
-            changed += [p for p, q in enumerate(self.order) if p != q]
-        return min(changed) if changed else 10**9
-
-    def placed(self, p: int) -> int:
-        return p if self.order is None else self.order[p]
-
-
-class _Tally:
-    def __init__(self):
-        self.loss, self.wrong, self.count = 0.0, 0, 0
-
-    def add(self, out, y, loss_fn):
-        self.loss += float(loss_fn(out, y, reduction="sum"))
-        self.wrong += int((out.argmax(-1) != y).sum())
-        self.count += len(y)
-
-    def metrics(self):
-        return {"error": self.wrong / self.count, "loss": self.loss / self.count, "samples": self.count}
-
-
-def _stacked_compute(units, variants, cache, batch):
-    """The ``compute`` of a routing layer that runs ``variants`` (all with the same first change
-    ``f``) stacked on the batch dimension: before ``f`` every unit returns its cached unlesioned
-    output instead of computing; from ``f`` on each variant runs its own units."""
-    V = len(variants)
-    f = variants[0].first
-    assert all(v.first == f for v in variants)
-
-    def compute(unit, x, position, **kw):
-        p = position.index
-        if p < f:
-            cached = cache[p]
-            return cached if V == 1 else cached.repeat((V,) + (1,) * (cached.dim() - 1))
-        groups: dict[tuple[int, bool], list[int]] = {}
-        for j, v in enumerate(variants):
-            q = v.placed(p)
-            groups.setdefault((q, q in v.deleted), []).append(j)
-
-        def run(action, xs):
-            q, gone = action
-            return units[q].bypass(xs) if gone else units[q].forward(xs, **kw)
-
-        if len(groups) == 1:
-            return run(next(iter(groups)), x)
-        out = None
-        for action, js in groups.items():
-            rows = torch.cat([torch.arange(j * batch, (j + 1) * batch, device=x.device) for j in js])
-            part = run(action, x.index_select(0, rows))
-            if out is None:
-                out = part.new_empty((V * batch,) + tuple(part.shape[1:]))
-            out.index_copy_(0, rows, part)
-        return out
-
-    return compute
-
-
-class _Engine:
-    """Evaluates variants of one model on one dataset (see the module docstring)."""
-
-    def __init__(self, model, units, loader, device, loss_fn, max_rows):
-        self.model, self.units, self.loader, self.device = model, units, loader, device
-        self.loss_fn, self.max_rows = loss_fn, max_rows
-
-    def run(self, variants: list[Variant], baseline: _Tally | None):
-        """Tallies for ``variants`` (and the unlesioned net into ``baseline`` when given)."""
-        tallies = {v.id: _Tally() for v in variants}
-        by_first: dict[int, list[Variant]] = {}
-        for v in variants:
-            by_first.setdefault(v.first, []).append(v)
-        for x, y in self.loader:
-            x, y = x.to(self.device), y.to(self.device)
-            cache: dict[int, torch.Tensor] = {}
-
-            def record(unit, xin, position, **kw):
-                out = unit.forward(xin, **kw)
-                cache[position.index] = out
-                return out
-
-            with intervene(self.model, compute=record):
-                out = self.model(x)
-            if baseline is not None:
-                baseline.add(out, y, self.loss_fn)
-            per_chunk = max(1, self.max_rows // len(y))
-            chunks = [same[i:i + per_chunk] for same in by_first.values() for i in range(0, len(same), per_chunk)]
-            for chunk in chunks:
-                if chunk[0].first >= len(self.units):  # nothing changed (swaps that undo each other)
-                    for v in chunk:
-                        tallies[v.id].add(out, y, self.loss_fn)
-                    continue
-                with intervene(self.model, compute=_stacked_compute(self.units, chunk, cache, len(y))):
-                    stacked = self.model(x if len(chunk) == 1 else x.repeat((len(chunk),) + (1,) * (x.dim() - 1)))
-                stacked = stacked.view((len(chunk), len(y)) + tuple(stacked.shape[1:]))
-                for j, v in enumerate(chunk):
-                    tallies[v.id].add(stacked[j], y, self.loss_fn)
-        return tallies
-
-    def run_naive(self, variants: list[Variant], baseline: _Tally | None):
-        """The reference: for each variant a deep copy of the model, lesioned, full forward."""
-        tallies = {}
-        if baseline is not None:
-            for x, y in self.loader:
-                baseline.add(self.model(x.to(self.device)), y.to(self.device), self.loss_fn)
-        for v in variants:
-            m = copy.deepcopy(self.model)
-            t = _Tally()
-            with contextlib.ExitStack() as stack:
-                if v.order is not None:
-                    stack.enter_context(reorder(m, v.order))
-                if v.deleted:
-                    stack.enter_context(delete(m, list(v.deleted)))
-                for x, y in self.loader:
-                    t.add(m(x.to(self.device)), y.to(self.device), self.loss_fn)
-            tallies[v.id] = t
-        return tallies
 
 
 # ------------------------------------------------------------------------------------------
@@ -187,6 +49,7 @@ def _frame(rows: list[dict]):
     df["units"] = df["units"].fillna("").astype(str)
     df["names"] = df["names"].fillna("").astype(str)
     df["order"] = df["order"].fillna("").astype(str)
+    df["per"] = df["per"].fillna("example").astype(str)
     return df.sort_values("variant", kind="stable").reset_index(drop=True)
 
 
@@ -222,7 +85,7 @@ def _variant_row(study, v: Variant, units, seed, tally) -> dict:
 
 
 def _study(name, model, data, variants, *, seed, batch_size, device, progress, results, process_group,
-           method, loss, max_rows, settings):
+           method, loss, max_rows, settings, next_token=False):
     check_choice("method", method, ("fast", "naive"))
     batch_size = check_int("batch_size", batch_size, 1)
     max_rows = check_int("max_rows", max_rows, 1)
@@ -233,13 +96,16 @@ def _study(name, model, data, variants, *, seed, batch_size, device, progress, r
     loader = as_loader(data, batch_size, split="test")
     device = model_device(model, device)
     loss_fn = loss or F.cross_entropy
+    if not isinstance(next_token, bool):
+        raise ArgumentError(f"next_token={next_token!r} must be True or False.")
     group, rank, world = _process_group(process_group)
 
     path = Path(results) if results is not None else None
     done: dict[int, dict] = {}
     if path is not None:
         fingerprint = dict(settings, study=name, seed=seed, units=[u.name for u in units],
-                           data_size=_data_size(loader), loss=getattr(loss_fn, "__qualname__", repr(loss_fn)))
+                           data_size=_data_size(loader), loss=getattr(loss_fn, "__qualname__", repr(loss_fn)),
+                           next_token=next_token)
         if rank == 0:  # only rank 0 writes: the header, the fingerprint, the repair of a cut line
             _journal.prepare(path, fingerprint)
         if world > 1:
@@ -254,7 +120,7 @@ def _study(name, model, data, variants, *, seed, batch_size, device, progress, r
     todo = [v for v in variants if v.id not in done]
     mine = todo[rank::world]
     need_baseline = -1 not in done
-    engine = _Engine(model, units, loader, device, loss_fn, max_rows)
+    engine = Engine(model, units, loader, device, make_scorer(loss_fn, next_token), max_rows)
     # without a file the whole sweep is one group (the unlesioned states are computed once per
     # batch); with one, each stacked chunk is finished and written before the next starts
     group_size = len(mine) if path is None else max(1, max_rows // batch_size)
@@ -263,7 +129,7 @@ def _study(name, model, data, variants, *, seed, batch_size, device, progress, r
 
     with eval_mode(model), torch.no_grad():
         bar = tqdm(total=len(mine), desc=name, unit="variant", disable=not progress or rank != 0, leave=False)
-        baseline = _Tally() if need_baseline else None
+        baseline = Tally() if need_baseline else None
         groups = [mine[i:i + group_size] for i in range(0, len(mine), group_size)] or [[]]
         for chunk in groups:
             run = engine.run if method == "fast" else engine.run_naive
@@ -322,22 +188,33 @@ _STUDY_DOC = """
         "fast" reuses the unlesioned states and stacks variants on the batch dimension; "naive"
         deep-copies the model for each variant (the reference it is tested against).
     loss : callable, optional
-        ``loss(outputs, targets, reduction=...)``; default cross-entropy.
+        ``loss(logits, targets, reduction=...)`` on flattened logits ``[N, C]`` and targets
+        ``[N]``; default cross-entropy.
     max_rows : int
         Inputs in one stacked forward (memory bound).
+    next_token : bool
+        Causal language models: the output at position t is scored against the target at t + 1.
 
     Returns
     -------
     pandas.DataFrame
         One row per variant and a baseline row (``variant == -1``, ``k == 0``): study, variant,
-        k, units (comma-separated indices), names, error, loss, samples (inputs evaluated), seed,
-        draw (index of the random draw within its k), projection (a projection unit was
-        deleted), order (reorders: the permutation).
+        k, units (comma-separated indices), names, error, loss, samples (items scored), per
+        (``"example"`` or ``"token"``), seed, draw (index of the random draw within its k),
+        projection (a projection unit was deleted), order (reorders: the permutation).
+
+    Notes
+    -----
+    The logits are the output itself, its ``logits`` (a Hugging Face ``ModelOutput`` or a dict)
+    or the first element of a tuple. Outputs ``[B, C]`` against targets ``[B]`` are scored per
+    example; ``[B, T, C]`` against ``[B, T]`` per token (targets equal to -100 left out), so the
+    error is the fraction of tokens predicted wrongly and the loss the mean per token.
 """
 
 
 def delete_each(model: nn.Module, data, *, batch_size: int = 256, device=None, progress: bool = True,
-                results=None, process_group=None, method: str = "fast", loss=None, max_rows: int = 2048):
+                results=None, process_group=None, method: str = "fast", loss=None, max_rows: int = 2048,
+                next_token: bool = False):
     """Delete each unit in turn (Veit et al. 2016, Fig. 3).
 
     Parameters
@@ -350,7 +227,7 @@ def delete_each(model: nn.Module, data, *, batch_size: int = 256, device=None, p
     variants = [Variant(id=i, k=1, deleted=(i,)) for i in range(len(units))]
     return _study("delete_each", model, data, variants, seed=0, batch_size=batch_size, device=device,
                   progress=progress, results=results, process_group=process_group, method=method, loss=loss,
-                  max_rows=max_rows, settings={})
+                  max_rows=max_rows, settings={}, next_token=next_token)
 
 
 def _ks(ks, limit, what):
@@ -365,7 +242,8 @@ def _ks(ks, limit, what):
 
 def delete_random(model: nn.Module, data, ks: Iterable[int] = (1, 2, 4, 8), samples_per_k: int = 5, seed: int = 0,
                   *, candidates=None, batch_size: int = 256, device=None, progress: bool = True, results=None,
-                  process_group=None, method: str = "fast", loss=None, max_rows: int = 2048):
+                  process_group=None, method: str = "fast", loss=None, max_rows: int = 2048,
+                  next_token: bool = False):
     """Delete k units drawn uniformly at random, ``samples_per_k`` times per k (Veit Fig. 5a).
 
     Parameters
@@ -392,12 +270,14 @@ def delete_random(model: nn.Module, data, ks: Iterable[int] = (1, 2, 4, 8), samp
             variants.append(Variant(id=len(variants), k=k, deleted=chosen, draw=draw))
     return _study("delete_random", model, data, variants, seed=seed, batch_size=batch_size, device=device,
                   progress=progress, results=results, process_group=process_group, method=method, loss=loss,
-                  max_rows=max_rows, settings={"ks": ks, "samples_per_k": samples_per_k, "candidates": pool})
+                  max_rows=max_rows, settings={"ks": ks, "samples_per_k": samples_per_k, "candidates": pool},
+                  next_token=next_token)
 
 
 def reorder_random(model: nn.Module, data, ks: Iterable[int] = (1, 2, 4, 8), samples_per_k: int = 5, seed: int = 0,
                    *, batch_size: int = 256, device=None, progress: bool = True, results=None,
-                   process_group=None, method: str = "fast", loss=None, max_rows: int = 2048):
+                   process_group=None, method: str = "fast", loss=None, max_rows: int = 2048,
+                   next_token: bool = False):
     """Swap k random pairs of compatible units, ``samples_per_k`` times per k (Veit Fig. 5b).
 
     Compatible units have identity shortcuts and equal input and output shapes, and the same
@@ -440,7 +320,7 @@ def reorder_random(model: nn.Module, data, ks: Iterable[int] = (1, 2, 4, 8), sam
             variants.append(Variant(id=len(variants), k=k, order=tuple(order), draw=draw, info={"moved": moved}))
     return _study("reorder_random", model, loader, variants, seed=seed, batch_size=batch_size, device=device,
                   progress=progress, results=results, process_group=process_group, method=method, loss=loss,
-                  max_rows=max_rows, settings={"ks": ks, "samples_per_k": samples_per_k})
+                  max_rows=max_rows, settings={"ks": ks, "samples_per_k": samples_per_k}, next_token=next_token)
 
 
 for _f in (delete_each, delete_random, reorder_random):

@@ -1,0 +1,36 @@
+"""Studies: a YAML spec in, a results folder out, with a verdict per published claim computed
+from the measured data.
+
+A spec names a study ``kind`` (one of :data:`KINDS`), data, models, training and analysis
+settings (:mod:`~unravel.study.spec` checks every field before anything runs); :func:`run_study`
+trains, measures, writes tidy CSVs, figures (PNG and SVG), ``summary.json``, ``report.md``, the
+resolved ``config.yaml`` and ``environment.json``. Each verdict is a plain function of tidy frames
+(``claim_*``), so it can be checked on synthetic data. This package does not check that a study's
+models are large or trained long enough for a claim to be meaningful; the report states the
+settings next to every verdict.
+
+Examples
+--------
+>>> from unravel import study
+>>> spec = study.load_spec("veit-lesion", quick=True)
+>>> spec["kind"], sorted(spec["models"])
+('veit-lesion', ['plain', 'residual'])
+"""
+
+from ..errors import SpecError
+from ..models.registry import BUILDERS as MODEL_BUILDERS
+from . import experiments  # noqa: F401  (registers the built-in kinds)
+from .claims import (claim_alike, claim_deeper_closer, claim_dense_shallower, claim_exponential_decay,
+                     claim_mean_length_below, claim_mean_length_moves, claim_projection_hurts, claim_residual_closer,
+                     claim_shallow_first, claim_single_deletions, claim_smooth_growth)
+from .kinds import KINDS, Kind, kind_names, register_kind
+from .runner import Context, build_model, environment, load_data, run_study
+from .spec import (STUDY_DIRS, DataSpec, ModelSpec, StudySpec, TrainSpec, apply_quick, list_studies, load_spec,
+                   parse_spec, validate_spec)
+
+__all__ = ["run_study", "load_spec", "list_studies", "SpecError", "KINDS", "MODEL_BUILDERS", "STUDY_DIRS",
+           "build_model", "load_data", "validate_spec", "parse_spec", "apply_quick", "environment",
+           "register_kind", "kind_names", "Kind", "Context", "StudySpec", "DataSpec", "ModelSpec", "TrainSpec",
+           "claim_single_deletions", "claim_smooth_growth", "claim_projection_hurts", "claim_exponential_decay",
+           "claim_mean_length_below", "claim_shallow_first", "claim_mean_length_moves", "claim_dense_shallower",
+           "claim_alike", "claim_residual_closer", "claim_deeper_closer"]

@@ -1,0 +1,243 @@
+"""Running a study: a spec in, a results folder out.
+
+:func:`run_study` checks the whole spec first, then writes the resolved ``config.yaml`` and
+``environment.json``, runs the study's kind and writes its tidy CSVs, figures, ``summary.json``
+and ``report.md``. It does not check that a study's models are large or trained long enough for
+its verdicts to be evidence; the report states the settings next to every verdict.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import importlib.metadata as md
+import os
+import platform
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+import yaml
+
+from .. import plots, train
+from .._utils import check_int
+from ..errors import ArgumentError
+from .kinds import KINDS
+from .report import report_markdown, summary_json
+from .spec import DataSpec, ModelSpec, StudySpec, apply_quick, load_spec, parse_spec, validate_spec
+
+__all__ = ["Context", "run_study", "environment", "load_data", "build_model"]
+
+
+class Context:
+    """What a study kind's function works with: its checked spec, data, models and output files.
+
+    Attributes
+    ----------
+    spec : StudySpec
+    analysis
+        ``spec.analysis``: the kind's settings.
+    out : Path
+        The results folder.
+    device : torch.device
+    seed : int
+    progress : bool
+    figures : list of (file, caption)
+    tables : list of str
+        What :meth:`figure` and :meth:`frame` wrote, for the report.
+    """
+
+    def __init__(self, spec: StudySpec, out: Path, device, seed: int, progress: bool, *, data=None,
+                 prefix: str = "", figures=None, tables=None):
+        self.spec, self.analysis, self.out, self.device = spec, spec.analysis, Path(out), device
+        self.seed, self.progress, self.prefix = seed, progress, prefix
+        self.figures: list[tuple[str, str]] = [] if figures is None else figures
+        self.tables: list[str] = [] if tables is None else tables
+        self._data = data
+
+    @property
+    def data(self):
+        """The spec's dataset, loaded on first use."""
+        if self._data is None:
+            self._data = self.spec.data.load()
+        return self._data
+
+    def model(self, role_or_spec, **overrides):
+        """The model of a role (or a :class:`ModelSpec`), seeded with the study's seed, on the device."""
+        m = self.spec.models[role_or_spec] if isinstance(role_or_spec, str) else role_or_spec
+        if isinstance(m, Mapping):
+            m = ModelSpec.from_spec(m, "model")
+        torch.manual_seed(self.seed)
+        return m.build(self.data, **overrides).to(self.device)
+
+    def fit(self, model, callbacks=()):
+        """Train ``model`` as the spec's ``train:`` says; returns its history."""
+        t = self.spec.train
+        return train.fit(model, self.data, epochs=t.epochs, optimizer=t.optimizer, lr=t.lr, batch_size=t.batch_size,
+                         weight_decay=t.decay, schedule=t.schedule, seed=self.seed, device=self.device,
+                         callbacks=callbacks, progress=self.progress)
+
+    def _name(self, name: str) -> str:
+        return f"{self.prefix}_{name}" if self.prefix else name
+
+    def frame(self, name: str, df):
+        """Write ``df`` as ``<name>.csv`` and return it."""
+        df.to_csv(self.out / f"{self._name(name)}.csv", index=False)
+        self.tables.append(f"{self._name(name)}.csv")
+        return df
+
+    def figure(self, name: str, ax, caption: str) -> None:
+        """Save the figure of ``ax`` as ``<name>.png`` and ``.svg``, captioned in the report."""
+        plots.save(ax, self.out / self._name(name))
+        self.figures.append((f"{self._name(name)}.png", caption))
+
+    def probe(self, n: int | None = None):
+        """The first ``n`` test examples (default: the analysis' ``probe_size``, else 128) on the device."""
+        n = n or getattr(self.analysis, "probe_size", 128)
+        x, y = self.data.batch(n)
+        return x.to(self.device), y.to(self.device)
+
+    def sub(self, spec: StudySpec, prefix: str) -> Context:
+        """A context for a sub-study: its files prefixed ``<prefix>_``, listed in this report, and
+        this study's data reused when the sub-study names the same."""
+        return Context(spec, self.out, self.device, self.seed, self.progress, prefix=prefix,
+                       data=self.data if spec.data == self.spec.data else None,
+                       figures=self.figures, tables=self.tables)
+
+
+def load_data(spec: Mapping):
+    """The dataset a spec dict names (``data``, ``data_root``, ``data_options``).
+
+    Examples
+    --------
+    >>> from unravel.study import load_data
+    >>> load_data({"data": "mnist1d", "data_options": {"num_samples": 200}}).input_shape
+    (1, 40)
+    """
+    return DataSpec.from_spec(spec).load()
+
+
+def build_model(mspec: Mapping, data):
+    """Build a model from a spec entry ``{name: ..., **kwargs}`` sized for ``data``.
+
+    Examples
+    --------
+    >>> import unravel
+    >>> from unravel.study import build_model
+    >>> net = build_model({"name": "resmlp", "depth": 3}, unravel.data.synthetic(40))
+    >>> len(unravel.find_units(net))
+    3
+    """
+    return ModelSpec.from_spec(mspec, "model").build(data)
+
+
+def _git_revision():
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                              text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(seed, device) -> dict:
+    """Versions, seed, device and git revision: what ``environment.json`` holds.
+
+    Examples
+    --------
+    >>> from unravel.study import environment
+    >>> env = environment(0, "cpu")
+    >>> env["seed"], env["device"], env["versions"]["torch"] is not None
+    (0, 'cpu', True)
+    """
+    versions = {}
+    for pkg in ("unravel", "torch", "numpy", "pandas", "networkx", "scipy", "seaborn", "matplotlib", "mnist1d",
+                "scikit-learn", "torchvision"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    return {"python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "versions": versions,
+            "seed": seed, "device": str(device),
+            "cuda": torch.cuda.get_device_name(0) if str(device).startswith("cuda") else None,
+            "git_revision": _git_revision(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def _device(device) -> torch.device:
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ArgumentError(f"device={device!r} is not a torch device; give cpu, cuda or cuda:N.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ArgumentError("device 'cuda' was asked for but torch sees no CUDA device here")
+    return device
+
+
+def run_study(spec_or_name, out=None, *, quick: bool = False, device="cpu", seed: int | None = None,
+              progress: bool = True) -> Path:
+    """Run a study and return its results folder ``<out>/<study>/<timestamp>/``.
+
+    Parameters
+    ----------
+    spec_or_name : str, Path or dict
+        A study name (:func:`list_studies`), a YAML file, or a spec dict.
+    out : str or Path
+        Parent folder (default ``results``).
+    quick : bool
+        Apply the spec's ``quick`` overrides (tiny models, one or two epochs: a smoke run).
+    device : str
+    seed : int, optional
+        Overrides the spec's seed.
+
+    Returns
+    -------
+    Path
+        The folder with ``config.yaml``, ``environment.json``, tidy CSVs, figures (PNG and SVG),
+        ``summary.json`` and ``report.md``.
+
+    Raises
+    ------
+    SpecError
+        If the spec names an unknown field or value (before anything runs).
+    ArgumentError
+        If the device, seed or data cannot be used.
+
+    Examples
+    --------
+    >>> import json, tempfile
+    >>> from unravel.study import run_study
+    >>> spec = {"kind": "norm-preservation", "data": "synthetic",
+    ...         "data_options": {"num_samples": 80, "input_shape": [1, 8]},
+    ...         "models": {"residual": {"name": "resnet_cifar", "width": 2},
+    ...                    "plain": {"name": "plain_cifar", "width": 2}},
+    ...         "analysis": {"depths": [8], "train": False, "probe_size": 8}}
+    >>> folder = run_study(spec, tempfile.mkdtemp(), progress=False)
+    >>> [c["id"] for c in json.loads((folder / "summary.json").read_text())["claims"]]
+    ['residual-closer', 'deeper-closer']
+    """
+    if isinstance(spec_or_name, Mapping):
+        spec = apply_quick(spec_or_name) if quick else copy.deepcopy(dict(spec_or_name))
+        spec.setdefault("name", spec.get("kind", "study"))
+        validate_spec(spec)
+    else:
+        spec = load_spec(spec_or_name, quick=quick)
+    device = _device(device)
+    seed = int(spec.get("seed", 0) if seed is None else check_int("seed", seed, 0))
+    spec["seed"] = seed
+    checked = parse_spec(spec)
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    folder = Path(out or "results") / checked.name / stamp
+    folder.mkdir(parents=True, exist_ok=True)
+    resolved = {k: v for k, v in spec.items() if k != "quick"}
+    resolved["quick"] = quick
+    resolved["device"] = str(device)
+    (folder / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    (folder / "environment.json").write_text(summary_json(environment(seed, device)))
+    ctx = Context(checked, folder, device, seed, progress)
+    claims = KINDS[checked.kind].run(ctx)
+    summary = {"study": checked.name, "kind": checked.kind, "quick": quick, "seed": seed, "claims": claims}
+    (folder / "summary.json").write_text(summary_json(summary))
+    (folder / "report.md").write_text(report_markdown(checked, claims, seed=seed, device=device, quick=quick,
+                                                      figures=ctx.figures, tables=ctx.tables))
+    return folder
