@@ -272,8 +272,9 @@ def load(path, model: nn.Module | None = None, map_location="cpu"):
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch's unpickler raises many types on a file that is not a checkpoint
-        raise CheckpointError(f"{str(path)!r} is not a checkpoint unravel can read ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else 'unreadable'}); expected {what}.") from None
+        # torch's own message (advice to turn weights_only off, or an opcode) would mislead here
+        raise CheckpointError(f"{str(path)!r} is not a checkpoint unravel can read (torch.load with "
+                              f"weights_only=True failed: {type(e).__name__}); expected {what}.") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{str(path)!r} is not an unravel checkpoint (no 'state_dict'); expected {what}.")
     if model is None:
