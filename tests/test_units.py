@@ -261,3 +261,12 @@ def test_verify_units_names_an_unfaithful_block():
     with unravel.adapters({Scaled: lambda m: unravel.UnitParts(residual=lambda x: 2 * m.f(x))}):
         assert len(unravel.verify_units(net, x)) == 2
     assert len(unravel.find_units(models.resnet_cifar(8), torch.randn(2, 3, 8, 8), verify=True)) == 3
+
+
+def test_an_identity_module_shortcut_is_not_a_projection():
+    block = models.ResidualBlock(nn.Linear(4, 4), shortcut=nn.Identity())
+    net = nn.Sequential(block, models.ResidualBlock(nn.Linear(4, 4)))
+    unit = unravel.find_units(net)[0]
+    assert not unit.projection
+    with unravel.lesion.reorder(net, [1, 0]):  # identity shortcuts may change places
+        net(torch.randn(2, 4))

@@ -140,8 +140,11 @@ class ResidualUnit:
 
     @property
     def projection(self) -> bool:
+        """Whether the shortcut is not the identity (``None`` and ``nn.Identity`` are)."""
         p = self.parts
-        return bool(p.shortcut is not None) if p.projection is None else bool(p.projection)
+        if p.projection is not None:
+            return bool(p.projection)
+        return p.shortcut is not None and not isinstance(p.shortcut, nn.Identity)
 
     @property
     def kind(self) -> str:
