@@ -91,3 +91,41 @@ def test_errors_are_unravel_errors():
     for call in (lambda: registry.model_entry("nope"), lambda: registry.build_model("resmlp", (4,), bogus=1)):
         with pytest.raises(UnravelError):
             call()
+
+
+def test_model_strings_build_models_nobody_registered(tmp_path):
+    import unravel
+    from unravel.errors import ArgumentError
+    from unravel.models import build_model
+
+    tv = build_model("torchvision:resnet18", (3, 32, 32), num_classes=4)
+    assert tv.fc.out_features == 4 and len(unravel.find_units(tv)) == 8
+    mine = build_model("unravel.models:resmlp", None, in_features=4, num_classes=2, depth=3)
+    assert len(unravel.find_units(mine)) == 3
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.GPT2Config(n_embd=16, n_layer=2, n_head=2, vocab_size=50, n_positions=32,
+                                  architectures=["GPT2LMHeadModel"])
+    cfg.save_pretrained(tmp_path)
+    lm = build_model(f"hf:{tmp_path}", None)
+    assert type(lm).__name__ == "GPT2LMHeadModel" and lm.config.n_layer == 2
+    for bad, match in [("torchvision:nope", "no such builder"), ("hf:" + str(tmp_path / "none"), "no config.json"),
+                       ("nomodule:x", "cannot import"), ("unravel.models:nothing", "no callable")]:
+        with pytest.raises(ArgumentError, match=match):
+            build_model(bad, None)
+
+
+def test_checkpoints_of_other_tools_load(tmp_path):
+    import torch
+
+    from unravel import models, train
+
+    net = models.resmlp(4, 2, width=8, depth=2)
+    other = models.resmlp(4, 2, width=8, depth=2)
+    torch.save(net.state_dict(), tmp_path / "bare.pt")
+    train.load(tmp_path / "bare.pt", other)
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), other.state_dict().values()))
+    safetensors = pytest.importorskip("safetensors.torch")
+    safetensors.save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    third = models.resmlp(4, 2, width=8, depth=2)
+    train.load(tmp_path / "w.safetensors", third)
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), third.state_dict().values()))

@@ -70,6 +70,16 @@ def _ks(text: str) -> tuple[int, ...]:
     return ks
 
 
+def _model_name(text: str) -> str:
+    """A registered model name or a model string (checked when the model is built)."""
+    from .models.registry import model_names
+
+    if text not in model_names() and ":" not in text:
+        raise argparse.ArgumentTypeError(f"unknown model {text!r}; available: {', '.join(model_names())}, or "
+                                         "torchvision:NAME, timm:NAME, hf:CONFIG_OR_DIR, package.module:factory")
+    return text
+
+
 def _existing_file(text: str) -> str:
     if not Path(text).is_file():
         raise argparse.ArgumentTypeError(f"no file at {text!r}")
@@ -162,6 +172,8 @@ def _write(frame, out):
 def _cmd_units(args):
     from . import units
 
+    if args.model_arg is not None:
+        args.model = args.model_arg
     d, model = _setup(args)
     print(units.unit_table(model).to_string(index=False))
     return 0
@@ -270,8 +282,9 @@ def _model_args(q, epochs: int | None) -> None:
     from .models.registry import model_names
 
     names = model_names()
-    q.add_argument("--model", default="resnet_cifar", choices=names, metavar="NAME",
-                   help=f"{', '.join(names)} (default resnet_cifar)")
+    q.add_argument("--model", default="resnet_cifar", type=_model_name, metavar="NAME",
+                   help=f"{', '.join(names)} (default resnet_cifar), or a model of yours: torchvision:NAME, "
+                        "timm:NAME, hf:CONFIG_OR_DIR, package.module:factory")
     q.add_argument("--depth", type=_count(1), default=None,
                    help="depth (default: the model's; 20 for the CIFAR nets, 22 for densenet_bc)")
     q.add_argument("--width", type=_count(1), default=None, help="width (growth rate for densenet_bc)")
@@ -299,7 +312,10 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--no-progress", action="store_true")
     q.set_defaults(func=_cmd_demo)
 
-    q = sub.add_parser("units", help="print the residual units of a reference model")
+    q = sub.add_parser("units", help="print the residual units of a model (a reference model or one of yours)")
+    q.add_argument("model_arg", nargs="?", type=_model_name, metavar="MODEL",
+                   help="the model (same as --model): a reference model, torchvision:NAME, timm:NAME, "
+                        "hf:CONFIG_OR_DIR or package.module:factory")
     _model_args(q, None)
     q.set_defaults(func=_cmd_units)
 

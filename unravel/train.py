@@ -254,7 +254,8 @@ def save(model: nn.Module, path, meta: dict | None = None) -> Path:
 
 
 def load(path, model: nn.Module | None = None, map_location="cpu"):
-    """Load a checkpoint written by :func:`save`, with ``weights_only=True`` (it cannot run code).
+    """Load a checkpoint written by :func:`save`, a bare ``state_dict`` saved with ``torch.save``, or a
+    ``.safetensors`` file; with ``weights_only=True`` (it cannot run code).
 
     With ``model``: its weights are replaced (strictly) and the model is returned. Without: the
     checkpoint dict (``state_dict``, ``meta``, ``model_class``) is returned.
@@ -266,15 +267,23 @@ def load(path, model: nn.Module | None = None, map_location="cpu"):
         ``weights_only=True``, or a dict without ``state_dict``), or does not fit ``model``.
     """
     path = Path(path)
-    what = "a checkpoint written by unravel.train.save (or `unravel train --save`)"
+    what = ("a checkpoint written by unravel.train.save (or `unravel train --save`), a saved state_dict, or a "
+            ".safetensors file")
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {str(path)!r}: expected {what}.")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            ckpt = load_file(str(path), device=str(map_location))
+        else:
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch's unpickler raises many types on a file that is not a checkpoint
         # torch's own message (advice to turn weights_only off, or an opcode) would mislead here
         raise CheckpointError(f"{str(path)!r} is not a checkpoint unravel can read (torch.load with "
                               f"weights_only=True failed: {type(e).__name__}); expected {what}.") from None
+    if isinstance(ckpt, dict) and ckpt and all(isinstance(k, str) and torch.is_tensor(v) for k, v in ckpt.items()):
+        ckpt = {"state_dict": ckpt, "meta": {}, "model_class": None}  # a bare state_dict (torch.save, safetensors)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{str(path)!r} is not an unravel checkpoint (no 'state_dict'); expected {what}.")
     if model is None:

@@ -164,7 +164,14 @@ def model_entry(name: str) -> ModelEntry:
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
-        raise ArgumentError(f"unknown model {name!r}; available: {', '.join(_REGISTRY)}.") from None
+        pass
+    from .external import external_entry
+
+    entry = external_entry(name)
+    if entry is None:
+        raise ArgumentError(f"unknown model {name!r}; available: {', '.join(_REGISTRY)}, or torchvision:NAME, "
+                            "timm:NAME, hf:CONFIG_OR_DIR, package.module:factory.")
+    return entry
 
 
 def model_arguments(name: str) -> tuple[str, ...] | None:
@@ -214,7 +221,9 @@ def build_model(name: str, data_or_shape=None, **kwargs) -> nn.Module:
     Parameters
     ----------
     name : str
-        One of :func:`model_names`.
+        One of :func:`model_names`, or a model string: ``torchvision:NAME``, ``timm:NAME``,
+        ``hf:CONFIG_OR_DIR`` (a local config) or ``package.module:factory`` (see
+        :mod:`unravel.models.external`).
     data_or_shape : DataSplit or tuple of int, optional
         A dataset (its ``input_shape`` and ``num_classes`` are used) or one input's shape,
         channels first. The sizes it gives are defaults: ``kwargs`` override them.
