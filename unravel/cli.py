@@ -207,7 +207,8 @@ def _cmd_lesion(args):
             raise ArgumentError(f"--ks {','.join(map(str, args.ks))}: model {args.model!r} has {n} units, so each "
                                 f"k must lie in 1..{n}")
     _prepare(args, model, d)
-    common = dict(progress=not args.no_progress, results=args.results)
+    # token ids are language-model data: the output at position t is scored against token t + 1
+    common = dict(progress=not args.no_progress, results=args.results, next_token=args.data == "token_ids")
     if args.kind == "delete_each":
         frame = lesion.delete_each(model, d, **common)
     else:

@@ -92,6 +92,10 @@ class UnitParts:
             raise ArgumentTypeError(f"UnitParts residual must be callable, got {type(self.residual).__name__}.")
 
 
+def _inplace(fn) -> bool:
+    return isinstance(fn, nn.Module) and any(getattr(m, "inplace", False) for m in fn.modules())
+
+
 class ResidualUnit:
     """One residual unit of a model: ``y = post(shortcut(x) + residual(x))``.
 
@@ -174,8 +178,13 @@ class ResidualUnit:
         return self.post(self.shortcut(x) + self.residual(x, **kwargs))
 
     def bypass(self, x: torch.Tensor) -> torch.Tensor:
-        """The unit with its residual branch deleted: ``post(shortcut(x))``."""
-        return self.post(self.shortcut(x))
+        """The unit with its residual branch deleted: ``post(shortcut(x))``. An in-place ``post``
+        (``nn.ReLU(inplace=True)``) after an identity shortcut runs on a copy, so the unit's input
+        is never overwritten."""
+        s = self.shortcut(x)
+        if s is x and _inplace(self.parts.post):
+            s = s.clone()
+        return self.post(s)
 
     def as_deleted(self) -> "ResidualUnit":
         """The same unit as an intervention's computation sees it inside a deletion: ``forward``

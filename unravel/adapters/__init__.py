@@ -216,7 +216,7 @@ def adapters(mapping: Mapping[type, Adapter | Callable]) -> Iterator[None]:
     >>> with unravel.adapters({Block: lambda m: unravel.UnitParts(residual=m.f)}):
     ...     len(unravel.find_units(nn.Sequential(Block(), Block())))
     2
-    >>> any(name.endswith(".Block") for name in unravel.supported_blocks())
+    >>> f"{Block.__module__}.{Block.__qualname__}" in unravel.supported_blocks()
     False
     """
     if not isinstance(mapping, Mapping):

