@@ -273,8 +273,66 @@ def case_scaling(cfg, device):
             "expected": "about 2: n(n+1)/2 single-unit VJPs"}
 
 
+def _vit_s(cfg):
+    from torchvision.models import VisionTransformer
+
+    return VisionTransformer(image_size=cfg["image"], patch_size=16 if cfg["image"] >= 64 else 8,
+                             num_layers=cfg["layers"], num_heads=cfg["heads"], hidden_dim=cfg["width"],
+                             mlp_dim=4 * cfg["width"], num_classes=1000)
+
+
+def _gpt2_small(cfg):
+    import transformers
+
+    c = transformers.GPT2Config(n_embd=cfg["width"], n_layer=cfg["layers"], n_head=cfg["heads"],
+                                n_positions=max(64, cfg["tokens"]), use_cache=False)
+    return transformers.GPT2LMHeadModel(c)
+
+
+def case_transformers(cfg, device):
+    """ViT-S- and GPT-2-small-shaped models (random init): the exact histogram and delete_each
+    against one forward+backward and against the naive loop."""
+    out = {}
+    for name, build, shape in (("vit", _vit_s, "image"), ("gpt2", _gpt2_small, "tokens")):
+        c = cfg[name]
+        torch.manual_seed(0)
+        model = build(c).to(device).eval()
+        n = len(unravel.find_units(model))
+        if shape == "image":
+            x = torch.randn(c["batch"], 3, c["image"], c["image"], device=device)
+            y = torch.randint(0, 1000, (c["batch"],), device=device)
+            loss = None
+            data = (x, y)
+
+            def fwd_bwd():
+                xr = x.detach().requires_grad_()
+                F.cross_entropy(model(xr), y).backward()
+        else:
+            x = torch.randint(0, model.config.vocab_size, (c["batch"], c["tokens"]), device=device)
+            y = None
+
+            def loss(o, _):
+                return F.cross_entropy(o.logits[:, :-1].flatten(0, 1), x[:, 1:].flatten())
+
+            data = (x, x)
+
+            def fwd_bwd():
+                loss(model(x), None).backward()
+        fb = _time(fwd_bwd, device, runs=c["runs"] * 3)
+        exact = _time(lambda: attribution.path_length_gradients(model, x, y, loss=loss), device, runs=c["runs"])
+        kw = dict(batch_size=c["batch"], progress=False, next_token=shape == "tokens")
+        fast = _time(lambda: lesion.delete_each(model, data, **kw), device, runs=1, warmup=False)
+        naive = _time(lambda: lesion.delete_each(model, data, method="naive", **kw), device, runs=1, warmup=False)
+        model.zero_grad(set_to_none=True)
+        out[name] = {"units": n, "batch": c["batch"], **({"tokens": c["tokens"]} if shape == "tokens" else
+                                                         {"image": c["image"]}),
+                     "forward_backward_s": fb, "exact_s": exact, "ratio_exact_over_fwd_bwd": exact / fb,
+                     "delete_each_fast_s": fast, "delete_each_naive_s": naive, "delete_each_speedup": naive / fast}
+    return out
+
+
 CASES = {"protocol": case_protocol, "overhead": case_overhead, "lesion": case_lesion, "memory": case_memory,
-         "tracker": case_tracker, "scaling": case_scaling}
+         "tracker": case_tracker, "scaling": case_scaling, "transformers": case_transformers}
 
 FULL = {
     "protocol": {"depth": 110, "batch": 128, "runs": 1, "protocol_samples": 5, "batched_samples": 2},
@@ -283,6 +341,8 @@ FULL = {
     "memory": {"depth": 110, "batch": 128},
     "tracker": {"samples": 5000, "epochs": 6, "probe": 64, "repeats": 3},
     "scaling": {"depths": [20, 56, 110, 218], "batch": 32},
+    "transformers": {"vit": {"image": 224, "layers": 12, "heads": 6, "width": 384, "batch": 8, "runs": 1},
+                     "gpt2": {"tokens": 128, "layers": 12, "heads": 12, "width": 768, "batch": 4, "runs": 1}},
 }
 QUICK = {
     "protocol": {"depth": 8, "batch": 4, "runs": 1, "protocol_samples": 2, "batched_samples": 1},
@@ -291,6 +351,8 @@ QUICK = {
     "memory": {"depth": 8, "batch": 4},
     "tracker": {"samples": 200, "epochs": 1, "probe": 8, "repeats": 1},
     "scaling": {"depths": [8, 14], "batch": 2},
+    "transformers": {"vit": {"image": 32, "layers": 2, "heads": 2, "width": 16, "batch": 2, "runs": 1},
+                     "gpt2": {"tokens": 16, "layers": 2, "heads": 2, "width": 16, "batch": 2, "runs": 1}},
 }
 
 

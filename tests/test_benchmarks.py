@@ -16,9 +16,12 @@ def test_benchmark_harness_quick(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(out.read_text())
-    assert set(report["results"]) == {"protocol", "overhead", "lesion", "memory", "tracker", "scaling"}
+    assert set(report["results"]) == {"protocol", "overhead", "lesion", "memory", "tracker", "scaling",
+                                      "transformers"}
     r = report["results"]
     assert r["protocol"]["ratio_protocol_over_exact"] > 0 and r["overhead"]["exact_s"] > 0
     assert r["lesion"]["delete_each_speedup"] > 0 and r["memory"]["exact_mib"] >= 0
     assert len(r["scaling"]["rows"]) == 2 and report["versions"]["torch"]
     assert "== protocol" in proc.stdout
+    for name in ("vit", "gpt2"):
+        assert r["transformers"][name]["units"] == 4 and r["transformers"][name]["delete_each_speedup"] > 0

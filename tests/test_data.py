@@ -96,3 +96,45 @@ def test_batch_is_a_fixed_probe():
     d = unravel.data.digits()
     x, y = d.batch(16)
     assert x.shape == (16, 1, 8, 8) and torch.equal(y, d.test.tensors[1][:16])
+
+
+def test_image_folder_and_token_ids_from_disk(tmp_path):
+    from PIL import Image
+
+    from unravel import data
+
+    for split in ("train", "test"):
+        for c in ("a", "b", "c"):
+            (tmp_path / "img" / split / c).mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(np.full((10, 10, 3), 20 * i, np.uint8)).save(tmp_path / "img" / split / c / f"{i}.png")
+    d = data.image_folder(tmp_path / "img", image_size=8)
+    assert (len(d.train), len(d.test), d.num_classes, d.input_shape) == (9, 9, 3, (3, 8, 8))
+    ids = np.arange(500) % 37
+    np.save(tmp_path / "ids.npy", ids)
+    t = data.token_ids(tmp_path / "ids.npy", seq_len=10)
+    x, y = t.train.tensors
+    assert t.num_classes == 37 and x.shape[1] == 10 and torch.equal(x, y)
+    assert torch.equal(torch.cat([x.flatten(), t.test.tensors[0].flatten()]), torch.as_tensor(ids))
+    torch.save(torch.randn(5), tmp_path / "float.pt")
+    with pytest.raises(unravel.errors.ArgumentError, match="integer array of token ids"):
+        data.token_ids(tmp_path / "float.pt")
+    with pytest.raises(unravel.errors.ArgumentError, match="no image folder"):
+        data.image_folder(tmp_path / "nothing")
+
+
+def test_cli_lesion_of_a_language_model_on_token_ids(tmp_path, capsys):
+    transformers = pytest.importorskip("transformers")
+    from unravel.cli import main
+
+    cfg = transformers.GPT2Config(n_embd=16, n_layer=2, n_head=2, vocab_size=40, n_positions=64,
+                                  architectures=["GPT2LMHeadModel"])
+    cfg.save_pretrained(tmp_path / "lm")
+    np.save(tmp_path / "ids.npy", np.random.default_rng(0).integers(0, 40, 600))
+    out = tmp_path / "frame.csv"
+    assert main(["lesion", "--model", f"hf:{tmp_path / 'lm'}", "--data", "token_ids", "--data-root",
+                 str(tmp_path / "ids.npy"), "--epochs", "0", "--no-progress", "--out", str(out)]) == 0
+    import pandas as pd
+
+    frame = pd.read_csv(out)
+    assert set(frame.per) == {"token"} and frame.error.between(0, 1).all() and len(frame) == 5  # 4 units + baseline

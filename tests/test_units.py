@@ -270,3 +270,17 @@ def test_an_identity_module_shortcut_is_not_a_projection():
     assert not unit.projection
     with unravel.lesion.reorder(net, [1, 0]):  # identity shortcuts may change places
         net(torch.randn(2, 4))
+
+
+def test_recognised_blocks_without_units_are_an_error():
+    from torchvision.models.mobilenetv2 import InvertedResidual
+
+    with pytest.raises(unravel.UnsupportedModelError, match="hold no residual unit"):
+        unravel.find_units(nn.Sequential(InvertedResidual(8, 16, 2, 6)))
+
+    class Negate(nn.Identity):
+        def forward(self, x):
+            return -x
+
+    block = models.ResidualBlock(nn.Linear(4, 4), shortcut=Negate())
+    assert unravel.find_units(nn.Sequential(block))[0].projection

@@ -95,6 +95,18 @@ class Tally:
                 "per": self.per}
 
 
+def _rows_of(value, rows, stacked: int):
+    """``value`` with every tensor whose first dimension is the stacked batch cut to ``rows``
+    (inside tuples, lists and dicts too); anything else unchanged."""
+    if torch.is_tensor(value):
+        return value.index_select(0, rows) if value.dim() and value.shape[0] == stacked else value
+    if isinstance(value, dict):
+        return {k: _rows_of(v, rows, stacked) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(_rows_of(v, rows, stacked) for v in value)
+    return value
+
+
 def _stacked_compute(units, variants, cache, batch):
     """The ``compute`` of a routing layer that runs ``variants`` (all with the same first change
     ``f``) stacked on the batch dimension: before ``f`` every unit returns its cached unlesioned
@@ -113,16 +125,17 @@ def _stacked_compute(units, variants, cache, batch):
             q = v.placed(p)
             groups.setdefault((q, q in v.deleted), []).append(j)
 
-        def run(action, xs):
+        def run(action, xs, kws):
             q, gone = action
-            return units[q].bypass(xs) if gone else units[q].forward(xs, **kw)
+            return units[q].bypass(xs) if gone else units[q].forward(xs, **kws)
 
         if len(groups) == 1:
-            return run(next(iter(groups)), x)
+            return run(next(iter(groups)), x, kw)
         out = None
         for action, js in groups.items():
             rows = torch.cat([torch.arange(j * batch, (j + 1) * batch, device=x.device) for j in js])
-            part = run(action, x.index_select(0, rows))
+            # per-example keyword tensors (attention masks, rotary tables) follow their rows
+            part = run(action, x.index_select(0, rows), _rows_of(kw, rows, V * batch))
             if out is None:
                 out = part.new_empty((V * batch,) + tuple(part.shape[1:]))
             out.index_copy_(0, rows, part)

@@ -148,7 +148,9 @@ class ResidualUnit:
         p = self.parts
         if p.projection is not None:
             return bool(p.projection)
-        return p.shortcut is not None and not isinstance(p.shortcut, nn.Identity)
+        s = p.shortcut
+        # an nn.Identity is the identity; a subclass of it that overrides forward is not
+        return s is not None and not (isinstance(s, nn.Identity) and type(s).forward is nn.Identity.forward)
 
     @property
     def kind(self) -> str:
@@ -205,7 +207,7 @@ def find_units(model: nn.Module, example_inputs: Any = None, *, verify: bool = F
     ----------
     model : torch.nn.Module
         Any model holding supported blocks (:func:`supported_blocks`) at any depth.
-    example_inputs : tensor or tuple of tensors, optional
+    example_inputs : tensor, tuple of tensors, or dict of keyword inputs, optional
         Without it, forward order is the order in which blocks are registered, which is the order
         of every model built from ``nn.Sequential`` and ``nn.ModuleList``. With it, one forward
         pass (in eval mode, without gradients) records the order in which blocks are called; the
@@ -267,6 +269,10 @@ def find_units(model: nn.Module, example_inputs: Any = None, *, verify: bool = F
         for position, p in enumerate(parts):
             unit_name = name if p.label is None else f"{name}/{p.label}" if name else p.label
             units.append(ResidualUnit(len(units), unit_name, module, p, position))
+    if not units:
+        kinds = sorted({type(m).__name__ for _, m, _ in found})
+        raise UnsupportedModelError(f"the blocks of {type(model).__name__} that unravel recognises ({', '.join(kinds)}) "
+                                    "hold no residual unit here (none of them uses its skip connection).")
     if verify:
         if example_inputs is None:
             raise ArgumentError("find_units(verify=True) needs example_inputs to run the model on.")
@@ -285,7 +291,10 @@ def _order_by_calls(model, found, example_inputs):
         handles.append(module.register_forward_pre_hook(hook))
     try:
         with eval_mode(model), torch.no_grad():
-            model(*as_tuple(example_inputs))
+            if isinstance(example_inputs, dict):  # keyword inputs (input_ids=..., attention_mask=...)
+                model(**example_inputs)
+            else:
+                model(*as_tuple(example_inputs))
     finally:
         for h in handles:
             h.remove()

@@ -49,6 +49,11 @@ def _close(a: torch.Tensor, b: torch.Tensor, rtol: float, atol: float) -> bool:
         return False
     if not a.is_floating_point():
         return torch.equal(a, b)
+    nan_a, nan_b = torch.isnan(a), torch.isnan(b)
+    if not torch.equal(nan_a, nan_b):
+        return False
+    if bool(nan_a.any()):  # NaNs in the same places (fully masked rows) agree
+        a, b = a.masked_fill(nan_a, 0), b.masked_fill(nan_b, 0)
     scale = float(a.abs().max()) if a.numel() else 0.0
     return bool(((a - b).abs() <= atol + rtol * scale).all())
 

@@ -56,8 +56,10 @@ def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
     """Stratified split depending only on ``seed``."""
     if not 0 < test_fraction < 1:
         raise ArgumentError(f"test_fraction={test_fraction!r}: must lie strictly between 0 and 1.")
+    py_state = random.getstate()  # the first import of scikit-learn draws from Python's generator
     from sklearn.model_selection import train_test_split
 
+    random.setstate(py_state)
     return train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=y)
 
 
@@ -68,13 +70,14 @@ def _tensors(x, y):
 
 @functools.lru_cache(maxsize=4)
 def _mnist1d_arrays(num_samples: int, seed: int):
-    from mnist1d.data import get_dataset_args, make_dataset
-
-    args = get_dataset_args()
-    args.num_samples, args.seed, args.train_split = num_samples, seed, 1.0
-    # make_dataset seeds numpy's and Python's global generators: keep the caller's streams intact
+    # make_dataset seeds numpy's and Python's global generators, and the first import of mnist1d
+    # draws from them: keep the caller's streams intact
     np_state, py_state = np.random.get_state(), random.getstate()
     try:
+        from mnist1d.data import get_dataset_args, make_dataset
+
+        args = get_dataset_args()
+        args.num_samples, args.seed, args.train_split = num_samples, seed, 1.0
         d = make_dataset(args)
     finally:
         np.random.set_state(np_state)
