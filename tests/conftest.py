@@ -44,3 +44,23 @@ class TinyTransformer(torch.nn.Module):
 
     def forward(self, x):
         return self.fc(self.encoder(self.embed(x)).mean(1))
+
+
+def autograd_input_grad(model, x, y=None, loss=None):
+    """Autograd's gradient of the loss at the first unit's input: the reference the exact
+    decomposition's parts must sum to. ``loss(output, y)``; default cross-entropy."""
+    import torch.nn.functional as F
+
+    import unravel
+
+    loss = loss or (lambda out, t: F.cross_entropy(out, t))
+    leaf = {}
+
+    def compute(unit, xin, position, **kw):
+        if position.index == 0:
+            xin = leaf.setdefault(0, xin.detach().requires_grad_())
+        return unit.forward(xin, **kw)
+
+    with unravel.intervene(model, compute=compute):
+        value = loss(model(x), y)
+    return torch.autograd.grad(value, leaf[0])[0]

@@ -15,7 +15,7 @@ from torch import nn
 import unravel
 from unravel import attribution
 
-from .conftest import randomize_bn, state_hash
+from .conftest import autograd_input_grad, randomize_bn, state_hash
 
 timm = pytest.importorskip("timm", reason="timm is optional; pip install timm to run these tests")
 
@@ -159,18 +159,7 @@ def _nonzero_head(model):
     return model
 
 
-def _autograd_input_grad(model, x, y):
-    """Autograd's gradient of the loss at the first unit's input."""
-    leaf = {}
-
-    def compute(unit, xin, position, **kw):
-        if position.index == 0:
-            xin = leaf.setdefault(0, xin.detach().requires_grad_())
-        return unit.forward(xin, **kw)
-
-    with unravel.intervene(model, compute=compute):
-        loss = F.cross_entropy(model(x), y)
-    return torch.autograd.grad(loss, leaf[0])[0]
+_autograd_input_grad = autograd_input_grad
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))

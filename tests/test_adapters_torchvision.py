@@ -12,7 +12,7 @@ from torch import nn
 
 import unravel
 
-from .conftest import randomize_bn, state_hash
+from .conftest import autograd_input_grad, randomize_bn, state_hash
 
 tv = pytest.importorskip("torchvision", reason="torchvision is in the test extra; install unravel[test]")
 from torchvision.models import convnext, efficientnet, mobilenetv2, mobilenetv3, regnet  # noqa: E402
@@ -114,18 +114,7 @@ def _family(name):
     return model, x, torch.tensor([1, 3])
 
 
-def _autograd_input_grad(model, x, y):
-    units = unravel.find_units(model)
-    leaf = {}
-
-    def compute(unit, xin, position, **kw):
-        if position.index == units[0].index:
-            xin = leaf.setdefault(0, xin.detach().requires_grad_())
-        return unit.forward(xin, **kw)
-
-    with unravel.intervene(model, compute=compute):
-        loss = F.cross_entropy(model(x), y)
-    return torch.autograd.grad(loss, leaf[0])[0]
+_autograd_input_grad = autograd_input_grad
 
 
 @pytest.mark.parametrize("name", PARAMS)

@@ -10,7 +10,7 @@ import torch
 import unravel
 from unravel.errors import ArgumentError, UnsupportedModelError
 
-from .conftest import state_hash
+from .conftest import autograd_input_grad, state_hash
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -94,17 +94,7 @@ def _loss(out, _):
 
 
 def _autograd_input_grad(model, x):
-    """Autograd's gradient of the loss at the first unit's input."""
-    leaf = {}
-
-    def compute(unit, xin, position, **kw):
-        if position.index == 0:
-            xin = leaf.setdefault(0, xin.detach().requires_grad_())
-        return unit.forward(xin, **kw)
-
-    with unravel.intervene(model, compute=compute):
-        loss = _loss(model(x), None)
-    return torch.autograd.grad(loss, leaf[0])[0]
+    return autograd_input_grad(model, x, None, _loss)
 
 
 @pytest.mark.parametrize("name", list(ALL))
@@ -180,16 +170,7 @@ def test_next_token_cross_entropy_decomposition(float64_softmax):
         return torch.nn.functional.cross_entropy(out.logits[:, :-1].reshape(-1, 100), ids[:, 1:].reshape(-1))
 
     res = unravel.attribution.path_length_gradients(model, ids, loss=loss)
-    leaf = {}
-
-    def compute(unit, xin, position, **kw):
-        if position.index == 0:
-            xin = leaf.setdefault(0, xin.detach().requires_grad_())
-        return unit.forward(xin, **kw)
-
-    with unravel.intervene(model, compute=compute):
-        g = torch.autograd.grad(loss(model(ids), None), leaf[0])[0]
-    _check_exact(res, g, 1e-10)
+    _check_exact(res, autograd_input_grad(model, ids, None, loss), 1e-10)
 
 
 @pytest.mark.parametrize("name", ["llama", "gpt2", "bert"])

@@ -9,7 +9,7 @@ from torch import nn
 import unravel
 from unravel import attribution, models
 
-from .conftest import TinyTransformer as _TinyTransformer
+from .conftest import autograd_input_grad, TinyTransformer as _TinyTransformer
 from .conftest import randomize_bn as _randomize_bn
 from .conftest import state_hash
 
@@ -84,18 +84,7 @@ def _brute_force(model, x, y):
     return sums, norms, n
 
 
-def _autograd_input_grad(model, x, y):
-    units = unravel.find_units(model)
-    leaf = {}
-
-    def compute(unit, xin, position, **kw):
-        if position.index == 0:
-            xin = leaf.setdefault(0, xin.detach().requires_grad_())
-        return unit.forward(xin, **kw)
-
-    with unravel.intervene(model, compute=compute):
-        loss = F.cross_entropy(model(x), y)
-    return torch.autograd.grad(loss, leaf[0])[0]
+_autograd_input_grad = autograd_input_grad
 
 
 @pytest.mark.parametrize("family", ["resnet-v1", "resnet-v2", "resnet-v1-conv", "bottleneck",
@@ -350,7 +339,6 @@ def test_norm_ratios():
     frame = attribution.norm_ratios(model, x, y)
     assert len(frame) == 9 and frame.ratio.gt(0).all()
     # the same numbers straight from autograd
-    units = unravel.find_units(model)
     ins, outs = {}, {}
 
     def compute(unit, xin, position, **kw):
