@@ -61,7 +61,6 @@ def main(argv=None):
         split = attribution.path_length_gradients(model, x, y, batch_size=5)
         # autograd's gradient at the first unit's input
         leaf = {}
-        units = unravel.find_units(model)
 
         def compute(unit, xin, position, **kw):
             if position.index == 0:
