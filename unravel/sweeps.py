@@ -12,6 +12,7 @@ lesions of their own).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -113,7 +114,7 @@ def _study(name, model, data, variants, *, seed, batch_size, device, progress, r
 
             dist.barrier(group)
         if rank != 0:
-            _journal.check(path, _read_fingerprint(path), fingerprint)
+            _journal.check(path, json.loads(_journal.fingerprint_path(path).read_text()), fingerprint)
         for r in _journal.read(path):
             done[int(r["variant"])] = r
 
@@ -154,12 +155,6 @@ def _study(name, model, data, variants, *, seed, batch_size, device, progress, r
         rows = [r for part in gathered for r in part]
     rows = list(done.values()) + rows
     return _frame(rows)
-
-
-def _read_fingerprint(path: Path) -> dict:
-    import json
-
-    return json.loads(_journal.fingerprint_path(path).read_text())
 
 
 def _data_size(loader) -> int | None:

@@ -86,10 +86,18 @@ class UnitParts:
     forward: Callable[..., torch.Tensor] | None = None
 
     def __post_init__(self):
+        if self.shortcut is not None and is_identity(self.shortcut):
+            object.__setattr__(self, "shortcut", None)  # an nn.Identity shortcut is the identity
         if self.kind not in UNIT_KINDS:
             raise ArgumentError(f"UnitParts kind={self.kind!r} is not one of {UNIT_KINDS}.")
         if not callable(self.residual):
             raise ArgumentTypeError(f"UnitParts residual must be callable, got {type(self.residual).__name__}.")
+
+
+def is_identity(module) -> bool:
+    """Whether ``module`` is ``None`` or an ``nn.Identity`` (a subclass overriding ``forward`` is
+    not): adapters and :class:`UnitParts` treat both as the identity."""
+    return module is None or (isinstance(module, nn.Identity) and type(module).forward is nn.Identity.forward)
 
 
 def _inplace(fn) -> bool:
@@ -148,9 +156,7 @@ class ResidualUnit:
         p = self.parts
         if p.projection is not None:
             return bool(p.projection)
-        s = p.shortcut
-        # an nn.Identity is the identity; a subclass of it that overrides forward is not
-        return s is not None and not (isinstance(s, nn.Identity) and type(s).forward is nn.Identity.forward)
+        return p.shortcut is not None  # an nn.Identity shortcut became None in UnitParts
 
     @property
     def kind(self) -> str:

@@ -117,7 +117,7 @@ def verify_units(model: nn.Module, example_inputs, *, rtol: float = 1e-5, atol: 
 
     own, own_blocks = run(False)
     routed, routed_blocks = run(True)
-    for m in sorted(own_blocks, key=lambda m: list(own_blocks).index(m)):
+    for m in own_blocks:  # in call order (dicts keep insertion order)
         a, b = own_blocks[m], routed_blocks.get(m, [])
         if len(a) != len(b) or not all(_close(x, y, rtol, atol) for x, y in zip(a, b)):
             diff = max((float((x - y).abs().max()) for x, y in zip(a, b) if x.shape == y.shape

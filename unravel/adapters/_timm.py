@@ -37,46 +37,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..units import UnitParts
+from ..units import UnitParts, is_identity
 from . import Adapter, FunctionAdapter, original_class
 
 # ------------------------------------------------------------------------------------------
 # Shortcuts and activations after the sum
 
 
-def _is_identity(module) -> bool:
-    return module is None or (isinstance(module, nn.Identity) and type(module).forward is nn.Identity.forward)
-
-
-def _shortcut(module):
-    """``None`` (the identity, not a projection) for an absent or ``nn.Identity`` shortcut."""
-    return None if _is_identity(module) else module
-
-
-class _OutOfPlace:
-    """An in-place activation run on a copy: a deleted unit's ``post(shortcut(x))`` must not
-    overwrite the block's input (a state that sweeps and hooks may still hold)."""
-
-    def __init__(self, act):
-        self.act = act
-
-    def __call__(self, z):
-        return self.act(z.clone())
-
-    def __repr__(self):
-        return f"out-of-place {self.act!r}"
-
-
 def _post(act):
     """An activation as ``post``: ``None`` for the identity, ``F.relu`` for a ReLU (bit for bit
-    what ``nn.ReLU(inplace=True)`` computes, and known to the attribution as a ReLU), the module
-    itself where it is out of place, else the module on a copy."""
-    if _is_identity(act):
+    what ``nn.ReLU(inplace=True)`` computes, and known to the attribution as a ReLU), else the
+    module itself (unravel runs an in-place ``post`` on a copy where its input must survive)."""
+    if is_identity(act):
         return None
     if type(act) is nn.ReLU:
         return F.relu
-    if getattr(act, "inplace", False):
-        return _OutOfPlace(act)
     return act
 
 
@@ -108,7 +83,7 @@ def _resnet_basic(m):
             x = m.se(x)
         return x if m.drop_path is None else m.drop_path(x)
 
-    return UnitParts(residual=residual, shortcut=_shortcut(m.downsample), post=_post(m.act2))
+    return UnitParts(residual=residual, shortcut=m.downsample, post=_post(m.act2))
 
 
 def _resnet_bottleneck(m):
@@ -120,7 +95,7 @@ def _resnet_bottleneck(m):
             x = m.se(x)
         return x if m.drop_path is None else m.drop_path(x)
 
-    return UnitParts(residual=residual, shortcut=_shortcut(m.downsample), post=_post(m.act3))
+    return UnitParts(residual=residual, shortcut=m.downsample, post=_post(m.act3))
 
 
 def _preact_shortcut(m):
@@ -150,7 +125,7 @@ def _resnetv2_bottleneck(m):
         x = m.norm2(m.conv2(m.norm1(m.conv1(x))))
         return m.drop_path(m.norm3(m.conv3(x)))
 
-    return UnitParts(residual=residual, shortcut=_shortcut(m.downsample), post=_post(m.act3))
+    return UnitParts(residual=residual, shortcut=m.downsample, post=_post(m.act3))
 
 
 def _regnet_bottleneck(m):
@@ -162,14 +137,14 @@ def _regnet_bottleneck(m):
     def residual(x):
         return m.drop_path(m.conv3(m.se(m.conv2(m.conv1(x)))))
 
-    return [UnitParts(residual=residual, shortcut=_shortcut(m.downsample), post=_post(m.act3))]
+    return [UnitParts(residual=residual, shortcut=m.downsample, post=_post(m.act3))]
 
 
 def _regnet_prebottleneck(m):
     # forward: x = norm1(x); drop_path(conv3(norm3(se(conv2(norm2(conv1(x))))))) + downsample(x)
     if m.downsample is None:
         return []
-    downsample = _shortcut(m.downsample)
+    downsample = m.downsample
 
     def shortcut(x):
         x = m.norm1(x)
@@ -200,7 +175,7 @@ def _convnext(m):
             x = x.mul(m.gamma.reshape(1, -1, 1, 1))
         return m.drop_path(x)
 
-    return UnitParts(residual=residual, shortcut=_shortcut(m.shortcut))
+    return UnitParts(residual=residual, shortcut=m.shortcut)
 
 
 # ------------------------------------------------------------------------------------------

@@ -33,14 +33,6 @@ from . import Adapter, FunctionAdapter
 _OUT_OF_PLACE = {nn.ReLU: F.relu}
 
 
-def _shortcut(module) -> dict:
-    """``shortcut`` and ``projection`` for UnitParts: an absent or ``nn.Identity`` shortcut is the
-    identity (``None``); a subclass of ``nn.Identity`` with its own ``forward`` is a projection."""
-    if module is None or (isinstance(module, nn.Identity) and type(module).forward is nn.Identity.forward):
-        return dict(shortcut=None, projection=False)
-    return dict(shortcut=module, projection=True)
-
-
 def _post(activation):
     """An activation as ``post``: its out-of-place equivalent where one is exact, else itself."""
     if getattr(activation, "inplace", False) and type(activation) in _OUT_OF_PLACE:
@@ -56,7 +48,7 @@ def _tv_basic(m):
     def residual(x):
         return m.bn2(m.conv2(m.relu(m.bn1(m.conv1(x)))))
 
-    return UnitParts(residual=residual, **_shortcut(m.downsample), post=F.relu)
+    return UnitParts(residual=residual, shortcut=m.downsample, post=F.relu)
 
 
 def _tv_bottleneck(m):
@@ -65,12 +57,12 @@ def _tv_bottleneck(m):
         out = m.relu(m.bn2(m.conv2(out)))
         return m.bn3(m.conv3(out))
 
-    return UnitParts(residual=residual, **_shortcut(m.downsample), post=F.relu)
+    return UnitParts(residual=residual, shortcut=m.downsample, post=F.relu)
 
 
 def _regnet_bottleneck(m):
     # forward: activation(proj(x) + f(x)), or activation(x + f(x)) without proj
-    return UnitParts(residual=m.f, **_shortcut(m.proj), post=_post(m.activation))
+    return UnitParts(residual=m.f, shortcut=m.proj, post=_post(m.activation))
 
 
 def _convnext(m):
