@@ -2,6 +2,20 @@ import pytest
 import torch
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _model_cache(tmp_path_factory):
+    """Studies cache trained models; the tests keep theirs in a temporary folder."""
+    import os
+
+    old = os.environ.get("UNRAVEL_CACHE")
+    os.environ["UNRAVEL_CACHE"] = str(tmp_path_factory.mktemp("unravel-cache"))
+    yield
+    if old is None:
+        os.environ.pop("UNRAVEL_CACHE", None)
+    else:
+        os.environ["UNRAVEL_CACHE"] = old
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

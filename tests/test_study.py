@@ -4,12 +4,14 @@ from importlib import resources
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from unravel import study
 from unravel.cli import main
 from unravel.errors import ArgumentError, SpecError
 from unravel.study import kinds
+from .conftest import state_hash
 
 STUDIES = ["veit-lesion", "veit-paths", "ssf-dynamics", "norm-preservation", "quickstart"]
 #: The quickest quick run stays in the default suite; the others are marked slow.
@@ -40,11 +42,14 @@ def test_every_study_runs_quick_and_writes_every_file(name, tmp_path, capsys):
     for required in ("config.yaml", "environment.json", "summary.json", "report.md"):
         assert (f / required).is_file(), required
     summary = json.loads((f / "summary.json").read_text())
-    assert summary["claims"] and all(isinstance(c["verdict"], bool) and c["measured"] and c["source"]
-                                     for c in summary["claims"])
+    assert summary["claims"]
+    for c in summary["claims"]:
+        assert c["verdict"] in study.VERDICTS and c["source"] and c["rule"] and c["why"] and c["seeds"] == [0]
+        assert set(c) >= {"estimate", "ci", "margin", "direction", "paper", "effect"} and len(c["ci"]) == 2
+    assert summary["seeds"] == [0] and "git_revision" in summary
     assert out.count("[") >= len(summary["claims"])
     env = json.loads((f / "environment.json").read_text())
-    assert env["seed"] == 0 and env["device"] == "cpu" and env["versions"]["torch"]
+    assert env["seeds"] == [0] and env["device"] == "cpu" and env["versions"]["torch"] and "git_dirty" in env
     config = yaml.safe_load((f / "config.yaml").read_text())
     assert config["quick"] is True and config["kind"] == study.load_spec(name)["kind"]
     report = (f / "report.md").read_text()
@@ -55,60 +60,40 @@ def test_every_study_runs_quick_and_writes_every_file(name, tmp_path, capsys):
     csvs = list(f.glob("*.csv"))
     assert csvs and all(len(pd.read_csv(c)) > 0 for c in csvs)
     for c in summary["claims"]:
-        assert c["statement"] in report and ("**true**" in report or "**false**" in report)
+        assert c["statement"] in report and f"**{c['verdict']}**" in report
 
 
-def _lesion_frame(base, errors, projection=None):
-    rows = [{"variant": -1, "k": 0, "error": base, "projection": False}]
-    for i, e in enumerate(errors):
-        rows.append({"variant": i, "k": 1, "error": e, "projection": bool(projection and i in projection)})
-    return pd.DataFrame(rows)
+def test_seeds_are_read_and_checked():
+    assert study.parse_spec(study.load_spec("veit-lesion")).seeds == (0, 1, 2)
+    assert study.parse_spec(_spec(seeds=None, seed=4)).seeds == (4,)
+    assert study.parse_spec(_spec(seeds=None)).seeds == (0,)
+    _refused(_spec(seed=1, seeds=[1, 2]), "'seed' and 'seeds' are both given")
+    _refused(_spec(seeds=[1, 1]), "spec field 'seeds'", "distinct")
+    _refused(_spec(seeds=[0, -1]), "spec field 'seeds[1]' is -1")
+    # a quickstart's seeds reach its sub-studies
+    quick = study.parse_spec(study.load_spec("quickstart")).analysis.studies
+    assert {s.seeds for s in quick.values()} == {(0, 1, 2)}
 
 
-def test_verdicts_follow_the_data():
-    res, plain = _lesion_frame(0.1, [0.12, 0.11, 0.13]), _lesion_frame(0.1, [0.8, 0.9, 0.85])
-    assert study.claim_single_deletions(res, plain)["verdict"] is True
-    assert study.claim_single_deletions(plain, res)["verdict"] is False
-    smooth = pd.DataFrame({"k": [0, 1, 2, 3, 4], "error": [0.1, 0.15, 0.2, 0.25, 0.3]})
-    cliff = pd.DataFrame({"k": [0, 1, 2, 3, 4], "error": [0.1, 0.11, 0.85, 0.88, 0.9]})
-    assert study.claim_smooth_growth(smooth)["verdict"] is True
-    assert study.claim_smooth_growth(cliff)["verdict"] is False
-    assert study.claim_projection_hurts(_lesion_frame(0.1, [0.5, 0.12], projection={0}))["verdict"] is True
-    assert study.claim_projection_hurts(_lesion_frame(0.1, [0.11, 0.5], projection={0}))["verdict"] is False
-    decay = pd.DataFrame({"length": range(8), "per_path_norm": [2.0 ** -k for k in range(8)]})
-    growth = pd.DataFrame({"length": range(8), "per_path_norm": [2.0 ** k for k in range(8)]})
-    assert study.claim_exponential_decay(decay)["verdict"] is True
-    assert study.claim_exponential_decay(growth)["verdict"] is False
-    assert study.claim_exponential_decay(decay)["measured"]["factor_per_length"] == pytest.approx(0.5)
-    shallow = pd.DataFrame({"length": range(11), "norm": [1.0, 5, 3, 1, 0.1, 0, 0, 0, 0, 0, 0]})
-    deep = pd.DataFrame({"length": range(11), "norm": [0, 0, 0, 0, 0, 1.0, 3, 5, 3, 1, 0]})
-    assert study.claim_mean_length_below(shallow, 10)["verdict"] is True
-    assert study.claim_mean_length_below(deep, 10)["verdict"] is False
-
-
-def test_dynamics_and_norm_verdicts_follow_the_data():
-    rows = []
-    for epoch, (e_small, e_big) in enumerate([(0.9, 0.9), (0.3, 0.8), (0.2, 0.4), (0.2, 0.2)]):
-        rows += [{"epoch": epoch, "subnetwork_units": 1, "error": e_small},
-                 {"epoch": epoch, "subnetwork_units": 8, "error": e_big}]
-    first = pd.DataFrame(rows)
-    assert study.claim_shallow_first(first)["verdict"] is True
-    swapped = first.assign(subnetwork_units=first.subnetwork_units.map({1: 8, 8: 1}))
-    assert study.claim_shallow_first(swapped)["verdict"] is False
-    grows = pd.DataFrame({"epoch": [0, 1, 2], "mean_length": [2.0, 3.0, 4.0]})
-    assert study.claim_mean_length_moves(grows)["verdict"] is True
-    assert study.claim_mean_length_moves(grows.assign(mean_length=[4.0, 3.0, 2.0]))["verdict"] is False
-    assert study.claim_dense_shallower(5.0, 10, 2.0, 10)["verdict"] is True
-    assert study.claim_dense_shallower(2.0, 10, 5.0, 10)["verdict"] is False
-    assert study.claim_alike(5.0, 10, 5.5, 10)["verdict"] is True
-    assert study.claim_alike(2.0, 10, 6.0, 10)["verdict"] is False
-    norm = pd.DataFrame({"family": ["residual"] * 4 + ["plain"] * 4, "depth": [8, 8, 20, 20] * 2,
-                         "ratio": [1.2, 0.9, 1.05, 0.98, 3.0, 0.2, 4.0, 0.1]})
-    assert study.claim_residual_closer(norm)["verdict"] is True
-    assert study.claim_deeper_closer(norm)["verdict"] is True
-    flipped = norm.assign(family=norm.family.map({"residual": "plain", "plain": "residual"}))
-    assert study.claim_residual_closer(flipped)["verdict"] is False
-    assert study.claim_deeper_closer(flipped)["verdict"] is False
+def test_trained_models_are_cached_by_their_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("UNRAVEL_CACHE", str(tmp_path / "cache"))
+    spec = study.parse_spec({"kind": "norm-preservation", "data": "synthetic",
+                             "data_options": {"num_samples": 80, "input_shape": [1, 8]},
+                             "models": {"residual": {"name": "resnet_cifar", "width": 2},
+                                        "plain": {"name": "plain_cifar", "width": 2}},
+                             "train": {"epochs": 1}, "analysis": {"depths": [8]}})
+    ctx = study.Context(spec, tmp_path, torch.device("cpu"), (0,), False)
+    m1, h1 = ctx.trained("residual", 0, depth=8)
+    assert len(list((tmp_path / "cache" / "models").glob("*.pt"))) == 1
+    m2, h2 = ctx.trained("residual", 0, depth=8)
+    assert state_hash(m1) == state_hash(m2)
+    pd.testing.assert_frame_equal(h1.reset_index(drop=True), h2.reset_index(drop=True), check_dtype=False)
+    m3, _ = ctx.trained("residual", 1, depth=8)  # another seed: another model, another entry
+    assert state_hash(m3) != state_hash(m1)
+    assert len(list((tmp_path / "cache" / "models").glob("*.pt"))) == 2
+    # without the cache the same seed trains to the same weights (CPU training is deterministic)
+    nocache = study.Context(spec, tmp_path, torch.device("cpu"), (0,), False, cache=False)
+    assert state_hash(nocache.trained("residual", 0, depth=8)[0]) == state_hash(m1)
 
 
 # ------------------------------------------------------------------------------------------
@@ -153,12 +138,12 @@ def test_unknown_keys_are_refused_at_every_level(path, fragments):
     ("models__residual__name", "vgg", ["spec field 'models.residual.name' is 'vgg'", "resnet_cifar"]),
     ("models__residual", "resnet_cifar", ["spec field 'models.residual' must be a mapping"]),
     ("train__optimizer", "rmsprop", ["spec field 'train.optimizer' is 'rmsprop'", "sgd, adam"]),
-    ("train__schedule", "step", ["spec field 'train.schedule' is 'step'", "cosine, constant"]),
+    ("train__schedule", "steps", ["spec field 'train.schedule' is 'steps'", "cosine, step, constant"]),
     ("train__epochs", 0, ["spec field 'train.epochs' is 0", "an integer >= 1"]),
     ("train__lr", "3e-3", ["spec field 'train.lr' is '3e-3'", "write 3.0e-3"]),
     ("analysis__ks", [1, "two"], ["spec field 'analysis.ks[1]' is 'two'"]),
     ("analysis__samples_per_k", 1.5, ["spec field 'analysis.samples_per_k' is 1.5"]),
-    ("seed", -1, ["spec field 'seed' is -1"]),
+    ("seeds", [-1], ["spec field 'seeds[0]' is -1"]),
     ("train", [1], ["spec field 'train' must be a mapping", "epochs"]),
 ])
 def test_bad_values_are_refused_with_what_is_allowed(path, value, fragments):
@@ -196,14 +181,15 @@ def test_quickstart_substudies_are_checked_with_their_key_path():
 def test_parsed_spec_holds_checked_values_and_defaults():
     spec = study.parse_spec(study.load_spec("veit-lesion", quick=True))
     assert spec.kind == "veit-lesion" and spec.analysis.ks == (1, 2, 3) and spec.analysis.samples_per_k == 2
-    assert spec.train.epochs == 1 and spec.train.schedule == "cosine" and spec.train.decay == 0.0
-    assert spec.data == study.DataSpec("mnist1d", None, {"num_samples": 600})
+    assert spec.train.epochs == 1 and spec.train.schedule == "step" and spec.train.decay == 0.0001
+    assert study.parse_spec(_spec(train={"optimizer": "sgd"})).train.decay == 5e-4  # SGD default weight decay
+    assert spec.data == study.DataSpec("mnist1d", None, {"num_samples": 600, "test_fraction": 0.25})
     assert spec.models["residual"].options == {"depth": 14, "width": 8}
     quick = study.parse_spec(study.load_spec("quickstart", quick=True)).analysis.studies
     assert list(quick) == ["veit-lesion", "veit-paths", "norm-preservation"]
     # a sub-study's own train fields win over the quickstart's (norm-preservation trains 3 epochs)
     assert quick["veit-lesion"].train.epochs == 1 and quick["norm-preservation"].train.epochs == 3
-    assert quick["veit-lesion"].data == spec.data
+    assert quick["veit-lesion"].data == study.DataSpec("mnist1d", None, {"num_samples": 600})
 
 
 def test_spec_files_and_names_are_checked(tmp_path):
@@ -260,7 +246,8 @@ def test_a_registered_kind_runs_with_its_checked_settings(tmp_path, monkeypatch)
         x, _ = ctx.probe()
         seen.update(probe=len(x), analysis=ctx.analysis)
         ctx.frame("sizes", pd.DataFrame({"n": [len(x)]}))
-        return [study.claim_dense_shallower(5.0, 10, 2.0, 10)]
+        frame = pd.DataFrame({"seed": 0, "model": ["resnet", "densenet"], "mean_length": [5.0, 2.0], "units": 10})
+        return [study.claim_dense_shallower(study.Trials(frame), n_boot=20)]
 
     spec = {"kind": "count-units", "data": "synthetic", "data_options": {"num_samples": 60},
             "models": {"net": {"name": "resmlp", "depth": 2}}, "analysis": {"probe_size": 8}}

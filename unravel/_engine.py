@@ -13,6 +13,7 @@ import contextlib
 import copy
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from ._utils import logits_of
@@ -48,10 +49,12 @@ class Variant:
 
 
 def make_scorer(loss_fn, next_token: bool = False, ignore_index: int = -100):
-    """``score(output, targets) -> (summed loss, errors, items, per)``: the logits are read by
-    :func:`unravel._utils.logits_of`; classifier outputs ``[B, C]`` against ``[B]`` targets are
+    """``score(output, targets) -> (summed loss, errors, items, per, wrong)``: the logits are read
+    by :func:`unravel._utils.logits_of`; classifier outputs ``[B, C]`` against ``[B]`` targets are
     scored per example, sequence outputs ``[B, T, C]`` against ``[B, T]`` per token (tokens equal
-    to ``ignore_index`` left out); ``next_token`` shifts them (position t predicts token t + 1)."""
+    to ``ignore_index`` left out); ``next_token`` shifts them (position t predicts token t + 1).
+    ``wrong`` is the bool tensor ``[items]`` of the scored items, in order, True where the argmax
+    is not the target (``errors == wrong.sum()``)."""
 
     def score(out, y):
         logits = logits_of(out)
@@ -70,29 +73,40 @@ def make_scorer(loss_fn, next_token: bool = False, ignore_index: int = -100):
             raise ArgumentError(f"cannot score outputs of shape {tuple(logits.shape)} against targets of shape "
                                 f"{tuple(y.shape)}: expected [B, C] against [B] (per example) or [B, T, C] "
                                 "against [B, T] (per token).")
-        return float(loss_fn(logits, y, reduction="sum")), int((logits.argmax(-1) != y).sum()), int(y.numel()), per
+        wrong = logits.argmax(-1) != y
+        return float(loss_fn(logits, y, reduction="sum")), int(wrong.sum()), int(y.numel()), per, wrong
 
     return score
 
 
 class Tally:
-    """Summed loss and errors over the scored items (examples or tokens) of one variant."""
+    """Summed loss and errors over the scored items (examples or tokens) of one variant; with
+    ``keep_items`` also each item's wrong flag (bool, on the CPU), in the order scored."""
 
-    def __init__(self):
+    def __init__(self, keep_items: bool = False):
         self.loss, self.wrong, self.count, self.per = 0.0, 0, 0, None
+        self.flags: list[torch.Tensor] | None = [] if keep_items else None
 
     def add(self, out, y, score):
-        loss, wrong, count, per = score(out, y)
+        loss, wrong, count, per, flags = score(out, y)
         self.loss += loss
         self.wrong += wrong
         self.count += count
         self.per = per
+        if self.flags is not None:
+            self.flags.append(flags.detach().to("cpu", torch.bool))
 
     def metrics(self):
         if self.count == 0:
             raise ArgumentError("no example or token was scored (all targets are ignore_index?).")
         return {"error": self.wrong / self.count, "loss": self.loss / self.count, "samples": self.count,
                 "per": self.per}
+
+    def items(self) -> np.ndarray:
+        """The wrong flags of the scored items, ``[count]`` bool (needs ``keep_items``)."""
+        if self.flags is None:
+            raise RuntimeError("this Tally was made without keep_items=True")
+        return torch.cat(self.flags).numpy() if self.flags else np.zeros(0, dtype=bool)
 
 
 def _rows_of(value, rows, stacked: int):
@@ -147,13 +161,13 @@ def _stacked_compute(units, variants, cache, batch):
 class Engine:
     """Evaluates variants of one model on one dataset (see the module docstring)."""
 
-    def __init__(self, model, units, loader, device, score, max_rows):
+    def __init__(self, model, units, loader, device, score, max_rows, keep_items: bool = False):
         self.model, self.units, self.loader, self.device = model, units, loader, device
-        self.score, self.max_rows = score, max_rows
+        self.score, self.max_rows, self.keep_items = score, max_rows, keep_items
 
     def run(self, variants: list[Variant], baseline: Tally | None):
         """Tallies for ``variants`` (and the unlesioned net into ``baseline`` when given)."""
-        tallies = {v.id: Tally() for v in variants}
+        tallies = {v.id: Tally(self.keep_items) for v in variants}
         by_first: dict[int, list[Variant]] = {}
         for v in variants:
             by_first.setdefault(v.first, []).append(v)
@@ -193,7 +207,7 @@ class Engine:
                 baseline.add(self.model(x.to(self.device)), y.to(self.device), self.score)
         for v in variants:
             m = copy.deepcopy(self.model)
-            t = Tally()
+            t = Tally(self.keep_items)
             with contextlib.ExitStack() as stack:
                 if v.order is not None:
                     stack.enter_context(reorder(m, v.order))

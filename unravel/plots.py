@@ -176,8 +176,9 @@ def deletion_errors(frame, hue: str | None = "model", ax=None):
         ax.scatter(proj.unit, proj.error, s=90, facecolors="none", edgecolors="black", zorder=5,
                    label="projection unit")
     palette = dict(zip(units[hue].unique(), sns.color_palette())) if hue else {}
-    for _, row in frame[frame.variant == -1].iterrows():
-        ax.axhline(row.error, ls="--", lw=1, color=palette.get(row[hue], "0.4") if hue else "0.4")
+    base = frame[frame.variant == -1]
+    for name, err in (base.groupby(hue).error.mean().items() if hue else [(None, base.error.mean())]):
+        ax.axhline(err, ls="--", lw=1, color=palette.get(name, "0.4"))
     ax.set_xlabel("deleted unit")
     ax.set_ylabel("test error")
     ax.set_title("Deleting single units (dashed: no deletion)")
@@ -185,16 +186,40 @@ def deletion_errors(frame, hue: str | None = "model", ax=None):
     return _finish(ax)
 
 
-def error_vs_k(frame, hue: str | None = "model", ax=None):
-    """Mean test error (with its spread over draws) against the number of deleted or swapped
-    units k (Veit et al. 2016, Fig. 5); k = 0 is the unlesioned network."""
+def error_vs_k(frame, hue: str | None = "model", ax=None, x: str = "k", predicted: str | None = None):
+    """Mean test error (with its standard deviation over draws and seeds) against the number of
+    deleted or swapped units k (Veit et al. 2016, Fig. 5a); k = 0 is the unlesioned network.
+
+    ``x="kendall_tau"`` plots each draw's error against Kendall's tau between the original and
+    the lesioned order instead (Fig. 5b, from :func:`unravel.lesion.reorder_random`). ``predicted``
+    names a column drawn as a dotted mean curve beside the measured one (for example
+    ``predicted_error`` from :func:`unravel.study.independent_prediction`).
+
+    Examples
+    --------
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> import pandas as pd, unravel
+    >>> f = pd.DataFrame({"k": [0, 1, 1, 2, 2], "error": [.1, .2, .25, .3, .4], "pred": [.1, .2, .2, .35, .35]})
+    >>> unravel.plots.error_vs_k(f, predicted="pred").get_ylabel()
+    'test error'
+    """
     import seaborn as sns
 
-    _require(frame, ["k", "error"], "error_vs_k")
+    _require(frame, [x, "error"] + ([predicted] if predicted else []), "error_vs_k")
     hue = hue if hue and hue in frame.columns else None
     ax = _axes(ax)
-    sns.lineplot(data=frame, x="k", y="error", hue=hue, style=hue, marker="o", errorbar="sd", ax=ax)
-    ax.set_xlabel("units deleted or pairs swapped (k)")
+    if x == "k":
+        sns.lineplot(data=frame, x="k", y="error", hue=hue, style=hue, marker="o", errorbar="sd", ax=ax)
+    else:
+        sns.scatterplot(data=frame, x=x, y="error", hue=hue, ax=ax, alpha=0.6)
+        if x == "kendall_tau":
+            ax.invert_xaxis()
+    if predicted:
+        mean = frame.groupby(x)[predicted].mean()
+        ax.plot(mean.index, mean.to_numpy(), ls=":", color="black", lw=1.5, label="independent prediction")
+        ax.legend(fontsize=8, frameon=False)
+    ax.set_xlabel({"k": "units deleted or pairs swapped (k)", "kendall_tau": "Kendall's tau to the original order"}
+                  .get(x, x))
     ax.set_ylabel("test error")
     ax.set_title("Error as lesions grow")
     return _finish(ax)

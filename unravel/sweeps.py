@@ -21,9 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import RandomSampler
 
 from . import _journal
-from ._journal import COLUMNS
 from ._utils import check_choice, check_int, eval_mode, model_device
 from .errors import ArgumentError, InterventionError
 from ._engine import Engine, Tally, Variant, make_scorer
@@ -34,12 +34,30 @@ from .units import find_units
 
 __all__ = ["delete_each", "delete_random", "reorder_random", "COLUMNS"]
 
+#: The columns of every lesion study's frame, in order: a results file's columns and
+#: ``kendall_tau`` (derived from ``order`` when the frame is built; NaN in deletion studies).
+COLUMNS = [*_journal.COLUMNS, "kendall_tau"]
+
 
 # ------------------------------------------------------------------------------------------
 # Frames
 
 
-def _frame(rows: list[dict]):
+def _kendall_tau(order) -> float:
+    """Kendall's rank correlation between positions ``0..n-1`` and ``order`` (a permutation, as a
+    sequence or a comma-separated string; empty: the identity): (concordant - discordant pairs)
+    over all n(n-1)/2 pairs. 1.0 for the identity (and for n < 2)."""
+    if isinstance(order, str):
+        order = [int(s) for s in order.split(",")] if order else []
+    o = np.asarray(order, dtype=np.int64)
+    n = len(o)
+    if n < 2:
+        return 1.0
+    i, j = np.triu_indices(n, 1)
+    return float(np.sign(o[j] - o[i]).sum()) / (n * (n - 1) // 2)
+
+
+def _frame(rows: list[dict], reorders: bool = False):
     import pandas as pd
 
     df = pd.DataFrame(rows, columns=COLUMNS)
@@ -51,6 +69,9 @@ def _frame(rows: list[dict]):
     df["names"] = df["names"].fillna("").astype(str)
     df["order"] = df["order"].fillna("").astype(str)
     df["per"] = df["per"].fillna("example").astype(str)
+    # not journalled: derived from the order, so results files of every version resume alike
+    df["kendall_tau"] = [_kendall_tau(o) for o in df["order"]] if reorders else np.nan
+    df["kendall_tau"] = df["kendall_tau"].astype(float)
     return df.sort_values("variant", kind="stable").reset_index(drop=True)
 
 
@@ -86,8 +107,14 @@ def _variant_row(study, v: Variant, units, seed, tally) -> dict:
 
 
 def _study(name, model, data, variants, *, seed, batch_size, device, progress, results, process_group,
-           method, loss, max_rows, settings, next_token=False):
+           method, loss, max_rows, settings, next_token=False, return_items=False):
     check_choice("method", method, ("fast", "naive"))
+    if not isinstance(return_items, bool):
+        raise ArgumentError(f"return_items={return_items!r} must be True or False.")
+    if return_items and results is not None:
+        raise ArgumentError(f"return_items=True cannot be combined with results={str(results)!r}: a results file "
+                            "holds one line per variant, not its per-item outcomes, so a resumed sweep could not "
+                            "return them. Leave out results=, or return_items.")
     batch_size = check_int("batch_size", batch_size, 1)
     max_rows = check_int("max_rows", max_rows, 1)
     units = find_units(model)
@@ -95,6 +122,10 @@ def _study(name, model, data, variants, *, seed, batch_size, device, progress, r
         raise InterventionError(f"a lesion sweep ({name}) cannot run inside delete()/reorder()/intervene() on the "
                                 "same model: its variants are lesions of their own. Leave the lesion first.")
     loader = as_loader(data, batch_size, split="test")
+    if return_items and isinstance(getattr(loader, "sampler", None), RandomSampler):
+        raise ArgumentError("return_items=True needs the data in a fixed order, but the DataLoader shuffles: its "
+                            "columns would not be the same items from one variant to the next. Pass a "
+                            "DataLoader with shuffle=False (or the dataset itself).")
     device = model_device(model, device)
     loss_fn = loss or F.cross_entropy
     if not isinstance(next_token, bool):
@@ -121,27 +152,32 @@ def _study(name, model, data, variants, *, seed, batch_size, device, progress, r
     todo = [v for v in variants if v.id not in done]
     mine = todo[rank::world]
     need_baseline = -1 not in done
-    engine = Engine(model, units, loader, device, make_scorer(loss_fn, next_token), max_rows)
+    engine = Engine(model, units, loader, device, make_scorer(loss_fn, next_token), max_rows, keep_items=return_items)
     # without a file the whole sweep is one group (the unlesioned states are computed once per
     # batch); with one, each stacked chunk is finished and written before the next starts
     group_size = len(mine) if path is None else max(1, max_rows // batch_size)
     rows: list[dict] = []
+    items: dict[int, np.ndarray] = {}  # variant -> wrong flags (return_items)
     from tqdm.auto import tqdm
 
     with eval_mode(model), torch.no_grad():
         bar = tqdm(total=len(mine), desc=name, unit="variant", disable=not progress or rank != 0, leave=False)
-        baseline = Tally() if need_baseline else None
+        baseline = Tally(return_items) if need_baseline else None
         groups = [mine[i:i + group_size] for i in range(0, len(mine), group_size)] or [[]]
         for chunk in groups:
             run = engine.run if method == "fast" else engine.run_naive
             tallies = run(chunk, baseline if rank == 0 else None)
             if baseline is not None and rank == 0:
                 rows.append(_variant_row(name, Variant(id=-1, k=0), units, seed, baseline))
+                if return_items:
+                    items[-1] = baseline.items()
                 if path is not None:
                     _journal.append(path, rows[-1])
                 baseline = None
             for v in chunk:
                 rows.append(_variant_row(name, v, units, seed, tallies[v.id]))
+                if return_items:
+                    items[v.id] = tallies[v.id].items()
                 if path is not None:
                     _journal.append(path, rows[-1])
             bar.update(len(chunk))
@@ -151,10 +187,14 @@ def _study(name, model, data, variants, *, seed, batch_size, device, progress, r
         import torch.distributed as dist
 
         gathered: list = [None] * world
-        dist.all_gather_object(gathered, rows, group=group)
-        rows = [r for part in gathered for r in part]
+        dist.all_gather_object(gathered, (rows, items), group=group)
+        rows = [r for part, _ in gathered for r in part]
+        items = {v: w for _, part in gathered for v, w in part.items()}
     rows = list(done.values()) + rows
-    return _frame(rows)
+    frame = _frame(rows, reorders=name == "reorder_random")
+    if not return_items:
+        return frame
+    return frame, np.stack([items[int(v)] for v in frame["variant"]])
 
 
 def _data_size(loader) -> int | None:
@@ -189,14 +229,26 @@ _STUDY_DOC = """
         Inputs in one stacked forward (memory bound).
     next_token : bool
         Causal language models: the output at position t is scored against the target at t + 1.
+    return_items : bool
+        Also return every variant's outcome on every scored item, for bootstrap confidence
+        intervals: the result is ``(frame, wrong)`` (see Returns). Not with ``results`` (a
+        results file holds no per-item outcomes, so a resumed sweep could not return them) nor
+        with a DataLoader that shuffles.
 
     Returns
     -------
-    pandas.DataFrame
+    frame : pandas.DataFrame
         One row per variant and a baseline row (``variant == -1``, ``k == 0``): study, variant,
         k, units (comma-separated indices), names, error, loss, samples (items scored), per
         (``"example"`` or ``"token"``), seed, draw (index of the random draw within its k),
-        projection (a projection unit was deleted), order (reorders: the permutation).
+        projection (a projection unit was deleted), order (reorders: the permutation), kendall_tau
+        (reorders: Kendall's rank correlation between the original order of the units and the
+        variant's, 1.0 for the baseline, as in Veit et al. Fig. 5b; NaN in deletion studies).
+    wrong : numpy.ndarray of bool, shape ``[len(frame), samples]``
+        Only with ``return_items=True``. Row i belongs to row i of ``frame``, column j is the j-th
+        scored item (an example, or a token after the ``next_token`` shift and without ignored
+        targets) in data order; True where the prediction (argmax) is wrong, so
+        ``wrong.mean(1)`` equals ``frame.error``.
 
     Notes
     -----
@@ -209,7 +261,7 @@ _STUDY_DOC = """
 
 def delete_each(model: nn.Module, data, *, batch_size: int = 256, device=None, progress: bool = True,
                 results=None, process_group=None, method: str = "fast", loss=None, max_rows: int = 2048,
-                next_token: bool = False):
+                next_token: bool = False, return_items: bool = False):
     """Delete each unit in turn (Veit et al. 2016, Fig. 3).
 
     Parameters
@@ -222,7 +274,7 @@ def delete_each(model: nn.Module, data, *, batch_size: int = 256, device=None, p
     variants = [Variant(id=i, k=1, deleted=(i,)) for i in range(len(units))]
     return _study("delete_each", model, data, variants, seed=0, batch_size=batch_size, device=device,
                   progress=progress, results=results, process_group=process_group, method=method, loss=loss,
-                  max_rows=max_rows, settings={}, next_token=next_token)
+                  max_rows=max_rows, settings={}, next_token=next_token, return_items=return_items)
 
 
 def _ks(ks, limit, what):
@@ -238,7 +290,7 @@ def _ks(ks, limit, what):
 def delete_random(model: nn.Module, data, ks: Iterable[int] = (1, 2, 4, 8), samples_per_k: int = 5, seed: int = 0,
                   *, candidates=None, batch_size: int = 256, device=None, progress: bool = True, results=None,
                   process_group=None, method: str = "fast", loss=None, max_rows: int = 2048,
-                  next_token: bool = False):
+                  next_token: bool = False, return_items: bool = False):
     """Delete k units drawn uniformly at random, ``samples_per_k`` times per k (Veit Fig. 5a).
 
     Parameters
@@ -266,13 +318,13 @@ def delete_random(model: nn.Module, data, ks: Iterable[int] = (1, 2, 4, 8), samp
     return _study("delete_random", model, data, variants, seed=seed, batch_size=batch_size, device=device,
                   progress=progress, results=results, process_group=process_group, method=method, loss=loss,
                   max_rows=max_rows, settings={"ks": ks, "samples_per_k": samples_per_k, "candidates": pool},
-                  next_token=next_token)
+                  next_token=next_token, return_items=return_items)
 
 
 def reorder_random(model: nn.Module, data, ks: Iterable[int] = (1, 2, 4, 8), samples_per_k: int = 5, seed: int = 0,
                    *, batch_size: int = 256, device=None, progress: bool = True, results=None,
                    process_group=None, method: str = "fast", loss=None, max_rows: int = 2048,
-                   next_token: bool = False):
+                   next_token: bool = False, return_items: bool = False):
     """Swap k random pairs of compatible units, ``samples_per_k`` times per k (Veit Fig. 5b).
 
     Compatible units have identity shortcuts and equal input and output shapes, and the same
@@ -315,8 +367,28 @@ def reorder_random(model: nn.Module, data, ks: Iterable[int] = (1, 2, 4, 8), sam
             variants.append(Variant(id=len(variants), k=k, order=tuple(order), draw=draw, info={"moved": moved}))
     return _study("reorder_random", model, loader, variants, seed=seed, batch_size=batch_size, device=device,
                   progress=progress, results=results, process_group=process_group, method=method, loss=loss,
-                  max_rows=max_rows, settings={"ks": ks, "samples_per_k": samples_per_k}, next_token=next_token)
+                  max_rows=max_rows, settings={"ks": ks, "samples_per_k": samples_per_k}, next_token=next_token,
+                  return_items=return_items)
 
 
-for _f in (delete_each, delete_random, reorder_random):
-    _f.__doc__ = _f.__doc__.rstrip() + "\n" + _STUDY_DOC
+_EACH_EXAMPLES = """
+    Examples
+    --------
+    Per-item outcomes give bootstrap confidence intervals of each variant's error (resample the
+    items, the same ones for every row, so differences to the baseline row are paired too):
+
+    >>> import numpy as np, unravel
+    >>> net = unravel.models.resmlp(16, 4, width=8, depth=3)
+    >>> data = unravel.data.synthetic(200, num_classes=4)  # 40 test examples
+    >>> frame, wrong = unravel.sweeps.delete_each(net, data, progress=False, return_items=True)
+    >>> wrong.shape, bool((wrong.mean(1) == frame.error).all())
+    ((4, 40), True)
+    >>> resampled = np.random.default_rng(0).integers(0, wrong.shape[1], size=(1000, wrong.shape[1]))
+    >>> errors = wrong[:, resampled].mean(-1)  # [variants, 1000]
+    >>> low, high = np.quantile(errors, [0.025, 0.975], axis=1)
+    >>> low.shape, bool((low <= high).all())
+    ((4,), True)
+"""
+
+for _f, _examples in ((delete_each, _EACH_EXAMPLES), (delete_random, ""), (reorder_random, "")):
+    _f.__doc__ = _f.__doc__.rstrip() + "\n" + _STUDY_DOC + _examples

@@ -20,9 +20,9 @@ Examples
 from ..errors import SpecError
 from ..models.registry import BUILDERS as MODEL_BUILDERS
 from . import experiments  # noqa: F401  (registers the built-in kinds)
-from .claims import (claim_alike, claim_deeper_closer, claim_dense_shallower, claim_exponential_decay,
-                     claim_mean_length_below, claim_mean_length_moves, claim_projection_hurts, claim_residual_closer,
-                     claim_shallow_first, claim_single_deletions, claim_smooth_growth)
+from .claims import *  # noqa: F401,F403
+from .claims import __all__ as _claims_all
+from .stats import VERDICTS, Trials, bootstrap, decide
 from .kinds import KINDS, Kind, kind_names, register_kind
 from .runner import Context, build_model, environment, load_data, run_study
 from .spec import (STUDY_DIRS, DataSpec, ModelSpec, StudySpec, TrainSpec, apply_quick, list_studies, load_spec,
@@ -31,6 +31,4 @@ from .spec import (STUDY_DIRS, DataSpec, ModelSpec, StudySpec, TrainSpec, apply_
 __all__ = ["run_study", "load_spec", "list_studies", "SpecError", "KINDS", "MODEL_BUILDERS", "STUDY_DIRS",
            "build_model", "load_data", "validate_spec", "parse_spec", "apply_quick", "environment",
            "register_kind", "kind_names", "Kind", "Context", "StudySpec", "DataSpec", "ModelSpec", "TrainSpec",
-           "claim_single_deletions", "claim_smooth_growth", "claim_projection_hurts", "claim_exponential_decay",
-           "claim_mean_length_below", "claim_shallow_first", "claim_mean_length_moves", "claim_dense_shallower",
-           "claim_alike", "claim_residual_closer", "claim_deeper_closer"]
+           "Trials", "bootstrap", "decide", "VERDICTS", *_claims_all]

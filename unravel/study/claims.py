@@ -1,8 +1,17 @@
-"""Claims: the verdict on each published claim, as a plain function of tidy frames.
+"""Claims: the verdict on each published claim, as a plain function of measured trials.
 
-Each ``claim_*`` takes the frames a study measured (or synthetic ones) and returns a dict: id,
-statement, source, the measured numbers, a boolean verdict and the rule that gave it. They do not
-check that the frames come from models large or trained enough for the verdict to be evidence.
+Each ``claim_*`` takes :class:`~unravel.study.stats.Trials` (tidy rows with a ``seed`` column and,
+where the study kept them, per-example outcomes) and returns a dict: ``id``, ``statement``,
+``source``, ``effect`` (what is estimated), ``estimate``, ``ci`` (95%, bootstrap over seeds, test
+examples and draws), ``margin`` and ``direction`` (the claim says the effect lies above or below the
+margin), ``paper`` (the paper's own figure for this quantity, where it gives one), ``seeds``,
+``rule``, ``verdict`` (``"supported"``, ``"contradicted"`` or ``"inconclusive"``), ``why`` and
+``measured`` (supporting numbers). An effect that is undefined on the data, or a precondition that
+fails (a net that did not train), gives ``"inconclusive"``, never a verdict either way.
+
+The margins are stated choices (see each function); the verdicts say nothing about whether the
+models are large or trained long enough to stand for the papers' models: the reports state the
+settings next to every verdict.
 """
 
 from __future__ import annotations
@@ -12,144 +21,547 @@ import math
 import numpy as np
 import pandas as pd
 
-__all__ = ["claim_single_deletions", "claim_smooth_growth", "claim_projection_hurts", "claim_exponential_decay",
-           "claim_mean_length_below", "claim_shallow_first", "claim_mean_length_moves", "claim_dense_shallower",
-           "claim_alike", "claim_residual_closer", "claim_deeper_closer"]
+from ..errors import ArgumentError
+from .stats import Trials, bootstrap, make_claim, per_seed
+
+__all__ = ["claim_single_deletions", "claim_single_deletions_vs_plain", "claim_smooth_growth",
+           "claim_projection_units", "claim_exponential_decay", "claim_mean_length_below",
+           "claim_effective_fraction", "claim_window_stays", "claim_shallow_first", "claim_mean_length_moves",
+           "claim_dense_shallower", "claim_alike", "claim_residual_closer", "claim_deeper_closer",
+           "independent_prediction", "unit_stages", "PAPERS"]
 
 VEIT = "Veit, Wilber & Belongie, NeurIPS 2016"
 SSF = "Shallow subnetwork first, Neural Networks 148 (2022)"
 NORM = "Zaeemzadeh, Rahnavard & Shah, IEEE TPAMI 43(11) (2021)"
 
+#: What each paper reports for the quantity a claim measures: ``where`` (figure or section),
+#: ``value`` (a number when the paper states one, else None) and ``note`` (its setting, in words).
+PAPERS = {
+    "single-deletions": {"where": f"{VEIT}, Sec. 4.1, Fig. 3(a)", "value": None,
+                         "note": "ResNet-110 on CIFAR-10: deleting any single non-downsampling block leaves the "
+                                 "test error close to the unlesioned network's; downsampling blocks hurt more"},
+    "single-deletions-vs-plain": {"where": f"{VEIT}, Sec. 4.1, Fig. 3(a)", "value": None,
+                                  "note": "VGG-15 on CIFAR-10: deleting any single layer drops it to chance "
+                                          "(error about 0.9), unlike ResNet-110"},
+    "smooth-growth": {"where": f"{VEIT}, Sec. 4.2, Fig. 5(a)", "value": None,
+                      "note": "ResNet-110 on CIFAR-10: the error grows smoothly as more blocks are deleted"},
+    "reorder-smooth": {"where": f"{VEIT}, Sec. 4.3, Fig. 5(b)", "value": None,
+                       "note": "ResNet-110 on CIFAR-10: the error grows smoothly as more blocks are swapped "
+                               "(Kendall's tau falls)"},
+    "projection-units": {"where": f"{VEIT}, Sec. 4.1, Fig. 3", "value": None,
+                         "note": "deleting a downsampling block hurts more than deleting another block"},
+    "exponential-decay": {"where": f"{VEIT}, Sec. 5.2, Fig. 6(b)", "value": None,
+                          "note": "ResNet-110: the gradient magnitude of a path decreases exponentially with the "
+                                  "number of blocks it goes through"},
+    "mean-length": {"where": f"{VEIT}, Sec. 5.3, Fig. 6(c)", "value": None,
+                    "note": "ResNet-110 (54 blocks): almost all of the gradient comes from paths 5 to 17 blocks "
+                            "long, while the typical path is 27 long"},
+    "effective-fraction": {"where": f"{VEIT}, Sec. 5.3", "value": 0.0045,
+                           "note": "ResNet-110 (54 blocks): the effective paths, 5 to 17 blocks long, are 0.45% "
+                                   "of all paths"},
+    "window-stays": {"where": f"{VEIT}, Sec. 5.3", "value": None,
+                     "note": "the effective paths are relatively shallow: short compared with the network's depth"},
+    "shallow-first": {"where": f"{SSF}, abstract", "value": None,
+                      "note": "residual networks learn their shallow subnetworks first"},
+    "mean-length-moves": {"where": f"{SSF}, abstract", "value": None,
+                          "note": "the gradient flows mostly through shallow paths early in training"},
+    "dense-shallower": {"where": f"{SSF}, abstract", "value": None,
+                        "note": "DenseNets are compared with ResNets in the same analysis"},
+    "se-alike": {"where": f"{SSF}, abstract", "value": None,
+                 "note": "squeeze-and-excitation ResNets behave like ResNets"},
+    "residual-closer": {"where": f"{NORM}, Sec. 3", "value": None,
+                        "note": "identity-skip blocks preserve the gradient norm (ratio near 1), plain layers "
+                                "do not"},
+    "deeper-closer": {"where": f"{NORM}, Sec. 3", "value": None,
+                      "note": "the deeper the residual network, the closer its blocks are to norm preserving"},
+}
 
-def _claim(cid, statement, source, measured, verdict, rule):
-    return {"id": cid, "statement": statement, "source": source, "measured": measured, "verdict": bool(verdict),
-            "rule": rule}
+
+def _paper(cid):
+    return dict(PAPERS[cid]) if cid in PAPERS else None
 
 
-def claim_single_deletions(residual: pd.DataFrame, plain: pd.DataFrame, factor: float = 0.5) -> dict:
-    """Single deletions hurt the residual net far less than the plain net: the residual net's
-    mean error increase is below ``factor`` times the plain net's (delete_each frames).
+def _seeds(*trials):
+    return sorted({int(s) for t in trials for s in t.frame.seed.unique()})
+
+
+def _judge(cid, statement, source, stat, trials, *, margin, direction, effect, measured=None, requires=(),
+           n_boot=1000, boot_seed=0, paper_key=None):
+    est, ci, undefined = bootstrap(stat, trials, n_boot=n_boot, seed=boot_seed)
+    parts = list(trials.values() if isinstance(trials, dict) else [trials])
+    seeds = _seeds(*parts)
+    varies = len(seeds) > 1 or any(t.items is not None or t.draws for t in parts)
+    requires = [*requires, (varies, "one seed and nothing else to resample (no per-example outcomes or draws): no "
+                                    "interval; run more seeds")]
+    return make_claim(cid, statement, source, estimate=est, ci=ci, margin=margin, direction=direction, effect=effect,
+                      seeds=seeds, paper=_paper(paper_key or cid), measured=measured, requires=requires,
+                      undefined=undefined)
+
+
+def _check_columns(frame, columns, what):
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ArgumentError(f"{what} needs columns {', '.join(columns)}; missing: {', '.join(missing)}.")
+
+
+# ------------------------------------------------------------------------------------------
+# Veit et al.: lesions
+
+
+def unit_stages(frame: pd.DataFrame) -> pd.Series:
+    """The stage of each single-deletion row: a projection unit opens a stage (the units before
+    the first projection unit are stage 0). Rows are one seed's ``delete_each`` rows; the
+    baseline row (``variant == -1``) gets -1.
 
     Examples
     --------
     >>> import pandas as pd
-    >>> from unravel.study import claim_single_deletions
-    >>> def frame(base, errors):
-    ...     return pd.DataFrame({"variant": range(-1, len(errors)), "error": [base, *errors]})
-    >>> claim_single_deletions(frame(0.1, [0.12, 0.11]), frame(0.1, [0.8, 0.9]))["verdict"]
-    True
+    >>> from unravel.study.claims import unit_stages
+    >>> f = pd.DataFrame({"variant": [-1, 0, 1, 2, 3], "units": ["", "0", "1", "2", "3"],
+    ...                   "projection": [False, False, False, True, False]})
+    >>> unit_stages(f).tolist()
+    [-1, 0, 0, 1, 1]
     """
-    def increase(df):
-        base = float(df.loc[df.variant == -1, "error"].iloc[0])
-        return float(df.loc[df.variant >= 0, "error"].mean() - base), base
-
-    r, rb = increase(residual)
-    p, pb = increase(plain)
-    return _claim("single-deletions", "Deleting a single unit hurts a residual net far less than a plain net",
-                  f"{VEIT}, Fig. 3",
-                  {"residual_baseline_error": rb, "residual_mean_increase": r, "plain_baseline_error": pb,
-                   "plain_mean_increase": p},
-                  r < factor * p, f"residual mean increase < {factor} x plain mean increase")
+    units = frame.variant >= 0
+    idx = pd.to_numeric(frame.units.where(units, "-1")).astype(int)
+    order = idx[units].sort_values()
+    stage = frame.projection[order.index].astype(int).cumsum()
+    out = pd.Series(-1, index=frame.index)
+    out[order.index] = stage.to_numpy()
+    return out
 
 
-def claim_smooth_growth(frame: pd.DataFrame, share: float = 0.5) -> dict:
-    """Error grows smoothly with k: no single step between consecutive k (k = 0 being the
-    baseline) makes more than ``share`` of the total rise of the mean error.
+def _with_stages(trials: Trials) -> Trials:
+    """The trials with a ``stage`` column (per seed and model), computed once before resampling."""
+    f = trials.frame
+    keys = ["seed"] + (["model"] if "model" in f.columns else [])
+    stage = pd.concat([unit_stages(g) for _, g in f.groupby(keys, sort=False)]).reindex(f.index)
+    return Trials(f.assign(stage=stage), trials.items, value=trials.value, draws=trials.draws)
+
+
+def _increases(g):
+    variant, error = g.variant.to_numpy(), g.error.to_numpy(float)
+    base = float(error[variant == -1].mean())
+    units = g[variant >= 0]
+    if "stage" not in g.columns:
+        units = units.assign(stage=unit_stages(g)[units.index])
+    return units.assign(increase=error[variant >= 0] - base), base
+
+
+def _trained(frame, chance, label):
+    worst = float(frame.loc[frame.variant == -1, "error"].max())
+    return worst < chance / 2, (f"{label} did not train: its baseline error {worst:.3f} is not below half the chance "
+                                f"error {chance:.2f}")
+
+
+def claim_single_deletions(each: Trials, *, margin: float = 0.02, chance: float = 0.9, n_boot: int = 1000) -> dict:
+    """Deleting a single non-downsampling unit leaves the error near the baseline (Veit Fig. 3).
+
+    Effect: the median error increase over the identity (non-projection) units of each stage;
+    the worst stage's median, averaged over seeds. The claim holds if it lies below ``margin``
+    (default 0.02, two percentage points). ``measured`` gives each stage's median and 90th
+    percentile. ``each`` holds one model's ``delete_each`` rows (with their baseline row) per seed.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from unravel.study import claim_single_deletions
+    >>> from unravel.study.stats import Trials
+    >>> f = pd.DataFrame({"seed": 0, "variant": range(-1, 4), "units": ["", "0", "1", "2", "3"],
+    ...                   "projection": [False, False, False, True, False],
+    ...                   "error": [0.05, 0.055, 0.06, 0.3, 0.05]})
+    >>> claim_single_deletions(Trials(f), n_boot=50)["verdict"]
+    'supported'
+    """
+    _check_columns(each.frame, ["seed", "variant", "units", "projection", "error"], "claim_single_deletions")
+    each = _with_stages(each)
+    f = each.frame
+
+    def worst_stage_median(g):
+        inc, _ = _increases(g)
+        ident = inc[~inc.projection]
+        return ident.groupby("stage").increase.median().max()
+
+    parts = [_increases(g)[0] for _, g in f.groupby("seed")]
+    inc = pd.concat(parts)
+    ident = inc[~inc.projection]
+    by_stage = ident.groupby("stage").increase
+    measured = {"baseline_error": float(f.loc[f.variant == -1, "error"].mean()),
+                "median_increase_by_stage": {int(k): float(v) for k, v in by_stage.median().items()},
+                "p90_increase_by_stage": {int(k): float(v) for k, v in by_stage.quantile(0.9).items()},
+                "median_increase": float(ident.increase.median()), "p90_increase": float(ident.increase.quantile(0.9)),
+                "largest_increase": float(inc.increase.max()),
+                "identity_units": int(ident.units.nunique()), "projection_units": int(inc[inc.projection].units.nunique())}
+    return _judge("single-deletions", "Deleting a single non-downsampling unit leaves the error near the baseline",
+                  f"{VEIT}, Fig. 3", per_seed(worst_stage_median), each, margin=margin, direction="below",
+                  effect="the worst stage's median error increase", measured=measured, n_boot=n_boot,
+                  requires=[_trained(f, chance, "the net")])
+
+
+def claim_single_deletions_vs_plain(each: Trials, *, margin: float = 0.1, chance: float = 0.9,
+                                    n_boot: int = 1000) -> dict:
+    """Deleting a single unit hurts a residual net far less than a plain net (Veit Fig. 3).
+
+    Effect: the plain net's mean error increase over its units minus the residual net's, averaged
+    over seeds; the claim holds above ``margin`` (0.1). ``each`` holds both nets' ``delete_each``
+    rows with a ``model`` column (``residual``, ``plain``). Inconclusive if either net's baseline
+    error is not below half the chance error (a net that did not train cannot lose much).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from unravel.study import claim_single_deletions_vs_plain
+    >>> from unravel.study.stats import Trials
+    >>> rows = [(m, v, e) for m, es in [("residual", [0.1, 0.12, 0.11]), ("plain", [0.1, 0.8, 0.9])]
+    ...         for v, e in zip([-1, 0, 1], es)]
+    >>> f = pd.DataFrame(rows, columns=["model", "variant", "error"]).assign(seed=0)
+    >>> claim_single_deletions_vs_plain(Trials(f), n_boot=50)["verdict"]
+    'supported'
+    """
+    f = each.frame
+    _check_columns(f, ["seed", "model", "variant", "error"], "claim_single_deletions_vs_plain")
+
+    def mean_increase(g):
+        v, e = g.variant.to_numpy(), g.error.to_numpy(float)
+        return e[v >= 0].mean() - e[v == -1].mean()
+
+    def gap(g):
+        m, v, e = g.model.to_numpy(), g.variant.to_numpy(), g.error.to_numpy(float)
+        inc = {name: e[(m == name) & (v >= 0)].mean() - e[(m == name) & (v == -1)].mean()
+               for name in ("plain", "residual")}
+        return inc["plain"] - inc["residual"]
+
+    measured = {f"{m}_{k}": float(v) for m in ("residual", "plain")
+                for k, v in (("baseline_error", f[(f.model == m) & (f.variant == -1)].error.mean()),
+                             ("mean_increase", per_seed(mean_increase)(f[f.model == m])))}
+    return _judge("single-deletions-vs-plain", "Deleting a single unit hurts a residual net far less than a plain net",
+                  f"{VEIT}, Fig. 3", per_seed(gap), each, margin=margin, direction="above",
+                  effect="plain minus residual mean error increase", measured=measured, n_boot=n_boot,
+                  requires=[_trained(f[f.model == "residual"], chance, "the residual net"),
+                            _trained(f[f.model == "plain"], chance, "the plain net")])
+
+
+def _curve(frame, x):
+    return frame.groupby(["seed", x]).error.mean().groupby(x).mean().sort_index()
+
+
+def _steepness(curve):
+    xs, ys = curve.index.to_numpy(float), curve.to_numpy(float)
+    if len(xs) < 4:
+        return math.nan
+    rise = ys[-1] - ys[0]
+    if not rise > 0:
+        return math.nan
+    slopes = np.diff(ys) / np.diff(xs)
+    return float(slopes.max() / (rise / (xs[-1] - xs[0])))
+
+
+def claim_smooth_growth(trials: Trials, *, x: str = "k", margin: float = 3.0, cid: str = "smooth-growth",
+                        statement: str = "The error grows smoothly as more units are deleted (no cliff)",
+                        source: str = f"{VEIT}, Fig. 5(a)", n_boot: int = 1000, measured: dict | None = None) -> dict:
+    """The error grows smoothly with the number of deleted (or swapped) units (Veit Fig. 5).
+
+    Effect: the steepest step of the mean error curve (mean over draws, then seeds, against
+    ``x``, the baseline at 0 included) relative to its average slope from the first to the last
+    ``x``: 1 for a straight line, large for a cliff. The claim holds below ``margin`` (3: no step
+    three times steeper than the average). Undefined, so inconclusive, with fewer than four points
+    or a curve that does not rise. Draws are resampled within each ``x``.
 
     Examples
     --------
     >>> import pandas as pd
     >>> from unravel.study import claim_smooth_growth
-    >>> claim_smooth_growth(pd.DataFrame({"k": [0, 1, 2, 3], "error": [0.1, 0.2, 0.3, 0.4]}))["verdict"]
-    True
+    >>> from unravel.study.stats import Trials
+    >>> f = pd.DataFrame({"seed": 0, "k": [0, 1, 2, 4, 8], "error": [0.1, 0.15, 0.2, 0.3, 0.5]})
+    >>> c = claim_smooth_growth(Trials(f, draws=["k"]), n_boot=50)
+    >>> round(c["estimate"], 3), c["verdict"]
+    (1.0, 'supported')
     """
-    mean = frame.groupby("k").error.mean().sort_index()
-    steps = mean.diff().dropna()
-    rise = float(mean.iloc[-1] - mean.iloc[0])
-    biggest = float(steps.max()) if len(steps) else 0.0
-    verdict = len(steps) >= 3 and rise > 0 and biggest <= share * rise
-    return _claim("smooth-growth", "Error grows smoothly as more units are deleted (no cliff)", f"{VEIT}, Fig. 5a",
-                  {"ks": mean.index.tolist(), "mean_error": [round(float(e), 4) for e in mean], "total_rise": rise,
-                   "largest_step": biggest},
-                  verdict, f"at least three steps, a positive rise, and no step above {share} of the rise")
+    f = trials.frame
+    _check_columns(f, ["seed", x, "error"], "claim_smooth_growth")
+    curve = _curve(f, x)
+    info = {"x": [float(v) for v in curve.index], "mean_error": [round(float(v), 4) for v in curve]}
+    info.update(measured or {})
+    return _judge(cid, statement, source, lambda fr: _steepness(_curve(fr, x)), trials, margin=margin,
+                  direction="below", effect="the steepest step's slope over the average slope", measured=info,
+                  n_boot=n_boot, paper_key=cid)
 
 
-def claim_projection_hurts(frame: pd.DataFrame) -> dict:
-    """Deleting a projection (downsampling) unit hurts more than deleting an identity unit.
+def independent_prediction(each: pd.DataFrame, deleted: pd.DataFrame) -> pd.DataFrame:
+    """What k-unit deletions would give if single deletions acted independently: the accuracy
+    after deleting a set S predicted as ``acc0 * prod(acc_i / acc0 for i in S)`` from the
+    single-deletion accuracies ``acc_i``, for the very sets drawn (``units`` column).
+
+    Returns ``deleted`` with a column ``predicted_error``; rows are matched by ``seed`` (and
+    ``model`` when both frames have it).
 
     Examples
     --------
     >>> import pandas as pd
-    >>> from unravel.study import claim_projection_hurts
-    >>> frame = pd.DataFrame({"variant": [-1, 0, 1], "error": [0.1, 0.5, 0.12],
-    ...                       "projection": [False, True, False]})
-    >>> claim_projection_hurts(frame)["measured"]
-    {'projection_mean_error': 0.5, 'identity_mean_error': 0.12}
+    >>> from unravel.study import independent_prediction
+    >>> each = pd.DataFrame({"seed": 0, "variant": [-1, 0, 1], "units": ["", "0", "1"], "error": [0.0, 0.5, 0.5]})
+    >>> rnd = pd.DataFrame({"seed": 0, "variant": [0], "k": [2], "units": ["0,1"], "error": [0.6]})
+    >>> independent_prediction(each, rnd).predicted_error.tolist()
+    [0.75]
     """
-    units = frame[frame.variant >= 0]
-    proj, ident = units[units.projection], units[~units.projection]
-    if proj.empty or ident.empty:
-        return _claim("projection-units", "Projection units hurt more when deleted than identity units",
-                      f"{VEIT}, Sec. 4.2", {"projection_units": len(proj), "identity_units": len(ident)}, False,
-                      "needs both kinds of unit")
-    p, i = float(proj.error.mean()), float(ident.error.mean())
-    return _claim("projection-units", "Projection units hurt more when deleted than identity units",
-                  f"{VEIT}, Sec. 4.2", {"projection_mean_error": p, "identity_mean_error": i}, p > i,
-                  "mean error after deleting a projection unit > after deleting an identity unit")
+    keys = ["seed"] + (["model"] if "model" in each.columns and "model" in deleted.columns else [])
+    out = []
+    for key, g in deleted.groupby(keys, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        e = each
+        for k, v in zip(keys, key):
+            e = e[e[k] == v]
+        acc0 = 1.0 - float(e.loc[e.variant == -1, "error"].mean())
+        acc = {int(u): 1.0 - err for u, err in zip(e.loc[e.variant >= 0, "units"], e.loc[e.variant >= 0, "error"])}
+
+        def predict(units):
+            if not units:
+                return 1.0 - acc0
+            p = acc0
+            for u in str(units).split(","):
+                p *= acc[int(u)] / acc0 if acc0 > 0 else 0.0
+            return 1.0 - p
+        out.append(g.assign(predicted_error=[predict(u) for u in g.units.fillna("")]))
+    return pd.concat(out) if out else deleted.assign(predicted_error=[])
 
 
-def claim_exponential_decay(frame: pd.DataFrame, min_r2: float = 0.8) -> dict:
-    """Per-path gradient magnitude decays exponentially with length: a log-linear fit of
-    ``per_path_norm`` against length has a negative slope and R^2 >= ``min_r2``.
+def _percentiles(g):
+    """Within-stage rank percentile of each projection unit's error (1: the worst of its stage)."""
+    inc, _ = _increases(g)
+    out = []
+    for _, st in inc.groupby("stage"):
+        proj = st[st.projection]
+        if len(proj) != 1 or len(st) < 2:
+            continue
+        e = float(proj.error.iloc[0])
+        others = st[~st.projection].error.to_numpy(float)
+        out.append(((others < e).sum() + 0.5 * (others == e).sum()) / len(others))
+    return out
+
+
+def claim_projection_units(each: Trials, *, margin: float = 0.5, chance: float = 0.9, n_boot: int = 1000,
+                           label: str = "", permutations: int = 20000) -> dict:
+    """Deleting a projection (downsampling) unit hurts more than deleting the other units of its
+    stage (Veit Sec. 4.1).
+
+    Effect: each projection unit's rank percentile among the units of the stage it opens (1: it
+    hurts most, 0.5: a random unit), averaged over projection units and seeds; the claim holds
+    above ``margin`` (0.5). ``measured`` adds a one-sided permutation p-value (the projection
+    units' ranks against uniformly random ranks within their stages).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from unravel.study import claim_projection_units
+    >>> from unravel.study.stats import Trials
+    >>> err = [0.02] + [0.03] * 5 + [0.4] + [0.03] * 5
+    >>> f = pd.DataFrame({"seed": 0, "variant": range(-1, 11), "units": [""] + [str(i) for i in range(11)],
+    ...                   "projection": [False] * 6 + [True] + [False] * 5, "error": err})
+    >>> claim_projection_units(Trials(f), n_boot=50)["estimate"]
+    1.0
+    """
+    _check_columns(each.frame, ["seed", "variant", "units", "projection", "error"], "claim_projection_units")
+    each = _with_stages(each)
+    f = each.frame
+    ranks, sizes = [], []
+    for _, g in f.groupby("seed"):
+        inc, _ = _increases(g)
+        for _, st in inc.groupby("stage"):
+            if int(st.projection.sum()) == 1 and len(st) >= 2:
+                sizes.append(len(st))
+        ranks += _percentiles(g)
+    p = math.nan
+    if ranks:
+        rng = np.random.default_rng(0)
+        null = np.mean([rng.integers(0, m, permutations) / (m - 1) for m in sizes], axis=0)
+        p = float((null >= np.mean(ranks) - 1e-12).mean())
+
+    def stat(g):
+        r = _percentiles(g)
+        return float(np.mean(r)) if r else math.nan
+
+    name = "projection-units" + (f"-{label}" if label else "")
+    return _judge(name, "Deleting a projection unit hurts more than deleting another unit of its stage"
+                  + (f" ({label} shortcuts)" if label else ""), f"{VEIT}, Sec. 4.1", per_seed(stat), each,
+                  margin=margin, direction="above", effect="the projection units' rank percentile within their stage",
+                  measured={"rank_percentiles": [round(float(r), 3) for r in ranks], "permutation_p": p,
+                            "projection_units_ranked": len(ranks)},
+                  requires=[(bool(ranks), "no projection unit opens a stage of two or more units"),
+                            _trained(f, chance, "the net")], n_boot=n_boot,
+                  paper_key="projection-units")
+
+
+# ------------------------------------------------------------------------------------------
+# Veit et al.: path lengths
+
+
+def _norms(g):
+    """Per length (sorted): counts and gradient magnitudes from ``sq_norm`` (mean per-example
+    squared norm of the length's part, proportional to the squared norm of the batch's part)."""
+    g = g.sort_values("length")
+    return g.length.to_numpy(float), g["count"].to_numpy(float), np.sqrt(np.maximum(g.sq_norm.to_numpy(float), 0))
+
+
+def _decay(g):
+    L, c, norm = _norms(g)
+    keep = (c > 0) & (norm > 0)
+    if keep.sum() < 3:
+        return math.nan, math.nan
+    x, y = L[keep], np.log(norm[keep] / c[keep])
+    slope, icpt = np.polyfit(x, y, 1)
+    pred = slope * x + icpt
+    r2 = 1 - ((y - pred) ** 2).sum() / max(((y - y.mean()) ** 2).sum(), 1e-300)
+    return float(slope), float(r2)
+
+
+def claim_exponential_decay(paths: Trials, *, min_r2: float = 0.8, n_boot: int = 1000,
+                            measured: dict | None = None) -> dict:
+    """The gradient magnitude per path decays exponentially with its length (Veit Fig. 6(b)).
+
+    Effect: the slope of a straight-line fit of log(magnitude per path) against length (per seed,
+    then averaged); the claim holds below 0. Inconclusive if the fit explains less than ``min_r2``
+    of the variance (not an exponential). ``paths`` has rows ``seed, length, count, sq_norm``
+    (``sq_norm``: mean over examples of the squared norm of the length's part; per-example items
+    when kept).
 
     Examples
     --------
     >>> import pandas as pd
     >>> from unravel.study import claim_exponential_decay
-    >>> frame = pd.DataFrame({"length": range(6), "per_path_norm": [2.0 ** -k for k in range(6)]})
-    >>> round(claim_exponential_decay(frame)["measured"]["factor_per_length"], 3)
-    0.5
+    >>> from unravel.study.stats import Trials
+    >>> f = pd.DataFrame({"seed": 0, "length": range(6), "count": 1, "sq_norm": [4.0 ** -k for k in range(6)]})
+    >>> c = claim_exponential_decay(Trials(f, value="sq_norm"), n_boot=20)
+    >>> round(c["estimate"], 3), c["verdict"]
+    (-0.693, 'supported')
     """
-    d = frame[frame.per_path_norm > 0]
-    x, y = d.length.to_numpy(float), np.log(d.per_path_norm.to_numpy(float))
-    if len(x) < 3:
-        return _claim("exponential-decay", "Gradient magnitude per path decays exponentially with length",
-                      f"{VEIT}, Fig. 6(a)", {"lengths_fitted": len(x)}, False, "needs three lengths")
-    slope, intercept = np.polyfit(x, y, 1)
-    pred = slope * x + intercept
-    r2 = 1 - ((y - pred) ** 2).sum() / max(((y - y.mean()) ** 2).sum(), 1e-300)
-    return _claim("exponential-decay", "Gradient magnitude per path decays exponentially with length",
-                  f"{VEIT}, Fig. 6(a)", {"slope_log_per_length": float(slope), "r2": float(r2),
-                                         "factor_per_length": float(math.exp(slope))},
-                  slope < 0 and r2 >= min_r2, f"log-linear fit: slope < 0 and R^2 >= {min_r2}")
+    f = paths.frame
+    _check_columns(f, ["seed", "length", "count", "sq_norm"], "claim_exponential_decay")
+    r2 = float(np.mean([_decay(g)[1] for _, g in f.groupby("seed")]))
+    slope = per_seed(lambda g: _decay(g)[0])(f)
+    info = {"r2": r2, "factor_per_length": math.exp(slope) if math.isfinite(slope) else None}
+    info.update(measured or {})
+    return _judge("exponential-decay", "The gradient magnitude per path decays exponentially with its length",
+                  f"{VEIT}, Fig. 6(b)", per_seed(lambda g: _decay(g)[0]), paths, margin=0.0, direction="below",
+                  effect="the log-linear slope of magnitude per path against length", measured=info, n_boot=n_boot,
+                  requires=[(not math.isfinite(r2) or r2 >= min_r2,
+                             f"the log-linear fit explains {r2:.2f} of the variance, below {min_r2}")])
 
 
-def claim_mean_length_below(frame: pd.DataFrame, n: int, factor: float = 0.8) -> dict:
-    """The gradient-weighted mean path length lies well below n/2: below ``factor * n/2``,
-    weighting each length by its total magnitude (``norm``).
+def _mean_length(g):
+    L, _, norm = _norms(g)
+    return float((norm * L).sum() / norm.sum()) if norm.sum() > 0 else math.nan
+
+
+def _window(g, mass):
+    L, c, norm = _norms(g)
+    share = norm / norm.sum()
+    K = len(share)
+    for width in range(1, K + 1):
+        sums = np.convolve(share, np.ones(width), "valid")
+        if sums.max() >= mass * (1 - 1e-9):
+            a = int(sums.argmax())
+            return int(L[a]), int(L[a + width - 1]), float(c[a:a + width].sum() / c.sum())
+    return int(L[0]), int(L[-1]), 1.0
+
+
+def claim_mean_length_below(paths: Trials, n: int, *, margin: float = 0.8, n_boot: int = 1000) -> dict:
+    """The gradient comes mostly from paths far shorter than the typical path (Veit Fig. 6(c)).
+
+    Effect: the magnitude-weighted mean path length divided by ``n / 2`` (the typical path's
+    length); the claim holds below ``margin`` (0.8).
 
     Examples
     --------
     >>> import pandas as pd
     >>> from unravel.study import claim_mean_length_below
-    >>> frame = pd.DataFrame({"length": range(5), "norm": [1.0, 2.0, 1.0, 0.0, 0.0]})
-    >>> claim_mean_length_below(frame, n=4)["measured"]["gradient_mean_length"]
-    1.0
+    >>> from unravel.study.stats import Trials
+    >>> f = pd.DataFrame({"seed": 0, "length": range(5), "count": [1, 4, 6, 4, 1], "sq_norm": [1.0, 4.0, 1.0, 0, 0]})
+    >>> claim_mean_length_below(Trials(f, value="sq_norm"), n=4, n_boot=20)["estimate"]
+    0.5
     """
-    w = frame.norm.to_numpy(float)
-    mean = float((w * frame.length.to_numpy(float)).sum() / w.sum())
-    return _claim("mean-length", "The gradient comes mostly from paths far shorter than the typical path",
-                  f"{VEIT}, Sec. 4.1", {"gradient_mean_length": mean, "mean_path_length": n / 2, "units": n},
-                  mean < factor * n / 2, f"magnitude-weighted mean length < {factor} x n/2")
+    f = paths.frame
+    _check_columns(f, ["seed", "length", "count", "sq_norm"], "claim_mean_length_below")
+    mean = per_seed(_mean_length)(f)
+    return _judge("mean-length", "The gradient comes mostly from paths far shorter than the typical path",
+                  f"{VEIT}, Fig. 6(c)", per_seed(lambda g: _mean_length(g) / (n / 2)), paths, margin=margin,
+                  direction="below", effect="the gradient's mean path length over n/2",
+                  measured={"gradient_mean_length": mean, "typical_path_length": n / 2, "units": n}, n_boot=n_boot)
 
 
-def _half_time(series: pd.Series) -> float:
-    """Fractional epoch at which the error first covers half its way from start to end."""
-    e = series.sort_index()
+def claim_effective_fraction(paths: Trials, n: int, *, mass: float = 0.9, margin: float = 0.05,
+                             n_boot: int = 1000) -> dict:
+    """Only a small fraction of all paths carries the gradient (Veit Sec. 5.3: 0.45% at n = 54).
+
+    Effect: the fraction of all ``2**n`` paths whose lengths lie in the shortest window of
+    lengths holding ``mass`` of the gradient magnitude; the claim holds below ``margin`` (0.05).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from math import comb
+    >>> from unravel.study import claim_effective_fraction
+    >>> from unravel.study.stats import Trials
+    >>> f = pd.DataFrame({"seed": 0, "length": range(11), "count": [comb(10, k) for k in range(11)],
+    ...                   "sq_norm": [1.0, 4.0] + [0.0] * 9})
+    >>> round(claim_effective_fraction(Trials(f, value="sq_norm"), n=10, n_boot=20)["estimate"], 4)
+    0.0107
+    """
+    f = paths.frame
+    _check_columns(f, ["seed", "length", "count", "sq_norm"], "claim_effective_fraction")
+    windows = [_window(g, mass) for _, g in f.groupby("seed")]
+    return _judge("effective-fraction", "Only a small fraction of all paths carries the gradient",
+                  f"{VEIT}, Sec. 5.3", per_seed(lambda g: _window(g, mass)[2]), paths, margin=margin,
+                  direction="below", effect=f"the share of all paths in the window holding {mass:.0%} of the gradient",
+                  measured={"windows": [[a, b] for a, b, _ in windows], "units": n, "mass": mass}, n_boot=n_boot)
+
+
+def claim_window_stays(paths: Trials, *, margin: float = 0.5, n_boot: int = 1000) -> dict:
+    """The effective paths stay short as the network gets deeper: the gradient's mean path length
+    grows much slower than the number of units ``n`` (Veit: effective paths are shallow).
+
+    Effect: the slope of log(gradient mean length) against log(n) across the depths measured (0:
+    the window stays put, 1: it grows in proportion to n); the claim holds below ``margin`` (0.5).
+    ``paths`` has a column ``units`` (n of each row's network).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from unravel.study import claim_window_stays
+    >>> from unravel.study.stats import Trials
+    >>> rows = [(n, k, 1, 1.0 if k in (1, 2) else 0.0) for n in (9, 27, 54) for k in range(n + 1)]
+    >>> f = pd.DataFrame(rows, columns=["units", "length", "count", "sq_norm"]).assign(seed=0)
+    >>> round(claim_window_stays(Trials(f, value="sq_norm"), n_boot=20)["estimate"], 6)
+    0.0
+    """
+    f = paths.frame
+    _check_columns(f, ["seed", "units", "length", "count", "sq_norm"], "claim_window_stays")
+
+    def slope(g):
+        by_n = g.groupby("units").apply(_mean_length, include_groups=False)
+        if len(by_n) < 2 or not (by_n > 0).all():
+            return math.nan
+        return float(np.polyfit(np.log(by_n.index.to_numpy(float)), np.log(by_n.to_numpy(float)), 1)[0])
+
+    means = f.groupby(["units", "seed"]).apply(_mean_length, include_groups=False).groupby("units").mean()
+    return _judge("window-stays", "The effective paths stay short as the network gets deeper", f"{VEIT}, Sec. 5.3",
+                  per_seed(slope), paths, margin=margin, direction="below",
+                  effect="the slope of log mean gradient path length against log n",
+                  measured={"gradient_mean_length_by_units": {int(k): float(v) for k, v in means.items()}},
+                  n_boot=n_boot)
+
+
+# ------------------------------------------------------------------------------------------
+# Shallow subnetworks first
+
+
+def _half_time(curve: pd.Series) -> float:
+    """Fractional epoch at which the error first covers half its way from start to end (NaN if
+    it never falls)."""
+    e = curve.sort_index()
     start, end = float(e.iloc[0]), float(e.iloc[-1])
+    if not start > end:
+        return math.nan
     target = start - 0.5 * (start - end)
-    if start <= end:
-        return float("inf")  # never improved
     xs, ys = e.index.to_numpy(float), e.to_numpy(float)
     for i in range(1, len(ys)):
         if ys[i] <= target:
@@ -157,117 +569,190 @@ def _half_time(series: pd.Series) -> float:
     return float(xs[-1])
 
 
-def claim_shallow_first(frame: pd.DataFrame) -> dict:
-    """Shallow subnetworks reach low error before deep ones: the half-way time of the smallest
-    subnetwork is earlier than that of the largest (subnetworks_frame of a tracker).
+def _half_times(g):
+    by = g.groupby(["subnetwork_units", "epoch"]).error.mean()
+    return {int(k): _half_time(by.loc[k]) for k in sorted(g.subnetwork_units.unique())}
+
+
+def claim_shallow_first(subnetworks: Trials, *, margin: float = 0.0, n_boot: int = 1000) -> dict:
+    """Shallow subnetworks reach low error before deep ones (SSF).
+
+    Effect: the epoch at which the largest subnetwork's error covers half its fall minus that of
+    the smallest (positive: shallow first), averaged over seeds; the claim holds above ``margin``
+    (0). Undefined (inconclusive) when a curve never falls. Rows: ``seed, epoch,
+    subnetwork_units, error`` (draws resampled within units and epoch).
 
     Examples
     --------
     >>> import pandas as pd
     >>> from unravel.study import claim_shallow_first
-    >>> frame = pd.DataFrame({"epoch": [0, 1, 2] * 2, "subnetwork_units": [1] * 3 + [8] * 3,
-    ...                       "error": [0.9, 0.2, 0.2, 0.9, 0.8, 0.2]})
-    >>> claim_shallow_first(frame)["verdict"]
-    True
+    >>> from unravel.study.stats import Trials
+    >>> f = pd.DataFrame({"seed": 0, "epoch": [0, 1, 2] * 2, "subnetwork_units": [1] * 3 + [8] * 3,
+    ...                   "error": [0.9, 0.2, 0.2, 0.9, 0.8, 0.2]})
+    >>> claim_shallow_first(Trials(f), n_boot=20)["verdict"]
+    'supported'
     """
-    by_k = frame.groupby(["subnetwork_units", "epoch"]).error.mean()
-    ks = sorted(frame.subnetwork_units.unique())
-    times = {int(k): _half_time(by_k.loc[k]) for k in ks}
-    shallow, deep = times[ks[0]], times[ks[-1]]
-    return _claim("shallow-first", "Shallow subnetworks reach low error before deep ones", SSF,
-                  {"half_way_epoch_by_units": times}, shallow < deep,
-                  "epoch at which the error covers half its fall: smallest subnetwork < largest")
+    f = subnetworks.frame
+    _check_columns(f, ["seed", "epoch", "subnetwork_units", "error"], "claim_shallow_first")
+
+    def gap(g):
+        t = _half_times(g)
+        ks = sorted(t)
+        return t[ks[-1]] - t[ks[0]]
+
+    pooled = f.groupby(["subnetwork_units", "epoch"]).error.mean()
+    times = {int(k): _half_time(pooled.loc[k]) for k in sorted(f.subnetwork_units.unique())}
+    return _judge("shallow-first", "Shallow subnetworks reach low error before deep ones", SSF, per_seed(gap),
+                  subnetworks, margin=margin, direction="above",
+                  effect="the largest minus the smallest subnetwork's half-way epoch",
+                  measured={"half_way_epoch_by_units": times}, n_boot=n_boot)
 
 
-def claim_mean_length_moves(frame: pd.DataFrame) -> dict:
-    """Over training the gradient's mean path length grows (low-degree terms are learned first,
-    so the shallow paths' share of the gradient falls): last > first (tracker frame, wrt units).
+def claim_mean_length_moves(records: Trials, *, margin: float = 0.0, n_boot: int = 1000) -> dict:
+    """Over training the gradient's mean path length grows: shallow terms are learned first (SSF).
+
+    Effect: the mean length at the last record minus at the first, averaged over seeds; the
+    claim holds above ``margin`` (0). Rows: ``seed, epoch, mean_length``.
 
     Examples
     --------
     >>> import pandas as pd
     >>> from unravel.study import claim_mean_length_moves
-    >>> claim_mean_length_moves(pd.DataFrame({"epoch": [0, 1], "mean_length": [2.0, 3.0]}))["verdict"]
-    True
+    >>> from unravel.study.stats import Trials
+    >>> f = pd.DataFrame({"seed": [0, 0, 1, 1], "epoch": [0, 1] * 2, "mean_length": [2.0, 3.0, 2.1, 3.2]})
+    >>> claim_mean_length_moves(Trials(f), n_boot=20)["verdict"]
+    'supported'
     """
-    by_epoch = frame.groupby("epoch").mean_length.mean().sort_index()
-    first, last = float(by_epoch.iloc[0]), float(by_epoch.iloc[-1])
-    return _claim("mean-length-moves", "The gradient's mean path length grows over training (shallow terms first)",
-                  SSF, {"mean_length_first": first, "mean_length_last": last,
-                        "by_epoch": [round(float(v), 3) for v in by_epoch]}, last > first,
-                  "mean length of the unit-parameter gradient at the last record > at the first")
+    f = records.frame
+    _check_columns(f, ["seed", "epoch", "mean_length"], "claim_mean_length_moves")
+
+    def moved(g):
+        by = g.groupby("epoch").mean_length.mean().sort_index()
+        return float(by.iloc[-1] - by.iloc[0])
+
+    by_epoch = f.groupby("epoch").mean_length.mean().sort_index()
+    return _judge("mean-length-moves", "The gradient's mean path length grows over training (shallow terms first)",
+                  SSF, per_seed(moved), records, margin=margin, direction="above",
+                  effect="the last minus the first record's mean path length",
+                  measured={"by_epoch": [round(float(v), 3) for v in by_epoch]}, n_boot=n_boot)
 
 
-def claim_dense_shallower(res: float, res_n: int, dense: float, dense_n: int) -> dict:
-    """DenseNet's effective paths are shallower than ResNet's, relative to depth: the mean path
-    length divided by the number of units is smaller for the DenseNet.
+def _relative(g, model):
+    r = g[g.model == model]
+    return float((r.mean_length / r.units).mean())
+
+
+def claim_dense_shallower(frame: Trials, *, margin: float = 0.05, n_boot: int = 1000) -> dict:
+    """DenseNet's effective paths are shallower than ResNet's relative to depth (SSF).
+
+    Effect: ResNet's mean path length over its units minus DenseNet's; the claim holds above
+    ``margin`` (0.05, the same margin :func:`claim_alike` uses, so the two cannot both hold for
+    one gap). Rows: ``seed, model`` (``resnet``, ``densenet``), ``mean_length``, ``units``.
 
     Examples
     --------
+    >>> import pandas as pd
     >>> from unravel.study import claim_dense_shallower
-    >>> claim_dense_shallower(res=5.0, res_n=10, dense=2.0, dense_n=10)["verdict"]
-    True
+    >>> from unravel.study.stats import Trials
+    >>> f = pd.DataFrame({"seed": 0, "model": ["resnet", "densenet"], "mean_length": [5.0, 2.0], "units": 10})
+    >>> claim_dense_shallower(Trials(f), n_boot=20)["verdict"]
+    'supported'
     """
-    return _claim("dense-shallower", "DenseNet's effective paths are shallower than ResNet's", SSF,
-                  {"resnet_mean_length": res, "resnet_units": res_n, "densenet_mean_length": dense,
-                   "densenet_units": dense_n, "resnet_relative": res / res_n, "densenet_relative": dense / dense_n},
-                  dense / dense_n < res / res_n, "mean length / units: DenseNet < ResNet")
+    f = frame.frame
+    _check_columns(f, ["seed", "model", "mean_length", "units"], "claim_dense_shallower")
+    return _judge("dense-shallower", "DenseNet's effective paths are shallower than ResNet's", SSF,
+                  per_seed(lambda g: _relative(g, "resnet") - _relative(g, "densenet")), frame, margin=margin,
+                  direction="above", effect="ResNet's minus DenseNet's mean path length over units",
+                  measured={"resnet_relative": _relative(f, "resnet"), "densenet_relative": _relative(f, "densenet")},
+                  n_boot=n_boot)
 
 
-def claim_alike(a: float, a_n: int, b: float, b_n: int, tolerance: float = 0.1) -> dict:
-    """SE-ResNets behave like ResNets: their relative mean path lengths differ by less than
-    ``tolerance``.
+def claim_alike(frame: Trials, *, margin: float = 0.05, n_boot: int = 1000) -> dict:
+    """SE-ResNets and ResNets behave alike: their mean path lengths over units differ by less
+    than ``margin`` (0.05). Rows: ``seed, model`` (``resnet``, ``se_resnet``), ``mean_length``,
+    ``units``.
 
     Examples
     --------
+    >>> import pandas as pd
     >>> from unravel.study import claim_alike
-    >>> round(claim_alike(5.0, 10, 5.5, 10)["measured"]["difference"], 3)
-    0.05
+    >>> from unravel.study.stats import Trials
+    >>> f = pd.DataFrame({"seed": 0, "model": ["resnet", "se_resnet"], "mean_length": [5.0, 5.1], "units": 10})
+    >>> round(claim_alike(Trials(f), n_boot=20)["estimate"], 3)
+    0.01
     """
-    diff = abs(a / a_n - b / b_n)
-    return _claim("se-alike", "SE-ResNets and ResNets behave alike", SSF,
-                  {"resnet_relative": a / a_n, "se_resnet_relative": b / b_n, "difference": diff},
-                  diff < tolerance, f"|relative mean lengths| differ by < {tolerance}")
+    f = frame.frame
+    _check_columns(f, ["seed", "model", "mean_length", "units"], "claim_alike")
+    return _judge("se-alike", "SE-ResNets and ResNets behave alike", SSF,
+                  per_seed(lambda g: abs(_relative(g, "resnet") - _relative(g, "se_resnet"))), frame, margin=margin,
+                  direction="below", effect="the absolute difference of mean path length over units",
+                  measured={"resnet_relative": _relative(f, "resnet"), "se_resnet_relative": _relative(f, "se_resnet")},
+                  n_boot=n_boot)
 
 
-def _log_dev(frame):
-    return frame.assign(dev=np.abs(np.log(frame.ratio.clip(lower=1e-300))))
+# ------------------------------------------------------------------------------------------
+# Norm preservation
 
 
-def claim_residual_closer(frame: pd.DataFrame) -> dict:
-    """Residual ratios are closer to 1 than plain ones at every depth: mean ``|log ratio|``
-    (norm_ratios frames with columns family, depth).
+def _dev(g):
+    return g.assign(dev=np.abs(np.log(g.ratio.clip(lower=1e-300)))).groupby(["depth", "family"]).dev.mean().unstack()
+
+
+def claim_residual_closer(frame: Trials, *, margin: float = 0.0, n_boot: int = 1000) -> dict:
+    """Residual nets preserve the gradient norm better than plain nets, at every depth (TPAMI 2021).
+
+    Effect: the smallest, over depths, of the plain minus the residual mean ``|log ratio|`` of
+    the units' gradient norm ratios; the claim holds above ``margin`` (0). Rows: ``seed, family``
+    (``residual``, ``plain``), ``depth``, ``ratio`` (units resampled within each net).
 
     Examples
     --------
     >>> import pandas as pd
     >>> from unravel.study import claim_residual_closer
-    >>> frame = pd.DataFrame({"family": ["residual", "plain"], "depth": [8, 8], "ratio": [1.1, 3.0]})
-    >>> claim_residual_closer(frame)["verdict"]
-    True
+    >>> from unravel.study.stats import Trials
+    >>> f = pd.DataFrame({"seed": 0, "family": ["residual"] * 2 + ["plain"] * 2, "depth": 8,
+    ...                   "ratio": [1.1, 0.9, 3.0, 0.2]})
+    >>> claim_residual_closer(Trials(f, draws=["family", "depth"]), n_boot=20)["verdict"]
+    'supported'
     """
-    d = _log_dev(frame).groupby(["depth", "family"]).dev.mean().unstack()
-    ok = bool((d["residual"] < d["plain"]).all())
-    return _claim("residual-closer", "Residual nets preserve the gradient norm better than plain nets", NORM,
-                  {"mean_abs_log_ratio": {int(k): {c: round(float(v), 4) for c, v in row.items()}
-                                          for k, row in d.iterrows()}}, ok,
-                  "mean |log ratio| residual < plain at every depth")
+    f = frame.frame
+    _check_columns(f, ["seed", "family", "depth", "ratio"], "claim_residual_closer")
+
+    def gap(g):
+        d = _dev(g)
+        return float((d["plain"] - d["residual"]).min())
+
+    d = _dev(f)
+    return _judge("residual-closer", "Residual nets preserve the gradient norm better than plain nets", NORM,
+                  per_seed(gap), frame, margin=margin, direction="above",
+                  effect="the smallest plain minus residual mean |log ratio| over depths",
+                  measured={"mean_abs_log_ratio": {int(k): {c: round(float(v), 4) for c, v in row.items()}
+                                                   for k, row in d.iterrows()}}, n_boot=n_boot)
 
 
-def claim_deeper_closer(frame: pd.DataFrame) -> dict:
-    """Deeper residual nets preserve the norm better: mean ``|log ratio|`` of the deepest residual
-    net < that of the shallowest.
+def claim_deeper_closer(frame: Trials, *, margin: float = 0.0, n_boot: int = 1000) -> dict:
+    """Deeper residual nets preserve the norm better: the shallowest residual net's mean
+    ``|log ratio|`` minus the deepest's lies above ``margin`` (0) (TPAMI 2021).
 
     Examples
     --------
     >>> import pandas as pd
     >>> from unravel.study import claim_deeper_closer
-    >>> frame = pd.DataFrame({"family": ["residual"] * 2, "depth": [8, 20], "ratio": [1.5, 1.1]})
-    >>> claim_deeper_closer(frame)["verdict"]
-    True
+    >>> from unravel.study.stats import Trials
+    >>> f = pd.DataFrame({"seed": 0, "family": "residual", "depth": [8, 8, 20, 20], "ratio": [1.5, 0.6, 1.1, 0.95]})
+    >>> claim_deeper_closer(Trials(f, draws=["family", "depth"]), n_boot=20)["verdict"]
+    'supported'
     """
-    d = _log_dev(frame[frame.family == "residual"]).groupby("depth").dev.mean().sort_index()
-    return _claim("deeper-closer", "Deeper residual nets preserve the gradient norm better still", NORM,
-                  {"mean_abs_log_ratio_by_depth": {int(k): round(float(v), 4) for k, v in d.items()}},
-                  float(d.iloc[-1]) < float(d.iloc[0]), "mean |log ratio|: deepest residual < shallowest")
+    f = frame.frame
+    _check_columns(f, ["seed", "family", "depth", "ratio"], "claim_deeper_closer")
 
+    def gap(g):
+        d = _dev(g[g.family == "residual"])["residual"].sort_index()
+        return float(d.iloc[0] - d.iloc[-1]) if len(d) >= 2 else math.nan
+
+    d = _dev(f[f.family == "residual"])["residual"].sort_index()
+    return _judge("deeper-closer", "Deeper residual nets preserve the gradient norm better still", NORM,
+                  per_seed(gap), frame, margin=margin, direction="above",
+                  effect="the shallowest minus the deepest residual net's mean |log ratio|",
+                  measured={"mean_abs_log_ratio_by_depth": {int(k): round(float(v), 4) for k, v in d.items()}},
+                  n_boot=n_boot)

@@ -8,133 +8,251 @@ models are large or trained long enough for the verdicts to be evidence.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from .. import attribution, lesion, plots
 from ..graph import UnraveledGraph
 from ..units import find_units
-from .claims import (claim_alike, claim_deeper_closer, claim_dense_shallower, claim_exponential_decay,
-                     claim_mean_length_below, claim_mean_length_moves, claim_projection_hurts, claim_residual_closer,
-                     claim_shallow_first, claim_single_deletions, claim_smooth_growth)
+from . import claims
 from .kinds import KINDS, register_kind
+from .stats import Trials
 from .spec import (NormPreservationAnalysis, QuickstartAnalysis, SsfDynamicsAnalysis, VeitLesionAnalysis,
                    VeitPathsAnalysis)
 
 __all__: list[str] = []
 
 
-@register_kind("veit-lesion", roles=("residual", "plain"), analysis=VeitLesionAnalysis)
+def _seed_bar(ctx, what):
+    from tqdm.auto import tqdm
+
+    return tqdm(ctx.seeds, desc=what, unit="seed", disable=not ctx.progress or len(ctx.seeds) < 2, leave=False)
+
+
+def _trials(parts, **kw):
+    """Trials from a list of (frame, items or None); items stacked when all parts have them."""
+    frame = pd.concat([f for f, _ in parts], ignore_index=True)
+    items = np.concatenate([w for _, w in parts]) if all(w is not None for _, w in parts) else None
+    return Trials(frame, items, **kw)
+
+
+def _subset(trials: Trials, mask, **kw) -> Trials:
+    mask = np.asarray(mask, bool)
+    return Trials(trials.frame[mask], None if trials.items is None else trials.items[mask],
+                  value=kw.pop("value", trials.value), draws=kw.pop("draws", trials.draws))
+
+
+def _train_frames(ctx, name, parts):
+    ctx.frame(name, pd.concat(parts, ignore_index=True))
+
+
+@register_kind("veit-lesion", roles=("residual", "plain"), optional_roles=("residual_conv",),
+               analysis=VeitLesionAnalysis)
 def _veit_lesion(ctx) -> list:
-    """Veit et al. Fig. 3 and 5: delete each unit, k random units, swap k random pairs."""
+    """Veit et al. Fig. 3 and 5: delete each unit, k random units, swap k random pairs; every seed."""
     a = ctx.analysis
-    frames = {}
-    for role in ("residual", "plain"):
-        model = ctx.model(role)
-        hist = ctx.fit(model)
-        ctx.frame(f"train_{role}", hist.to_frame().assign(model=role))
-        n = len(find_units(model))
-        kk = [k for k in a.ks if k <= n]
-        frames[role] = {
-            "each": lesion.delete_each(model, ctx.data, device=ctx.device, progress=ctx.progress).assign(model=role),
-            "random": lesion.delete_random(model, ctx.data, ks=kk, samples_per_k=a.samples_per_k, seed=ctx.seed,
-                                           device=ctx.device, progress=ctx.progress).assign(model=role)}
-        if role == "residual":
+    roles = [r for r in ("residual", "plain", "residual_conv") if r in ctx.spec.models]
+    each, rnd, reo, hist = [], [], [], []
+    common = dict(device=ctx.device, progress=ctx.progress, return_items=True)
+    for seed in _seed_bar(ctx, "seeds"):
+        for role in roles:
+            model, h = ctx.trained(role, seed)
+            hist.append(h.assign(model=role, seed=seed))
+            f, w = lesion.delete_each(model, ctx.data, **common)
+            each.append((f.assign(model=role, seed=seed), w))
+            if role != "residual":
+                continue
+            n = len(find_units(model))
+            kk = sorted({k for k in a.ks if k <= n})
+            f, w = lesion.delete_random(model, ctx.data, ks=kk, samples_per_k=a.samples_per_k, seed=seed, **common)
+            rnd.append((f.assign(model=role, seed=seed), w))
             try:
-                frames[role]["reorder"] = lesion.reorder_random(model, ctx.data, ks=kk, samples_per_k=a.samples_per_k,
-                                                                seed=ctx.seed, device=ctx.device,
-                                                                progress=ctx.progress).assign(model=role)
+                f, w = lesion.reorder_random(model, ctx.data, ks=kk, samples_per_k=a.samples_per_k, seed=seed, **common)
+                reo.append((f.assign(model=role, seed=seed), w))
             except ValueError:  # one unit per stage: nothing may change places
-                frames[role]["reorder"] = None
-    each = ctx.frame("delete_each", pd.concat([frames[r]["each"] for r in frames]))
-    rnd = ctx.frame("delete_random", pd.concat([frames[r]["random"] for r in frames]))
-    ctx.figure("delete_each", plots.deletion_errors(each), "Test error after deleting each single unit (Veit Fig. 3)")
-    ctx.figure("delete_random", plots.error_vs_k(rnd), "Error against the number of deleted units (Veit Fig. 5a)")
-    if frames["residual"]["reorder"] is not None:
-        reo = ctx.frame("reorder_random", frames["residual"]["reorder"])
-        ctx.figure("reorder_random", plots.error_vs_k(reo), "Error against the number of swapped pairs (Veit Fig. 5b)")
-    return [claim_single_deletions(frames["residual"]["each"], frames["plain"]["each"]),
-            claim_smooth_growth(frames["residual"]["random"]),
-            claim_projection_hurts(frames["residual"]["each"])]
+                pass
+    _train_frames(ctx, "train", hist)
+    each_t = _trials(each)
+    rnd_t = _trials(rnd, draws=["k"])
+    ctx.frame("delete_each", each_t.frame)
+    ctx.items("delete_each", each_t.items)
+    predicted = claims.independent_prediction(each_t.frame, rnd_t.frame)
+    ctx.frame("delete_random", predicted)
+    ctx.items("delete_random", rnd_t.items)
+    ctx.figure("delete_each", plots.deletion_errors(each_t.frame),
+               "Test error after deleting each single unit, mean and 95% interval over seeds; dashed: the unlesioned "
+               "nets (Veit Fig. 3)")
+    ctx.figure("delete_random", plots.error_vs_k(predicted, predicted="predicted_error"),
+               "Error against the number of deleted units, mean and spread over draws and seeds; dotted: predicted "
+               "from single deletions acting independently (Veit Fig. 5a)")
+    res = (each_t.frame.model == "residual").to_numpy()
+    chance = 1.0 - 1.0 / ctx.data.num_classes
+    gap = predicted[predicted.variant >= 0].groupby("k").apply(
+        lambda g: float((g.error - g.predicted_error).mean()), include_groups=False)
+    out = [claims.claim_single_deletions(_subset(each_t, res), chance=chance, n_boot=a.n_boot),
+           claims.claim_single_deletions_vs_plain(_subset(each_t, np.isin(each_t.frame.model, ["residual", "plain"])),
+                                                  chance=chance, n_boot=a.n_boot),
+           claims.claim_smooth_growth(rnd_t, n_boot=a.n_boot,
+                                      measured={"measured_minus_independent_prediction_by_k":
+                                                {int(k): round(v, 4) for k, v in gap.items()}})]
+    if reo:
+        reo_t = _trials(reo, draws=["k"])
+        ctx.frame("reorder_random", reo_t.frame)
+        ctx.items("reorder_random", reo_t.items)
+        ctx.figure("reorder_random", plots.error_vs_k(reo_t.frame, x="kendall_tau"),
+                   "Error against Kendall's tau between the original and the swapped order (Veit Fig. 5b)")
+        tau = reo_t.frame.groupby("k").kendall_tau.mean()
+        out.append(claims.claim_smooth_growth(
+            reo_t, cid="reorder-smooth", statement="The error grows smoothly as more pairs of units are swapped",
+            source=f"{claims.VEIT}, Fig. 5(b)", n_boot=a.n_boot,
+            measured={"mean_kendall_tau_by_k": {int(k): round(float(v), 4) for k, v in tau.items()}}))
+    out.append(claims.claim_projection_units(_subset(each_t, res), chance=chance, n_boot=a.n_boot))
+    if "residual_conv" in roles:
+        out.append(claims.claim_projection_units(_subset(each_t, (each_t.frame.model == "residual_conv").to_numpy()),
+                                                 chance=chance, n_boot=a.n_boot, label="conv"))
+    return out
+
+
+def _exact_rows(model, x, y, seed, n):
+    """Per-length rows (count, sq_norm) of the exact input-gradient decomposition, and the
+    per-example squared norms behind sq_norm ([lengths, examples])."""
+    exact = attribution.path_length_gradients(model, x, y)
+    sq = exact.by_length.detach().double().pow(2).flatten(2).sum(-1).cpu().numpy()  # [K, B]
+    frame = pd.DataFrame({"seed": seed, "units": n, "length": exact.lengths.tolist(),
+                          "count": [float(c) for c in exact.counts[: len(exact.lengths)]], "sq_norm": sq.mean(1)})
+    return exact, frame, sq
 
 
 @register_kind("veit-paths", roles=("residual",), analysis=VeitPathsAnalysis)
 def _veit_paths(ctx) -> list:
-    """Veit et al. Sec. 4.1 and Fig. 6: path lengths, gradient per path length (exact and sampled)."""
+    """Veit et al. Sec. 5 and Fig. 6: path lengths, gradient per path length (exact and sampled),
+    at initialisation and after training, and across depths; every seed."""
     a = ctx.analysis
-    model = ctx.model("residual")
-    ctx.frame("train", ctx.fit(model).to_frame())
-    units = find_units(model)
-    n = len(units)
-    dist = ctx.frame("path_lengths", UnraveledGraph(units).length_distribution())
-    ctx.figure("path_lengths", plots.path_length_distribution(dist), "How many paths have each length")
     x, y = ctx.probe()
-    exact = attribution.path_length_gradients(model, x, y)
-    sample = attribution.path_length_gradients(model, x, y, method="sample", num_samples=a.num_samples,
-                                               generator=ctx.seed, chunk_size=a.paths_per_pass)
-    grads = ctx.frame("gradient_by_length", pd.concat([exact.to_frame(), sample.to_frame()], ignore_index=True))
-    eff = exact.effective_paths(float(a.mass))
-    eff_s = sample.effective_paths(float(a.mass))
-    ctx.frame("effective_paths", pd.DataFrame([{"method": "exact", **eff}, {"method": "sample", **eff_s}]))
-    ctx.figure("gradient_per_path", plots.gradient_by_length(grads, "per_path_norm", window=eff_s["lengths"]),
-               "Gradient magnitude per path by length, log scale (Veit Fig. 6a); shaded: effective paths (sampled)")
-    ctx.figure("gradient_total", plots.gradient_by_length(grads, "norm", window=eff["lengths"]),
-               "Total gradient magnitude by length (Veit Fig. 6b); shaded: effective paths (exact)")
-    decay = claim_exponential_decay(sample.to_frame())
-    below = claim_mean_length_below(sample.to_frame(), n)
-    below["measured"]["exact_gradient_mean_length"] = exact.mean_length
-    below["measured"]["effective_paths_exact"] = list(eff["lengths"])
-    below["measured"]["effective_share_of_all_paths"] = eff["fraction_of_paths"]
-    decay["measured"]["exact_slope"] = claim_exponential_decay(exact.to_frame())["measured"].get("slope_log_per_length")
-    return [decay, below]
+    main, sweep, untrained, sampled, hist, frames = [], [], [], [], [], []
+    n = None
+    for seed in _seed_bar(ctx, "seeds"):
+        model0 = ctx.model("residual", seed)
+        n = len(find_units(model0))
+        e0, f0, _ = _exact_rows(model0, x, y, seed, n)
+        untrained.append(f0)
+        model, h = ctx.trained("residual", seed)
+        hist.append(h.assign(seed=seed, units=n))
+        exact, f, sq = _exact_rows(model, x, y, seed, n)
+        main.append((f, sq.astype(np.float32)))
+        sweep.append((f, sq.astype(np.float32)))
+        frames.append(exact.to_frame().assign(seed=seed, units=n, state="trained", curve="exact, trained"))
+        frames.append(e0.to_frame().assign(seed=seed, units=n, state="initial", curve="exact, at initialisation"))
+        s = attribution.path_length_gradients(model, x, y, method="sample", num_samples=a.num_samples,
+                                              generator=seed, chunk_size=a.paths_per_pass)
+        sampled.append(s.to_frame().assign(seed=seed, units=n, state="trained", curve="sampled (Veit's estimator)"))
+        for depth in a.depths:
+            m, h = ctx.trained("residual", seed, depth=depth)
+            nd = len(find_units(m))
+            hist.append(h.assign(seed=seed, units=nd))
+            e, fd, sqd = _exact_rows(m, x, y, seed, nd)
+            sweep.append((fd, sqd.astype(np.float32)))
+            frames.append(e.to_frame().assign(seed=seed, units=nd, state="trained", curve="exact, trained"))
+    _train_frames(ctx, "train", hist)
+    dist = ctx.frame("path_lengths", UnraveledGraph(find_units(model0)).length_distribution())
+    ctx.figure("path_lengths", plots.path_length_distribution(dist), "How many paths have each length (Veit Fig. 6a)")
+    grads = ctx.frame("gradient_by_length", pd.concat(frames + sampled, ignore_index=True))
+    main_t = _trials(main, value="sq_norm")
+    sweep_t = _trials(sweep, value="sq_norm")  # every depth's rows share the probe's examples
+    ctx.frame("path_parts", sweep_t.frame)
+    trained_n = grads[(grads.units == n) & (grads.method == "exact") & (grads.state == "trained")]
+    init_n = grads[(grads.units == n) & (grads.state == "initial")]
+    samp = grads[(grads.method == "sample")]
+    ctx.figure("gradient_per_path", plots.gradient_by_length(pd.concat([trained_n, init_n, samp]), "per_path_norm",
+                                                             hue="curve"),
+               "Gradient magnitude per path against its length, log scale, mean and 95% interval over seeds: exact "
+               "after training, exact at initialisation, and the paper's sampling estimator (Veit Fig. 6b)")
+    ctx.figure("gradient_total", plots.gradient_by_length(
+        grads[(grads.method == "exact") & (grads.state == "trained")].assign(
+            curve=lambda d: "n = " + d.units.astype(str)), "share", hue="curve"),
+        "Share of the gradient magnitude carried by each path length, for each depth (Veit Fig. 6c)")
+    init_t = Trials(pd.concat(untrained, ignore_index=True), value="sq_norm")
+    init_slope = claims.claim_exponential_decay(init_t, n_boot=10)["estimate"]
+    samp_slope = None
+    s_frame = pd.concat(sampled, ignore_index=True)
+    s_frame = s_frame[s_frame.per_path_norm > 0]
+    if len(s_frame) >= 3:
+        samp_slope = float(np.polyfit(s_frame.length.astype(float), np.log(s_frame.per_path_norm.astype(float)), 1)[0])
+    out = [claims.claim_exponential_decay(main_t, n_boot=a.n_boot,
+                                          measured={"slope_at_initialisation": init_slope,
+                                                    "slope_sampling_estimator": samp_slope}),
+           claims.claim_mean_length_below(main_t, n, n_boot=a.n_boot),
+           claims.claim_effective_fraction(main_t, n, mass=float(a.mass), n_boot=a.n_boot)]
+    if a.depths:
+        out.append(claims.claim_window_stays(sweep_t, n_boot=a.n_boot))
+    return out
 
 
 @register_kind("ssf-dynamics", roles=("resnet",), optional_roles=("densenet", "se_resnet"),
                analysis=SsfDynamicsAnalysis)
 def _ssf_dynamics(ctx) -> list:
-    """Shallow subnetworks first: path-length shares and random subnetworks over training."""
+    """Shallow subnetworks first: path-length shares and random subnetworks over training; every seed."""
     a = ctx.analysis
-    results, claims = {}, []
-    for role in [r for r in ("resnet", "densenet", "se_resnet") if r in ctx.spec.models]:
-        model = ctx.model(role)
-        n = len(find_units(model))
-        subs = sorted({max(1, int(round(f * n))) for f in a.subnetwork_fractions})
-        tracker = attribution.PathLengthTracker(ctx.probe(), wrt=("units",), subnetwork_units=subs,
-                                                subnetwork_samples=a.subnetwork_samples, seed=ctx.seed)
-        ctx.frame(f"train_{role}", ctx.fit(model, callbacks=[tracker]).to_frame())
-        tf = ctx.frame(f"paths_{role}", tracker.to_frame().assign(model=role))
-        sf = ctx.frame(f"subnetworks_{role}", tracker.subnetworks_frame().assign(model=role))
+    roles = [r for r in ("resnet", "densenet", "se_resnet") if r in ctx.spec.models]
+    tfs, sfs, lasts, hist = {r: [] for r in roles}, {r: [] for r in roles}, [], []
+    for seed in _seed_bar(ctx, "seeds"):
+        for role in roles:
+            model = ctx.model(role, seed)
+            n = len(find_units(model))
+            subs = sorted({max(1, int(round(f * n))) for f in a.subnetwork_fractions})
+            tracker = attribution.PathLengthTracker(ctx.probe(), wrt=("units",), subnetwork_units=subs,
+                                                    subnetwork_samples=a.subnetwork_samples, seed=seed)
+            hist.append(ctx.fit(model, callbacks=[tracker], seed=seed).to_frame().assign(model=role, seed=seed))
+            tf = tracker.to_frame().assign(model=role, seed=seed)
+            tfs[role].append(tf)
+            sfs[role].append(tracker.subnetworks_frame().assign(model=role, seed=seed))
+            last = tf[tf.epoch == tf.epoch.max()]
+            lasts.append({"seed": seed, "model": role, "mean_length": float(last.mean_length.iloc[0]), "units": n})
+    _train_frames(ctx, "train", hist)
+    for role in roles:
+        tf = ctx.frame(f"paths_{role}", pd.concat(tfs[role], ignore_index=True))
+        sf = ctx.frame(f"subnetworks_{role}", pd.concat(sfs[role], ignore_index=True))
         ctx.figure(f"heatmap_{role}", plots.length_heatmap(tf), f"{role}: share of the parameter gradient by path "
-                   "length, over training")
+                   "length, over training (mean over seeds)")
         ctx.figure(f"subnetworks_{role}", plots.subnetwork_errors(sf), f"{role}: error of random subnetworks over "
-                   "training")
-        last = tf[tf.epoch == tf.epoch.max()]
-        results[role] = (float(last.mean_length.iloc[0]), n, tf, sf)
-    res_mean, res_n, res_tf, res_sf = results["resnet"]
-    claims += [claim_shallow_first(res_sf), claim_mean_length_moves(res_tf)]
-    if "densenet" in results:
-        claims.append(claim_dense_shallower(res_mean, res_n, results["densenet"][0], results["densenet"][1]))
-    if "se_resnet" in results:
-        claims.append(claim_alike(res_mean, res_n, results["se_resnet"][0], results["se_resnet"][1]))
-    return claims
+                   "training, mean and 95% interval over draws and seeds")
+    res_tf = pd.concat(tfs["resnet"], ignore_index=True)
+    records = res_tf.groupby(["seed", "epoch"], as_index=False).mean_length.first()
+    subnets = pd.concat(sfs["resnet"], ignore_index=True)
+    lasts = pd.DataFrame(lasts)
+    out = [claims.claim_shallow_first(Trials(subnets, draws=["subnetwork_units", "epoch"]), n_boot=a.n_boot),
+           claims.claim_mean_length_moves(Trials(records), n_boot=a.n_boot)]
+    if "densenet" in roles:
+        out.append(claims.claim_dense_shallower(Trials(lasts[lasts.model.isin(["resnet", "densenet"])]),
+                                                n_boot=a.n_boot))
+    if "se_resnet" in roles:
+        out.append(claims.claim_alike(Trials(lasts[lasts.model.isin(["resnet", "se_resnet"])]), n_boot=a.n_boot))
+    return out
 
 
 @register_kind("norm-preservation", roles=("residual", "plain"), analysis=NormPreservationAnalysis)
 def _norm_preservation(ctx) -> list:
-    """TPAMI 2021: the gradient norm ratio per unit, residual against plain, at several depths."""
+    """TPAMI 2021: the gradient norm ratio per unit, residual against plain, at several depths; every seed."""
     a = ctx.analysis
-    rows = []
-    for depth in a.depths:
-        for family in ("residual", "plain"):
-            model = ctx.model(family, depth=depth)
-            if a.train:
-                ctx.fit(model)
-            x, y = ctx.probe()
-            rows.append(attribution.norm_ratios(model, x, y).assign(family=family, depth=depth,
-                                                                    model=f"{family}-{depth}"))
+    rows, hist = [], []
+    x, y = ctx.probe()
+    for seed in _seed_bar(ctx, "seeds"):
+        for depth in a.depths:
+            for family in ("residual", "plain"):
+                if a.train:
+                    model, h = ctx.trained(family, seed, depth=depth)
+                    hist.append(h.assign(family=family, depth=depth, seed=seed))
+                else:
+                    model = ctx.model(family, seed, depth=depth)
+                rows.append(attribution.norm_ratios(model, x, y).assign(family=family, depth=depth, seed=seed,
+                                                                        model=f"{family}-{depth}"))
+    if hist:
+        _train_frames(ctx, "train", hist)
     frame = ctx.frame("norm_ratios", pd.concat(rows, ignore_index=True))
-    ctx.figure("norm_ratios", plots.norm_ratios(frame, hue="model"), "Gradient norm ratio per unit; 1 is perfect "
-               "preservation")
-    return [claim_residual_closer(frame), claim_deeper_closer(frame)]
+    ctx.figure("norm_ratios", plots.norm_ratios(frame, hue="model"), "Gradient norm ratio per unit, mean and 95% "
+               "interval over seeds; 1 is perfect preservation")
+    t = Trials(frame, draws=["family", "depth"])
+    return [claims.claim_residual_closer(t, n_boot=a.n_boot), claims.claim_deeper_closer(t, n_boot=a.n_boot)]
 
 
 @register_kind("quickstart", analysis=QuickstartAnalysis)

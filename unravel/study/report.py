@@ -42,37 +42,54 @@ def summary_json(summary: dict) -> str:
 
 
 def _fmt(v):
+    if v is None:
+        return "n/a"
     if isinstance(v, float):
         return f"{v:.4g}"
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items()) + "}"
     return str(v)
 
 
-def report_markdown(spec, claims: list, *, seed: int, device, quick: bool, figures: list, tables: list) -> str:
-    """The Markdown report of a study: settings, a table of verdicts with their rules, figures
-    and links to the data.
+def _paper_cell(paper):
+    if not paper:
+        return "n/a"
+    value = f"**{_fmt(paper['value'])}**; " if paper.get("value") is not None else ""
+    return f"{value}{paper.get('note', '')} ({paper.get('where', '')})"
+
+
+def report_markdown(spec, claims: list, *, seeds, device, quick: bool, figures: list, tables: list,
+                    environment: dict | None = None) -> str:
+    """The Markdown report of a study: settings, a table of verdicts (each beside the paper's own
+    figure for the quantity), the rules, figures and links to the data.
 
     Parameters
     ----------
     spec : StudySpec
     claims : list of dict
         As the ``claim_*`` functions return them.
-    seed : int
+    seeds : list of int
     device : str or torch.device
     quick : bool
         A smoke run: the report says its verdicts are not evidence.
     figures : list of (file, caption)
     tables : list of file names
+    environment : dict, optional
+        What ``environment.json`` holds; its git revision is quoted.
 
     Examples
     --------
+    >>> import pandas as pd
     >>> from unravel.study import claim_dense_shallower, parse_spec
+    >>> from unravel.study.stats import Trials
     >>> from unravel.study.report import report_markdown
     >>> spec = parse_spec({"name": "demo", "kind": "veit-paths", "models": {"residual": {"name": "resmlp"}}})
-    >>> text = report_markdown(spec, [claim_dense_shallower(5.0, 10, 2.0, 10)], seed=0, device="cpu", quick=False,
-    ...                        figures=[], tables=["x.csv"])
-    >>> print(text.splitlines()[0]); "**true**" in text
+    >>> f = pd.DataFrame({"seed": 0, "model": ["resnet", "densenet"], "mean_length": [5.0, 2.0], "units": 10})
+    >>> text = report_markdown(spec, [claim_dense_shallower(Trials(f), n_boot=20)], seeds=[0], device="cpu",
+    ...                        quick=False, figures=[], tables=["x.csv"])
+    >>> print(text.splitlines()[0]); "**supported**" in text
     # demo
     True
     """
@@ -82,15 +99,28 @@ def report_markdown(spec, claims: list, *, seed: int, device, quick: bool, figur
     if quick:
         lines += ["*Quick run (`--quick`): tiny models and few epochs, a smoke test of the pipeline; "
                   "its verdicts are not evidence either way.*", ""]
-    lines += [f"Data: `{spec.data.name}`; training: {spec.train.epochs} epochs of {spec.train.optimizer}; "
-              f"seed {seed}; device `{device}`.", "",
-              "## Verdicts", "", "| claim | source | measured | verdict |", "|---|---|---|---|"]
+    t = spec.train
+    lines += [f"Data: `{spec.data.name}` {dict(spec.data.options) or ''}; training: {t.epochs} epochs of {t.optimizer} "
+              f"(lr {t.lr if t.lr is not None else 'default'}, {t.schedule} schedule, weight decay {t.decay:g}, batch "
+              f"{t.batch_size}); seeds {list(seeds)}; device `{device}`."]
+    if environment:
+        rev = environment.get("git_revision")
+        lines += [f"Code: unravel {environment.get('versions', {}).get('unravel')}, git revision "
+                  f"`{rev or 'unknown'}`{' with local changes' if environment.get('git_dirty') else ''}."]
+    lines += ["", "## Verdicts", "",
+              "Each claim is judged by an effect estimate, its 95% bootstrap interval (over seeds, test examples and "
+              "random draws) and a stated margin: *supported* when the whole interval lies on the claimed side of the "
+              "margin, *contradicted* when it lies on the other side, *inconclusive* otherwise.", "",
+              "| claim | the paper | ours: estimate [95% CI] | margin | verdict |", "|---|---|---|---|---|"]
     for c in claims:
-        measured = ", ".join(f"{k} = {_fmt(v)}" for k, v in c["measured"].items())
-        lines.append(f"| {c['statement']} | {c['source']} | {measured} | **{'true' if c['verdict'] else 'false'}** |")
-    lines += ["", "Each verdict is computed from this run's data by the rule stated in `summary.json`.", ""]
+        ours = f"{c['effect']}: {_fmt(c['estimate'])} [{_fmt(c['ci'][0])}, {_fmt(c['ci'][1])}]"
+        lines.append(f"| {c['statement']} | {_paper_cell(c.get('paper'))} | {ours} | {c['direction']} "
+                     f"{_fmt(c['margin'])} | **{c['verdict']}** |")
+    lines += ["", "Why each verdict, and what else was measured:", ""]
     for c in claims:
-        lines.append(f"- *{c['statement']}* — rule: {c['rule']}")
+        measured = "; ".join(f"{k} = {_fmt(v)}" for k, v in c["measured"].items())
+        lines.append(f"- *{c['statement']}* — **{c['verdict']}**: {c['why']}. Rule: {c['rule']}. Seeds "
+                     f"{c['seeds']}. Measured: {measured}")
     lines += ["", "## Figures", ""]
     for path, caption in figures:
         lines += [f"![{caption}]({path})", "", f"*{caption}*", ""]

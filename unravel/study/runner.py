@@ -9,14 +9,19 @@ its verdicts to be evidence; the report states the settings next to every verdic
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as _dt
+import hashlib
 import importlib.metadata as md
+import json
 import os
 import platform
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
 import yaml
 
@@ -27,7 +32,23 @@ from .kinds import KINDS
 from .report import report_markdown, summary_json
 from .spec import DataSpec, ModelSpec, StudySpec, apply_quick, load_spec, parse_spec, validate_spec
 
-__all__ = ["Context", "run_study", "environment", "load_data", "build_model"]
+__all__ = ["Context", "run_study", "environment", "load_data", "build_model", "cache_dir", "read_items"]
+
+
+def _code_hash() -> str:
+    """A hash of the sources a trained model depends on (models, training, data), so that cached
+    models are not reused across changes to them."""
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for p in sorted([*(root / "models").glob("*.py"), root / "train.py", *(root / "data").glob("*.py")]):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def cache_dir() -> Path:
+    """Where studies keep trained models: ``$UNRAVEL_CACHE`` or ``~/.cache/unravel``, then ``models/``."""
+    return Path(os.environ.get("UNRAVEL_CACHE") or Path.home() / ".cache" / "unravel") / "models"
 
 
 class Context:
@@ -41,20 +62,29 @@ class Context:
     out : Path
         The results folder.
     device : torch.device
-    seed : int
+    seeds : tuple of int
+        The training seeds; a kind trains and measures once per seed and pools them in its claims.
     progress : bool
+    cache : bool
+        Reuse trained models from :func:`cache_dir` (keyed by model, data, training, seed, device
+        type and the source of the models, training and data code).
     figures : list of (file, caption)
     tables : list of str
         What :meth:`figure` and :meth:`frame` wrote, for the report.
     """
 
-    def __init__(self, spec: StudySpec, out: Path, device, seed: int, progress: bool, *, data=None,
-                 prefix: str = "", figures=None, tables=None):
+    def __init__(self, spec: StudySpec, out: Path, device, seeds, progress: bool, *, data=None,
+                 prefix: str = "", figures=None, tables=None, cache: bool = True):
         self.spec, self.analysis, self.out, self.device = spec, spec.analysis, Path(out), device
-        self.seed, self.progress, self.prefix = seed, progress, prefix
+        self.seeds, self.progress, self.prefix, self.cache = tuple(seeds), progress, prefix, cache
         self.figures: list[tuple[str, str]] = [] if figures is None else figures
         self.tables: list[str] = [] if tables is None else tables
         self._data = data
+
+    @property
+    def seed(self) -> int:
+        """The first training seed."""
+        return self.seeds[0]
 
     @property
     def data(self):
@@ -63,20 +93,46 @@ class Context:
             self._data = self.spec.data.load()
         return self._data
 
-    def model(self, role_or_spec, **overrides):
-        """The model of a role (or a :class:`ModelSpec`), seeded with the study's seed, on the device."""
+    def _model_spec(self, role_or_spec):
         m = self.spec.models[role_or_spec] if isinstance(role_or_spec, str) else role_or_spec
-        if isinstance(m, Mapping):
-            m = ModelSpec.from_spec(m, "model")
-        torch.manual_seed(self.seed)
+        return ModelSpec.from_spec(m, "model") if isinstance(m, Mapping) else m
+
+    def model(self, role_or_spec, seed: int | None = None, **overrides):
+        """The model of a role (or a :class:`ModelSpec`), initialised from ``seed`` (default: the
+        first seed), on the device."""
+        m = self._model_spec(role_or_spec)
+        torch.manual_seed(self.seed if seed is None else seed)
         return m.build(self.data, **overrides).to(self.device)
 
-    def fit(self, model, callbacks=()):
+    def fit(self, model, callbacks=(), seed: int | None = None):
         """Train ``model`` as the spec's ``train:`` says; returns its history."""
         t = self.spec.train
         return train.fit(model, self.data, epochs=t.epochs, optimizer=t.optimizer, lr=t.lr, batch_size=t.batch_size,
-                         weight_decay=t.decay, schedule=t.schedule, seed=self.seed, device=self.device,
-                         callbacks=callbacks, progress=self.progress)
+                         weight_decay=t.decay, schedule=t.schedule, seed=self.seed if seed is None else seed,
+                         device=self.device, callbacks=callbacks, progress=self.progress)
+
+    def trained(self, role_or_spec, seed: int, **overrides):
+        """``(model, history frame)``: the model of a role built and trained from ``seed``, or read
+        from the cache when the same model, data, training, seed and code were trained before."""
+        m = self._model_spec(role_or_spec)
+        model = self.model(m, seed, **overrides)
+        key = json.dumps({"model": m.name, "options": {**m.options, **overrides}, "data": [self.spec.data.name,
+                          self.spec.data.root, dict(self.spec.data.options)], "train": dataclasses.asdict(self.spec.train),
+                          "seed": seed, "device": self.device.type, "code": _code_hash()}, sort_keys=True, default=str)
+        path = cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.pt"
+        if self.cache and path.is_file():
+            try:
+                train.load(path, model)
+                history = torch.load(path, weights_only=True)["meta"]["history"]
+                return model.to(self.device), pd.DataFrame(history)
+            except Exception:  # a damaged cache entry: train again
+                pass
+        hist = self.fit(model, seed=seed).to_frame()
+        if self.cache:
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            train.save(model, tmp, {"key": key, "history": hist.to_dict(orient="list")})
+            os.replace(tmp, path)
+        return model, hist
 
     def _name(self, name: str) -> str:
         return f"{self.prefix}_{name}" if self.prefix else name
@@ -86,6 +142,14 @@ class Context:
         df.to_csv(self.out / f"{self._name(name)}.csv", index=False)
         self.tables.append(f"{self._name(name)}.csv")
         return df
+
+    def items(self, name: str, wrong) -> None:
+        """Write per-item outcomes (a bool array, rows as in the frame of the same name) as
+        ``<name>_items.npz`` (bit-packed): what the claims' confidence intervals resample."""
+        wrong = np.asarray(wrong, dtype=bool)
+        np.savez_compressed(self.out / f"{self._name(name)}_items.npz", bits=np.packbits(wrong, axis=1),
+                            shape=np.array(wrong.shape))
+        self.tables.append(f"{self._name(name)}_items.npz")
 
     def figure(self, name: str, ax, caption: str) -> None:
         """Save the figure of ``ax`` as ``<name>.png`` and ``.svg``, captioned in the report."""
@@ -101,9 +165,27 @@ class Context:
     def sub(self, spec: StudySpec, prefix: str) -> Context:
         """A context for a sub-study: its files prefixed ``<prefix>_``, listed in this report, and
         this study's data reused when the sub-study names the same."""
-        return Context(spec, self.out, self.device, self.seed, self.progress, prefix=prefix,
+        return Context(spec, self.out, self.device, spec.seeds, self.progress, prefix=prefix,
                        data=self.data if spec.data == self.spec.data else None,
-                       figures=self.figures, tables=self.tables)
+                       figures=self.figures, tables=self.tables, cache=self.cache)
+
+
+def read_items(path) -> np.ndarray:
+    """The bool array :meth:`Context.items` wrote.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, pathlib
+    >>> from unravel.study.runner import read_items
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "x_items.npz"
+    >>> w = np.array([[True, False, True]])
+    >>> np.savez_compressed(p, bits=np.packbits(w, axis=1), shape=np.array(w.shape))
+    >>> read_items(p).tolist()
+    [[True, False, True]]
+    """
+    z = np.load(path)
+    rows, cols = (int(v) for v in z["shape"])
+    return np.unpackbits(z["bits"], axis=1, count=cols).astype(bool).reshape(rows, cols)
 
 
 def load_data(spec: Mapping):
@@ -132,12 +214,23 @@ def build_model(mspec: Mapping, data):
     return ModelSpec.from_spec(mspec, "model").build(data)
 
 
-def _git_revision():
+def _git(*args):
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+        return subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True,
                               text=True, timeout=5).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def _git_revision():
+    return _git("rev-parse", "HEAD")
+
+
+def _git_dirty():
+    """Whether the package's own files differ from the revision (None outside a git checkout)."""
+    if _git_revision() is None:
+        return None
+    return bool(_git("status", "--porcelain", "--untracked-files=no", "--", str(Path(__file__).resolve().parent.parent)))
 
 
 def environment(seed, device) -> dict:
@@ -161,7 +254,7 @@ def environment(seed, device) -> dict:
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "versions": versions,
             "seed": seed, "device": str(device),
             "cuda": torch.cuda.get_device_name(0) if str(device).startswith("cuda") else None,
-            "git_revision": _git_revision(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+            "git_revision": _git_revision(), "git_dirty": _git_dirty(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 
 def _device(device) -> torch.device:
@@ -175,7 +268,7 @@ def _device(device) -> torch.device:
 
 
 def run_study(spec_or_name, out=None, *, quick: bool = False, device="cpu", seed: int | None = None,
-              progress: bool = True) -> Path:
+              seeds=None, progress: bool = True, cache: bool = True) -> Path:
     """Run a study and return its results folder ``<out>/<study>/<timestamp>/``.
 
     Parameters
@@ -188,7 +281,11 @@ def run_study(spec_or_name, out=None, *, quick: bool = False, device="cpu", seed
         Apply the spec's ``quick`` overrides (tiny models, one or two epochs: a smoke run).
     device : str
     seed : int, optional
-        Overrides the spec's seed.
+        Run this one training seed instead of the spec's.
+    seeds : list of int, optional
+        Run these training seeds instead of the spec's (not with ``seed``).
+    cache : bool
+        Reuse models trained before with the same settings and code (see :meth:`Context.trained`).
 
     Returns
     -------
@@ -223,9 +320,17 @@ def run_study(spec_or_name, out=None, *, quick: bool = False, device="cpu", seed
     else:
         spec = load_spec(spec_or_name, quick=quick)
     device = _device(device)
-    seed = int(spec.get("seed", 0) if seed is None else check_int("seed", seed, 0))
-    spec["seed"] = seed
+    if seed is not None and seeds is not None:
+        raise ArgumentError("give seed or seeds, not both.")
+    if seed is not None:
+        seeds = [check_int("seed", seed, 0)]
+    if seeds is not None:
+        if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+            raise ArgumentError(f"seeds={seeds!r}: must be a list of non-negative integers.")
+        spec.pop("seed", None)
+        spec["seeds"] = [check_int("seeds", s, 0) for s in seeds]
     checked = parse_spec(spec)
+    seeds = list(checked.seeds)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     folder = Path(out or "results") / checked.name / stamp
     folder.mkdir(parents=True, exist_ok=True)
@@ -233,11 +338,14 @@ def run_study(spec_or_name, out=None, *, quick: bool = False, device="cpu", seed
     resolved["quick"] = quick
     resolved["device"] = str(device)
     (folder / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-    (folder / "environment.json").write_text(summary_json(environment(seed, device)))
-    ctx = Context(checked, folder, device, seed, progress)
+    env = environment(seeds[0], device)
+    env["seeds"] = seeds
+    (folder / "environment.json").write_text(summary_json(env))
+    ctx = Context(checked, folder, device, seeds, progress, cache=cache)
     claims = KINDS[checked.kind].run(ctx)
-    summary = {"study": checked.name, "kind": checked.kind, "quick": quick, "seed": seed, "claims": claims}
+    summary = {"study": checked.name, "kind": checked.kind, "quick": quick, "seeds": seeds,
+               "git_revision": env["git_revision"], "git_dirty": env["git_dirty"], "claims": claims}
     (folder / "summary.json").write_text(summary_json(summary))
-    (folder / "report.md").write_text(report_markdown(checked, claims, seed=seed, device=device, quick=quick,
-                                                      figures=ctx.figures, tables=ctx.tables))
+    (folder / "report.md").write_text(report_markdown(checked, claims, seeds=seeds, device=device, quick=quick,
+                                                      figures=ctx.figures, tables=ctx.tables, environment=env))
     return folder

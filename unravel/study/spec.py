@@ -30,7 +30,7 @@ __all__ = ["SpecError", "StudySpec", "DataSpec", "ModelSpec", "TrainSpec", "Veit
            "apply_quick"]
 
 TOP_KEYS = ("name", "kind", "title", "description", "data", "data_root", "data_options", "models", "train",
-            "analysis", "quick", "seed")
+            "analysis", "quick", "seed", "seeds")
 #: Where named studies' specs are looked for: the specs shipped inside the package first (found
 #: through :mod:`importlib.resources`, so also in a wheel); append a folder to add your own.
 STUDY_DIRS: list = [resources.files(__package__) / "specs"]
@@ -126,6 +126,8 @@ class VeitLesionAnalysis:
 
     ks: tuple = setting((1, 2, 4, 6, 8), list_of(integer(1), "positive integers"))
     samples_per_k: int = setting(5, integer(1))
+    #: Bootstrap resamples behind each claim's confidence interval.
+    n_boot: int = setting(1000, integer(10))
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,10 @@ class VeitPathsAnalysis:
     num_samples: int = setting(100, integer(1))
     paths_per_pass: int = setting(64, integer(1))
     mass: float = setting(0.9, number(0, 1, open_low=True))
+    #: Depths of the residual model trained besides its own, for the depth sweep (does the
+    #: window of effective paths stay put as n grows?); empty: no sweep.
+    depths: tuple = setting((), list_of(integer(1), "depths"))
+    n_boot: int = setting(1000, integer(10))
 
 
 @dataclass(frozen=True)
@@ -146,6 +152,7 @@ class SsfDynamicsAnalysis:
     subnetwork_fractions: tuple = setting((0.25, 0.5, 0.75, 1.0),
                                            list_of(number(0, 1, open_low=True), "fractions in (0, 1]"))
     subnetwork_samples: int = setting(3, integer(1))
+    n_boot: int = setting(1000, integer(10))
 
 
 @dataclass(frozen=True)
@@ -155,6 +162,7 @@ class NormPreservationAnalysis:
     depths: tuple = setting((8, 20, 32), list_of(integer(1), "depths"))
     probe_size: int = setting(128, integer(1))
     train: bool = setting(True, flag)
+    n_boot: int = setting(1000, integer(10))
 
 
 #: The studies a quickstart runs, in this order, and the fields each may set.
@@ -172,7 +180,8 @@ class QuickstartAnalysis:
     @classmethod
     def from_spec(cls, value, path: str, spec: Mapping) -> QuickstartAnalysis:
         value = keys(value, path, QUICKSTART_STUDIES)
-        inherited = {k: spec[k] for k in ("data", "data_root", "data_options", "train") if k in spec}
+        inherited = {k: spec[k] for k in ("data", "data_root", "data_options", "train", "seed", "seeds")
+                     if spec.get(k) is not None}
         studies = {}
         for kind in QUICKSTART_STUDIES:
             if kind in value:
@@ -191,7 +200,8 @@ class StudySpec:
     models: Mapping[str, ModelSpec]
     train: TrainSpec
     analysis: Any
-    seed: int = 0
+    #: The training seeds: each model is trained once per seed, and every claim pools them.
+    seeds: tuple = (0,)
     title: str | None = None
     description: str | None = None
 
@@ -242,10 +252,23 @@ batch_size, weight_decay, schedule
         analysis = entry.analysis.from_spec(spec.get("analysis"), apath, spec)
     else:
         analysis = section(entry.analysis, spec.get("analysis"), apath)
-    seed = integer(0)(join(path, "seed"), spec.get("seed", 0))
+    seeds = _seeds(spec, path)
     texts = {k: optional(text)(join(path, k), spec.get(k)) for k in ("name", "title", "description")}
-    return StudySpec(texts["name"] or kind, kind, data, models, train, analysis, seed, texts["title"],
+    return StudySpec(texts["name"] or kind, kind, data, models, train, analysis, seeds, texts["title"],
                      texts["description"])
+
+
+def _seeds(spec: Mapping, path: str = "") -> tuple:
+    """``seeds`` (a list of distinct non-negative integers) or ``seed`` (one), not both."""
+    if spec.get("seed") is not None and spec.get("seeds") is not None:
+        raise SpecError(f"spec fields {join(path, 'seed')!r} and {join(path, 'seeds')!r} are both given; give one "
+                        "(seeds: a list of training seeds)")
+    if spec.get("seeds") is None:
+        return (integer(0)(join(path, "seed"), spec.get("seed", 0)),)
+    seeds = list_of(integer(0), "non-negative integers")(join(path, "seeds"), spec["seeds"])
+    if not seeds or len(set(seeds)) != len(seeds):
+        bad(join(path, "seeds"), spec["seeds"], "a non-empty list of distinct non-negative integers")
+    return tuple(seeds)
 
 
 def validate_spec(spec: Mapping) -> None:
