@@ -33,7 +33,7 @@ mathjax_path = "mathjax/tex-chtml.js"
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 myst_enable_extensions = ["dollarmath", "colon_fence"]
 # sg_execution_times: pages left by earlier builds (see write_computation_times below)
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "sg_execution_times.rst", "auto_examples/sg_execution_times.rst"]
+exclude_patterns = ["_build", "_static/**", "publish_study.py", "Thumbs.db", ".DS_Store", "sg_execution_times.rst", "auto_examples/sg_execution_times.rst"]
 
 html_theme = "furo"
 html_title = f"unravel {release}"

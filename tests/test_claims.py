@@ -157,7 +157,8 @@ def test_residual_against_plain_needs_both_nets_trained():
 
 def _curve_trials(means_by_k, draws=8, spread=0.0, seeds=SEEDS):
     rng = np.random.default_rng(3)
-    rows = [{"seed": s, "k": k, "variant": -1 if k == 0 else 1, "error": m + (spread * rng.standard_normal() if k else 0)}
+    rows = [{"seed": s, "k": k, "variant": -1 if k == 0 else 1,
+             "error": m + (spread * rng.standard_normal() if k else 0)}
             for s in seeds for k, m in means_by_k.items() for _ in range(1 if k == 0 else draws)]
     return Trials(pd.DataFrame(rows), draws=["k"])
 
@@ -211,7 +212,8 @@ def test_projection_units_without_projection_are_inconclusive():
 
 
 def test_unit_stages_follow_unit_order_not_row_order():
-    f = pd.DataFrame({"variant": [2, -1, 0, 1], "units": ["2", "", "0", "1"], "projection": [False, False, False, True]})
+    f = pd.DataFrame({"variant": [2, -1, 0, 1], "units": ["2", "", "0", "1"],
+                      "projection": [False, False, False, True]})
     assert study.unit_stages(f).tolist() == [1, -1, 0, 1]
 
 
@@ -298,6 +300,14 @@ def test_seed_disagreement_is_inconclusive():
     assert c["verdict"] == "inconclusive" and c["ci"][0] < 0 < c["ci"][1]
     assert study.claim_mean_length_moves(Trials(f.assign(mean_length=[2.0, 3.0] * 4)), n_boot=B)["verdict"] \
         == "supported"
+
+
+def test_extra_preconditions_make_a_claim_inconclusive():
+    f = pd.DataFrame({"seed": [0, 1], "epoch": 0, "mean_length": 1.0}).pipe(
+        lambda d: pd.concat([d, d.assign(epoch=1, mean_length=3.0)]))
+    assert study.claim_mean_length_moves(Trials(f), n_boot=B)["verdict"] == "supported"
+    c = study.claim_mean_length_moves(Trials(f), n_boot=B, requires=[(False, "too small to tell")])
+    assert c["verdict"] == "inconclusive" and c["why"] == "too small to tell" and c["estimate"] == 2.0
 
 
 def test_one_seed_without_anything_to_resample_is_inconclusive():

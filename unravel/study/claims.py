@@ -7,7 +7,8 @@ examples and draws), ``margin`` and ``direction`` (the claim says the effect lie
 margin), ``paper`` (the paper's own figure for this quantity, where it gives one), ``seeds``,
 ``rule``, ``verdict`` (``"supported"``, ``"contradicted"`` or ``"inconclusive"``), ``why`` and
 ``measured`` (supporting numbers). An effect that is undefined on the data, or a precondition that
-fails (a net that did not train), gives ``"inconclusive"``, never a verdict either way.
+fails (a net that did not train), gives ``"inconclusive"``, never a verdict either way. Every
+``claim_*`` takes ``requires``, more preconditions ``(ok, reason)`` (a study's scale, say).
 
 The margins are stated choices (see each function); the verdicts say nothing about whether the
 models are large or trained long enough to stand for the papers' models: the reports state the
@@ -86,12 +87,13 @@ def _seeds(*trials):
 
 
 def _judge(cid, statement, source, stat, trials, *, margin, direction, effect, measured=None, requires=(),
-           n_boot=1000, boot_seed=0, paper_key=None):
+           n_boot=1000, boot_seed=0, paper_key=None, extra=()):
     est, ci, undefined = bootstrap(stat, trials, n_boot=n_boot, seed=boot_seed)
     parts = list(trials.values() if isinstance(trials, dict) else [trials])
     seeds = _seeds(*parts)
     varies = len(seeds) > 1 or any(t.items is not None or t.draws for t in parts)
-    requires = [*requires, (varies, "one seed and nothing else to resample (no per-example outcomes or draws): no "
+    requires = [*requires, *extra,
+                (varies, "one seed and nothing else to resample (no per-example outcomes or draws): no "
                                     "interval; run more seeds")]
     return make_claim(cid, statement, source, estimate=est, ci=ci, margin=margin, direction=direction, effect=effect,
                       seeds=seeds, paper=_paper(paper_key or cid), measured=measured, requires=requires,
@@ -154,7 +156,8 @@ def _trained(frame, chance, label):
                                 f"error {chance:.2f}")
 
 
-def claim_single_deletions(each: Trials, *, margin: float = 0.02, chance: float = 0.9, n_boot: int = 1000) -> dict:
+def claim_single_deletions(each: Trials, *, margin: float = 0.02, chance: float = 0.9,
+                           n_boot: int = 1000, requires=()) -> dict:
     """Deleting a single non-downsampling unit leaves the error near the baseline (Veit Fig. 3).
 
     Effect: the median error increase over the identity (non-projection) units of each stage;
@@ -191,15 +194,16 @@ def claim_single_deletions(each: Trials, *, margin: float = 0.02, chance: float 
                 "p90_increase_by_stage": {int(k): float(v) for k, v in by_stage.quantile(0.9).items()},
                 "median_increase": float(ident.increase.median()), "p90_increase": float(ident.increase.quantile(0.9)),
                 "largest_increase": float(inc.increase.max()),
-                "identity_units": int(ident.units.nunique()), "projection_units": int(inc[inc.projection].units.nunique())}
+                "identity_units": int(ident.units.nunique()),
+                "projection_units": int(inc[inc.projection].units.nunique())}
     return _judge("single-deletions", "Deleting a single non-downsampling unit leaves the error near the baseline",
                   f"{VEIT}, Fig. 3", per_seed(worst_stage_median), each, margin=margin, direction="below",
-                  effect="the worst stage's median error increase", measured=measured, n_boot=n_boot,
+                  effect="the worst stage's median error increase", measured=measured, extra=requires, n_boot=n_boot,
                   requires=[_trained(f, chance, "the net")])
 
 
 def claim_single_deletions_vs_plain(each: Trials, *, margin: float = 0.1, chance: float = 0.9,
-                                    n_boot: int = 1000) -> dict:
+                                    n_boot: int = 1000, requires=()) -> dict:
     """Deleting a single unit hurts a residual net far less than a plain net (Veit Fig. 3).
 
     Effect: the plain net's mean error increase over its units minus the residual net's, averaged
@@ -236,7 +240,7 @@ def claim_single_deletions_vs_plain(each: Trials, *, margin: float = 0.1, chance
                              ("mean_increase", per_seed(mean_increase)(f[f.model == m])))}
     return _judge("single-deletions-vs-plain", "Deleting a single unit hurts a residual net far less than a plain net",
                   f"{VEIT}, Fig. 3", per_seed(gap), each, margin=margin, direction="above",
-                  effect="plain minus residual mean error increase", measured=measured, n_boot=n_boot,
+                  effect="plain minus residual mean error increase", measured=measured, extra=requires, n_boot=n_boot,
                   requires=[_trained(f[f.model == "residual"], chance, "the residual net"),
                             _trained(f[f.model == "plain"], chance, "the plain net")])
 
@@ -258,7 +262,8 @@ def _steepness(curve):
 
 def claim_smooth_growth(trials: Trials, *, x: str = "k", margin: float = 3.0, cid: str = "smooth-growth",
                         statement: str = "The error grows smoothly as more units are deleted (no cliff)",
-                        source: str = f"{VEIT}, Fig. 5(a)", n_boot: int = 1000, measured: dict | None = None) -> dict:
+                        source: str = f"{VEIT}, Fig. 5(a)", n_boot: int = 1000, measured: dict | None = None,
+                        requires=()) -> dict:
     """The error grows smoothly with the number of deleted (or swapped) units (Veit Fig. 5).
 
     Effect: the steepest step of the mean error curve (mean over draws, then seeds, against
@@ -284,7 +289,7 @@ def claim_smooth_growth(trials: Trials, *, x: str = "k", margin: float = 3.0, ci
     info.update(measured or {})
     return _judge(cid, statement, source, lambda fr: _steepness(_curve(fr, x)), trials, margin=margin,
                   direction="below", effect="the steepest step's slope over the average slope", measured=info,
-                  n_boot=n_boot, paper_key=cid)
+                  extra=requires, n_boot=n_boot, paper_key=cid)
 
 
 def independent_prediction(each: pd.DataFrame, deleted: pd.DataFrame) -> pd.DataFrame:
@@ -340,7 +345,7 @@ def _percentiles(g):
 
 
 def claim_projection_units(each: Trials, *, margin: float = 0.5, chance: float = 0.9, n_boot: int = 1000,
-                           label: str = "", permutations: int = 20000) -> dict:
+                           label: str = "", permutations: int = 20000, requires=()) -> dict:
     """Deleting a projection (downsampling) unit hurts more than deleting the other units of its
     stage (Veit Sec. 4.1).
 
@@ -387,7 +392,7 @@ def claim_projection_units(each: Trials, *, margin: float = 0.5, chance: float =
                   measured={"rank_percentiles": [round(float(r), 3) for r in ranks], "permutation_p": p,
                             "projection_units_ranked": len(ranks)},
                   requires=[(bool(ranks), "no projection unit opens a stage of two or more units"),
-                            _trained(f, chance, "the net")], n_boot=n_boot,
+                            _trained(f, chance, "the net")], extra=requires, n_boot=n_boot,
                   paper_key="projection-units")
 
 
@@ -415,7 +420,7 @@ def _decay(g):
 
 
 def claim_exponential_decay(paths: Trials, *, min_r2: float = 0.8, n_boot: int = 1000,
-                            measured: dict | None = None) -> dict:
+                            measured: dict | None = None, requires=()) -> dict:
     """The gradient magnitude per path decays exponentially with its length (Veit Fig. 6(b)).
 
     Effect: the slope of a straight-line fit of log(magnitude per path) against length (per seed,
@@ -442,7 +447,8 @@ def claim_exponential_decay(paths: Trials, *, min_r2: float = 0.8, n_boot: int =
     info.update(measured or {})
     return _judge("exponential-decay", "The gradient magnitude per path decays exponentially with its length",
                   f"{VEIT}, Fig. 6(b)", per_seed(lambda g: _decay(g)[0]), paths, margin=0.0, direction="below",
-                  effect="the log-linear slope of magnitude per path against length", measured=info, n_boot=n_boot,
+                  effect="the log-linear slope of magnitude per path against length", measured=info,
+                  extra=requires, n_boot=n_boot,
                   requires=[(not math.isfinite(r2) or r2 >= min_r2,
                              f"the log-linear fit explains {r2:.2f} of the variance, below {min_r2}")])
 
@@ -464,7 +470,8 @@ def _window(g, mass):
     return int(L[0]), int(L[-1]), 1.0
 
 
-def claim_mean_length_below(paths: Trials, n: int, *, margin: float = 0.8, n_boot: int = 1000) -> dict:
+def claim_mean_length_below(paths: Trials, n: int, *, margin: float = 0.8,
+                           n_boot: int = 1000, requires=()) -> dict:
     """The gradient comes mostly from paths far shorter than the typical path (Veit Fig. 6(c)).
 
     Effect: the magnitude-weighted mean path length divided by ``n / 2`` (the typical path's
@@ -485,11 +492,12 @@ def claim_mean_length_below(paths: Trials, n: int, *, margin: float = 0.8, n_boo
     return _judge("mean-length", "The gradient comes mostly from paths far shorter than the typical path",
                   f"{VEIT}, Fig. 6(c)", per_seed(lambda g: _mean_length(g) / (n / 2)), paths, margin=margin,
                   direction="below", effect="the gradient's mean path length over n/2",
-                  measured={"gradient_mean_length": mean, "typical_path_length": n / 2, "units": n}, n_boot=n_boot)
+                  measured={"gradient_mean_length": mean, "typical_path_length": n / 2, "units": n},
+                  extra=requires, n_boot=n_boot)
 
 
 def claim_effective_fraction(paths: Trials, n: int, *, mass: float = 0.9, margin: float = 0.05,
-                             n_boot: int = 1000) -> dict:
+                             n_boot: int = 1000, requires=()) -> dict:
     """Only a small fraction of all paths carries the gradient (Veit Sec. 5.3: 0.45% at n = 54).
 
     Effect: the fraction of all ``2**n`` paths whose lengths lie in the shortest window of
@@ -512,10 +520,12 @@ def claim_effective_fraction(paths: Trials, n: int, *, mass: float = 0.9, margin
     return _judge("effective-fraction", "Only a small fraction of all paths carries the gradient",
                   f"{VEIT}, Sec. 5.3", per_seed(lambda g: _window(g, mass)[2]), paths, margin=margin,
                   direction="below", effect=f"the share of all paths in the window holding {mass:.0%} of the gradient",
-                  measured={"windows": [[a, b] for a, b, _ in windows], "units": n, "mass": mass}, n_boot=n_boot)
+                  measured={"windows": [[a, b] for a, b, _ in windows], "units": n, "mass": mass},
+                  extra=requires, n_boot=n_boot)
 
 
-def claim_window_stays(paths: Trials, *, margin: float = 0.5, n_boot: int = 1000) -> dict:
+def claim_window_stays(paths: Trials, *, margin: float = 0.5,
+                           n_boot: int = 1000, requires=()) -> dict:
     """The effective paths stay short as the network gets deeper: the gradient's mean path length
     grows much slower than the number of units ``n`` (Veit: effective paths are shallow).
 
@@ -547,7 +557,7 @@ def claim_window_stays(paths: Trials, *, margin: float = 0.5, n_boot: int = 1000
                   per_seed(slope), paths, margin=margin, direction="below",
                   effect="the slope of log mean gradient path length against log n",
                   measured={"gradient_mean_length_by_units": {int(k): float(v) for k, v in means.items()}},
-                  n_boot=n_boot)
+                  extra=requires, n_boot=n_boot)
 
 
 # ------------------------------------------------------------------------------------------
@@ -574,7 +584,8 @@ def _half_times(g):
     return {int(k): _half_time(by.loc[k]) for k in sorted(g.subnetwork_units.unique())}
 
 
-def claim_shallow_first(subnetworks: Trials, *, margin: float = 0.0, n_boot: int = 1000) -> dict:
+def claim_shallow_first(subnetworks: Trials, *, margin: float = 0.0,
+                           n_boot: int = 1000, requires=()) -> dict:
     """Shallow subnetworks reach low error before deep ones (SSF).
 
     Effect: the epoch at which the largest subnetwork's error covers half its fall minus that of
@@ -605,10 +616,11 @@ def claim_shallow_first(subnetworks: Trials, *, margin: float = 0.0, n_boot: int
     return _judge("shallow-first", "Shallow subnetworks reach low error before deep ones", SSF, per_seed(gap),
                   subnetworks, margin=margin, direction="above",
                   effect="the largest minus the smallest subnetwork's half-way epoch",
-                  measured={"half_way_epoch_by_units": times}, n_boot=n_boot)
+                  measured={"half_way_epoch_by_units": times}, extra=requires, n_boot=n_boot)
 
 
-def claim_mean_length_moves(records: Trials, *, margin: float = 0.0, n_boot: int = 1000) -> dict:
+def claim_mean_length_moves(records: Trials, *, margin: float = 0.0,
+                           n_boot: int = 1000, requires=()) -> dict:
     """Over training the gradient's mean path length grows: shallow terms are learned first (SSF).
 
     Effect: the mean length at the last record minus at the first, averaged over seeds; the
@@ -634,7 +646,7 @@ def claim_mean_length_moves(records: Trials, *, margin: float = 0.0, n_boot: int
     return _judge("mean-length-moves", "The gradient's mean path length grows over training (shallow terms first)",
                   SSF, per_seed(moved), records, margin=margin, direction="above",
                   effect="the last minus the first record's mean path length",
-                  measured={"by_epoch": [round(float(v), 3) for v in by_epoch]}, n_boot=n_boot)
+                  measured={"by_epoch": [round(float(v), 3) for v in by_epoch]}, extra=requires, n_boot=n_boot)
 
 
 def _relative(g, model):
@@ -642,7 +654,8 @@ def _relative(g, model):
     return float((r.mean_length / r.units).mean())
 
 
-def claim_dense_shallower(frame: Trials, *, margin: float = 0.05, n_boot: int = 1000) -> dict:
+def claim_dense_shallower(frame: Trials, *, margin: float = 0.05,
+                           n_boot: int = 1000, requires=()) -> dict:
     """DenseNet's effective paths are shallower than ResNet's relative to depth (SSF).
 
     Effect: ResNet's mean path length over its units minus DenseNet's; the claim holds above
@@ -664,10 +677,11 @@ def claim_dense_shallower(frame: Trials, *, margin: float = 0.05, n_boot: int = 
                   per_seed(lambda g: _relative(g, "resnet") - _relative(g, "densenet")), frame, margin=margin,
                   direction="above", effect="ResNet's minus DenseNet's mean path length over units",
                   measured={"resnet_relative": _relative(f, "resnet"), "densenet_relative": _relative(f, "densenet")},
-                  n_boot=n_boot)
+                  extra=requires, n_boot=n_boot)
 
 
-def claim_alike(frame: Trials, *, margin: float = 0.05, n_boot: int = 1000) -> dict:
+def claim_alike(frame: Trials, *, margin: float = 0.05,
+                           n_boot: int = 1000, requires=()) -> dict:
     """SE-ResNets and ResNets behave alike: their mean path lengths over units differ by less
     than ``margin`` (0.05). Rows: ``seed, model`` (``resnet``, ``se_resnet``), ``mean_length``,
     ``units``.
@@ -687,7 +701,7 @@ def claim_alike(frame: Trials, *, margin: float = 0.05, n_boot: int = 1000) -> d
                   per_seed(lambda g: abs(_relative(g, "resnet") - _relative(g, "se_resnet"))), frame, margin=margin,
                   direction="below", effect="the absolute difference of mean path length over units",
                   measured={"resnet_relative": _relative(f, "resnet"), "se_resnet_relative": _relative(f, "se_resnet")},
-                  n_boot=n_boot)
+                  extra=requires, n_boot=n_boot)
 
 
 # ------------------------------------------------------------------------------------------
@@ -698,7 +712,8 @@ def _dev(g):
     return g.assign(dev=np.abs(np.log(g.ratio.clip(lower=1e-300)))).groupby(["depth", "family"]).dev.mean().unstack()
 
 
-def claim_residual_closer(frame: Trials, *, margin: float = 0.0, n_boot: int = 1000) -> dict:
+def claim_residual_closer(frame: Trials, *, margin: float = 0.0,
+                           n_boot: int = 1000, requires=()) -> dict:
     """Residual nets preserve the gradient norm better than plain nets, at every depth (TPAMI 2021).
 
     Effect: the smallest, over depths, of the plain minus the residual mean ``|log ratio|`` of
@@ -727,10 +742,11 @@ def claim_residual_closer(frame: Trials, *, margin: float = 0.0, n_boot: int = 1
                   per_seed(gap), frame, margin=margin, direction="above",
                   effect="the smallest plain minus residual mean |log ratio| over depths",
                   measured={"mean_abs_log_ratio": {int(k): {c: round(float(v), 4) for c, v in row.items()}
-                                                   for k, row in d.iterrows()}}, n_boot=n_boot)
+                                                   for k, row in d.iterrows()}}, extra=requires, n_boot=n_boot)
 
 
-def claim_deeper_closer(frame: Trials, *, margin: float = 0.0, n_boot: int = 1000) -> dict:
+def claim_deeper_closer(frame: Trials, *, margin: float = 0.0,
+                           n_boot: int = 1000, requires=()) -> dict:
     """Deeper residual nets preserve the norm better: the shallowest residual net's mean
     ``|log ratio|`` minus the deepest's lies above ``margin`` (0) (TPAMI 2021).
 
@@ -755,4 +771,4 @@ def claim_deeper_closer(frame: Trials, *, margin: float = 0.0, n_boot: int = 100
                   per_seed(gap), frame, margin=margin, direction="above",
                   effect="the shallowest minus the deepest residual net's mean |log ratio|",
                   measured={"mean_abs_log_ratio_by_depth": {int(k): round(float(v), 4) for k, v in d.items()}},
-                  n_boot=n_boot)
+                  extra=requires, n_boot=n_boot)

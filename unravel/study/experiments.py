@@ -87,12 +87,15 @@ def _veit_lesion(ctx) -> list:
                "from single deletions acting independently (Veit Fig. 5a)")
     res = (each_t.frame.model == "residual").to_numpy()
     chance = 1.0 - 1.0 / ctx.data.num_classes
+    n = int(each_t.frame[res & (each_t.frame.variant >= 0).to_numpy()].units.nunique())
+    deep = [(n >= a.min_units, f"the residual net has {n} units, fewer than min_units = {a.min_units}: Veit et al. "
+                               "make this claim for deep nets (54 units); run the full study to decide it")]
     gap = predicted[predicted.variant >= 0].groupby("k").apply(
         lambda g: float((g.error - g.predicted_error).mean()), include_groups=False)
-    out = [claims.claim_single_deletions(_subset(each_t, res), chance=chance, n_boot=a.n_boot),
+    out = [claims.claim_single_deletions(_subset(each_t, res), chance=chance, n_boot=a.n_boot, requires=deep),
            claims.claim_single_deletions_vs_plain(_subset(each_t, np.isin(each_t.frame.model, ["residual", "plain"])),
                                                   chance=chance, n_boot=a.n_boot),
-           claims.claim_smooth_growth(rnd_t, n_boot=a.n_boot,
+           claims.claim_smooth_growth(rnd_t, n_boot=a.n_boot, requires=deep,
                                       measured={"measured_minus_independent_prediction_by_k":
                                                 {int(k): round(v, 4) for k, v in gap.items()}})]
     if reo:
@@ -104,7 +107,7 @@ def _veit_lesion(ctx) -> list:
         tau = reo_t.frame.groupby("k").kendall_tau.mean()
         out.append(claims.claim_smooth_growth(
             reo_t, cid="reorder-smooth", statement="The error grows smoothly as more pairs of units are swapped",
-            source=f"{claims.VEIT}, Fig. 5(b)", n_boot=a.n_boot,
+            source=f"{claims.VEIT}, Fig. 5(b)", n_boot=a.n_boot, requires=deep,
             measured={"mean_kendall_tau_by_k": {int(k): round(float(v), 4) for k, v in tau.items()}}))
     out.append(claims.claim_projection_units(_subset(each_t, res), chance=chance, n_boot=a.n_boot))
     if "residual_conv" in roles:
@@ -182,7 +185,10 @@ def _veit_paths(ctx) -> list:
                                           measured={"slope_at_initialisation": init_slope,
                                                     "slope_sampling_estimator": samp_slope}),
            claims.claim_mean_length_below(main_t, n, n_boot=a.n_boot),
-           claims.claim_effective_fraction(main_t, n, mass=float(a.mass), n_boot=a.n_boot)]
+           claims.claim_effective_fraction(main_t, n, mass=float(a.mass), n_boot=a.n_boot,
+                                           requires=[(n >= a.min_units, f"the net has {n} units, fewer than min_units = "
+                                                      f"{a.min_units}: with few units any window of a few lengths "
+                                                      "holds a large share of all paths; run the full study")])]
     if a.depths:
         out.append(claims.claim_window_stays(sweep_t, n_boot=a.n_boot))
     return out

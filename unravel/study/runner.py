@@ -116,8 +116,9 @@ class Context:
         from the cache when the same model, data, training, seed and code were trained before."""
         m = self._model_spec(role_or_spec)
         model = self.model(m, seed, **overrides)
-        key = json.dumps({"model": m.name, "options": {**m.options, **overrides}, "data": [self.spec.data.name,
-                          self.spec.data.root, dict(self.spec.data.options)], "train": dataclasses.asdict(self.spec.train),
+        data = [self.spec.data.name, self.spec.data.root, dict(self.spec.data.options)]
+        key = json.dumps({"model": m.name, "options": {**m.options, **overrides}, "data": data,
+                          "train": dataclasses.asdict(self.spec.train),
                           "seed": seed, "device": self.device.type, "code": _code_hash()}, sort_keys=True, default=str)
         path = cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.pt"
         if self.cache and path.is_file():
@@ -230,7 +231,8 @@ def _git_dirty():
     """Whether the package's own files differ from the revision (None outside a git checkout)."""
     if _git_revision() is None:
         return None
-    return bool(_git("status", "--porcelain", "--untracked-files=no", "--", str(Path(__file__).resolve().parent.parent)))
+    package = str(Path(__file__).resolve().parent.parent)
+    return bool(_git("status", "--porcelain", "--untracked-files=no", "--", package))
 
 
 def environment(seed, device) -> dict:
@@ -254,7 +256,8 @@ def environment(seed, device) -> dict:
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "versions": versions,
             "seed": seed, "device": str(device),
             "cuda": torch.cuda.get_device_name(0) if str(device).startswith("cuda") else None,
-            "git_revision": _git_revision(), "git_dirty": _git_dirty(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+            "git_revision": _git_revision(), "git_dirty": _git_dirty(),
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 
 def _device(device) -> torch.device:

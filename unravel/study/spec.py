@@ -126,6 +126,9 @@ class VeitLesionAnalysis:
 
     ks: tuple = setting((1, 2, 4, 6, 8), list_of(integer(1), "positive integers"))
     samples_per_k: int = setting(5, integer(1))
+    #: The claims about deep nets (single deletions near the baseline, smooth growth) are
+    #: inconclusive for a residual net of fewer units: Veit et al. make them at 54.
+    min_units: int = setting(27, integer(0))
     #: Bootstrap resamples behind each claim's confidence interval.
     n_boot: int = setting(1000, integer(10))
 
@@ -141,6 +144,9 @@ class VeitPathsAnalysis:
     #: Depths of the residual model trained besides its own, for the depth sweep (does the
     #: window of effective paths stay put as n grows?); empty: no sweep.
     depths: tuple = setting((), list_of(integer(1), "depths"))
+    #: The share of paths carrying the gradient is inconclusive for fewer units: with few units
+    #: any window of a few lengths holds a large share of all 2**n paths (Veit et al.: n = 54).
+    min_units: int = setting(27, integer(0))
     n_boot: int = setting(1000, integer(10))
 
 

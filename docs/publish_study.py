@@ -1,0 +1,79 @@
+"""Copy a finished study's results folder into the docs, with its verdict table.
+
+    python docs/publish_study.py results/full/veit-lesion/<stamp> [more folders...]
+
+Each folder goes to ``docs/_static/studies/<study>/``: figures (PNG), tidy CSVs, per-example
+outcomes (``*_items.npz``), ``summary.json``, ``config.yaml``, ``environment.json``, ``report.md``,
+and ``verdicts.md``, the table of claims that ``docs/studies.md`` includes (the paper's figure
+beside ours). It refuses a quick run and a run whose code had local changes, so that every number
+in the docs comes from a committed revision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+KEEP = ("*.png", "*.csv", "*_items.npz", "summary.json", "config.yaml", "environment.json", "report.md")
+
+
+def _fmt(v):
+    return "n/a" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def verdict_table(summary: dict, env: dict) -> str:
+    """The Markdown table of a study's claims."""
+    lines = ["| claim | the paper | ours: estimate [95% CI] | claim holds if | verdict |", "|---|---|---|---|---|"]
+    for c in summary["claims"]:
+        p = c.get("paper") or {}
+        paper = (f"**{_fmt(p['value'])}**; " if p.get("value") is not None else "") + p.get("note", "n/a")
+        if p.get("where"):
+            paper += f" ({p['where'].split(', ')[-1] if ', ' in p['where'] else p['where']})"
+        ours = f"{c['effect']}: {_fmt(c['estimate'])} [{_fmt(c['ci'][0])}, {_fmt(c['ci'][1])}]"
+        why = "" if c["verdict"] != "inconclusive" else f" ({c['why']})"
+        lines.append(f"| {c['statement']} | {paper} | {ours} | {c['direction']} {c['margin']:g} | "
+                     f"**{c['verdict']}**{why} |")
+    rev = (env.get("git_revision") or "unknown")[:10]
+    lines += ["", f"*Seeds {summary['seeds']}; {env.get('device')} ({env.get('cpu_count')} cores, "
+                  f"{env.get('torch_threads')} threads); unravel revision `{rev}`; run {env.get('date')}.*", ""]
+    return "\n".join(lines)
+
+
+def publish(folder: Path, force: bool = False) -> Path:
+    folder = Path(folder)
+    summary = json.loads((folder / "summary.json").read_text())
+    env = json.loads((folder / "environment.json").read_text())
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    if config.get("quick") and not force:
+        raise SystemExit(f"{folder}: a quick run; the docs show full runs (--force to publish anyway)")
+    if env.get("git_dirty") and not force:
+        raise SystemExit(f"{folder}: run with local changes to the code; re-run on a committed revision")
+    dest = HERE / "_static" / "studies" / summary["study"]
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for pattern in KEEP:
+        for f in folder.glob(pattern):
+            shutil.copy2(f, dest / f.name)
+    (dest / "verdicts.md").write_text(verdict_table(summary, env))
+    return dest
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+", type=Path)
+    parser.add_argument("--force", action="store_true", help="publish a quick or locally changed run anyway")
+    args = parser.parse_args(argv)
+    for f in args.folders:
+        print(f"{f} -> {publish(f, args.force)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
