@@ -18,7 +18,8 @@ from pathlib import Path
 
 from .errors import ResultsMismatchError
 
-#: The columns of every lesion study's frame, in order.
+#: The columns of a results file, in order: a study's frame has these and ``kendall_tau``, which is
+#: derived from ``order`` (see :data:`unravel.sweeps.COLUMNS`), so files of every version resume alike.
 COLUMNS = ["study", "variant", "k", "units", "names", "error", "loss", "samples", "per", "seed", "draw", "projection",
            "order"]
 

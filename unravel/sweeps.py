@@ -157,7 +157,6 @@ def _study(name, model, data, variants, *, seed, batch_size, device, progress, r
     # batch); with one, each stacked chunk is finished and written before the next starts
     group_size = len(mine) if path is None else max(1, max_rows // batch_size)
     rows: list[dict] = []
-    items: dict[int, np.ndarray] = {}  # variant -> wrong flags (return_items)
     from tqdm.auto import tqdm
 
     with eval_mode(model), torch.no_grad():
@@ -169,15 +168,15 @@ def _study(name, model, data, variants, *, seed, batch_size, device, progress, r
             tallies = run(chunk, baseline if rank == 0 else None)
             if baseline is not None and rank == 0:
                 rows.append(_variant_row(name, Variant(id=-1, k=0), units, seed, baseline))
-                if return_items:
-                    items[-1] = baseline.items()
+                if return_items:  # travels with its row (gathered with it); never journalled
+                    rows[-1]["_wrong"] = baseline.items()
                 if path is not None:
                     _journal.append(path, rows[-1])
                 baseline = None
             for v in chunk:
                 rows.append(_variant_row(name, v, units, seed, tallies[v.id]))
                 if return_items:
-                    items[v.id] = tallies[v.id].items()
+                    rows[-1]["_wrong"] = tallies[v.id].items()
                 if path is not None:
                     _journal.append(path, rows[-1])
             bar.update(len(chunk))
@@ -187,10 +186,10 @@ def _study(name, model, data, variants, *, seed, batch_size, device, progress, r
         import torch.distributed as dist
 
         gathered: list = [None] * world
-        dist.all_gather_object(gathered, (rows, items), group=group)
-        rows = [r for part, _ in gathered for r in part]
-        items = {v: w for _, part in gathered for v, w in part.items()}
+        dist.all_gather_object(gathered, rows, group=group)
+        rows = [r for part in gathered for r in part]
     rows = list(done.values()) + rows
+    items = {int(r["variant"]): r.pop("_wrong") for r in rows if "_wrong" in r}  # variant -> wrong flags
     frame = _frame(rows, reorders=name == "reorder_random")
     if not return_items:
         return frame

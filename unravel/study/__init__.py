@@ -14,7 +14,7 @@ Examples
 >>> from unravel import study
 >>> spec = study.load_spec("veit-lesion", quick=True)
 >>> spec["kind"], sorted(spec["models"])
-('veit-lesion', ['plain', 'residual'])
+('veit-lesion', ['plain', 'residual', 'residual_conv'])
 """
 
 from ..errors import SpecError

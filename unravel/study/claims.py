@@ -173,7 +173,7 @@ def claim_single_deletions(each: Trials, *, margin: float = 0.02, chance: float 
     >>> f = pd.DataFrame({"seed": 0, "variant": range(-1, 4), "units": ["", "0", "1", "2", "3"],
     ...                   "projection": [False, False, False, True, False],
     ...                   "error": [0.05, 0.055, 0.06, 0.3, 0.05]})
-    >>> claim_single_deletions(Trials(f), n_boot=50)["verdict"]
+    >>> claim_single_deletions(Trials(pd.concat([f, f.assign(seed=1)])), n_boot=50)["verdict"]
     'supported'
     """
     _check_columns(each.frame, ["seed", "variant", "units", "projection", "error"], "claim_single_deletions")
@@ -218,8 +218,8 @@ def claim_single_deletions_vs_plain(each: Trials, *, margin: float = 0.1, chance
     >>> from unravel.study.stats import Trials
     >>> rows = [(m, v, e) for m, es in [("residual", [0.1, 0.12, 0.11]), ("plain", [0.1, 0.8, 0.9])]
     ...         for v, e in zip([-1, 0, 1], es)]
-    >>> f = pd.DataFrame(rows, columns=["model", "variant", "error"]).assign(seed=0)
-    >>> claim_single_deletions_vs_plain(Trials(f), n_boot=50)["verdict"]
+    >>> f = pd.DataFrame(rows, columns=["model", "variant", "error"])
+    >>> claim_single_deletions_vs_plain(Trials(pd.concat([f.assign(seed=0), f.assign(seed=1)])), n_boot=50)["verdict"]
     'supported'
     """
     f = each.frame
@@ -435,7 +435,7 @@ def claim_exponential_decay(paths: Trials, *, min_r2: float = 0.8, n_boot: int =
     >>> from unravel.study import claim_exponential_decay
     >>> from unravel.study.stats import Trials
     >>> f = pd.DataFrame({"seed": 0, "length": range(6), "count": 1, "sq_norm": [4.0 ** -k for k in range(6)]})
-    >>> c = claim_exponential_decay(Trials(f, value="sq_norm"), n_boot=20)
+    >>> c = claim_exponential_decay(Trials(pd.concat([f, f.assign(seed=1)]), value="sq_norm"), n_boot=20)
     >>> round(c["estimate"], 3), c["verdict"]
     (-0.693, 'supported')
     """
@@ -600,7 +600,7 @@ def claim_shallow_first(subnetworks: Trials, *, margin: float = 0.0,
     >>> from unravel.study.stats import Trials
     >>> f = pd.DataFrame({"seed": 0, "epoch": [0, 1, 2] * 2, "subnetwork_units": [1] * 3 + [8] * 3,
     ...                   "error": [0.9, 0.2, 0.2, 0.9, 0.8, 0.2]})
-    >>> claim_shallow_first(Trials(f), n_boot=20)["verdict"]
+    >>> claim_shallow_first(Trials(f, draws=["subnetwork_units", "epoch"]), n_boot=20)["verdict"]
     'supported'
     """
     f = subnetworks.frame
@@ -667,7 +667,8 @@ def claim_dense_shallower(frame: Trials, *, margin: float = 0.05,
     >>> import pandas as pd
     >>> from unravel.study import claim_dense_shallower
     >>> from unravel.study.stats import Trials
-    >>> f = pd.DataFrame({"seed": 0, "model": ["resnet", "densenet"], "mean_length": [5.0, 2.0], "units": 10})
+    >>> f = pd.DataFrame({"seed": [0, 0, 1, 1], "model": ["resnet", "densenet"] * 2,
+    ...                   "mean_length": [5.0, 2.0, 5.2, 2.1], "units": 10})
     >>> claim_dense_shallower(Trials(f), n_boot=20)["verdict"]
     'supported'
     """

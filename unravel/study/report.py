@@ -86,8 +86,9 @@ def report_markdown(spec, claims: list, *, seeds, device, quick: bool, figures: 
     >>> from unravel.study.stats import Trials
     >>> from unravel.study.report import report_markdown
     >>> spec = parse_spec({"name": "demo", "kind": "veit-paths", "models": {"residual": {"name": "resmlp"}}})
-    >>> f = pd.DataFrame({"seed": 0, "model": ["resnet", "densenet"], "mean_length": [5.0, 2.0], "units": 10})
-    >>> text = report_markdown(spec, [claim_dense_shallower(Trials(f), n_boot=20)], seeds=[0], device="cpu",
+    >>> f = pd.DataFrame({"seed": [0, 0, 1, 1], "model": ["resnet", "densenet"] * 2,
+    ...                   "mean_length": [5.0, 2.0, 5.1, 2.0], "units": 10})
+    >>> text = report_markdown(spec, [claim_dense_shallower(Trials(f), n_boot=20)], seeds=[0, 1], device="cpu",
     ...                        quick=False, figures=[], tables=["x.csv"])
     >>> print(text.splitlines()[0]); "**supported**" in text
     # demo

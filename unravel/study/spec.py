@@ -144,8 +144,9 @@ class VeitPathsAnalysis:
     #: Depths of the residual model trained besides its own, for the depth sweep (does the
     #: window of effective paths stay put as n grows?); empty: no sweep.
     depths: tuple = setting((), list_of(integer(1), "depths"))
-    #: The share of paths carrying the gradient is inconclusive for fewer units: with few units
-    #: any window of a few lengths holds a large share of all 2**n paths (Veit et al.: n = 54).
+    #: The mean gradient path length and the share of paths carrying the gradient are
+    #: inconclusive for fewer units: Veit et al. make these claims at n = 54, and with few units
+    #: any window of a few lengths holds a large share of all 2**n paths.
     min_units: int = setting(27, integer(0))
     n_boot: int = setting(1000, integer(10))
 
