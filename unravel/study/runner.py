@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import subprocess
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -345,9 +346,11 @@ def run_study(spec_or_name, out=None, *, quick: bool = False, device="cpu", seed
     env["seeds"] = seeds
     (folder / "environment.json").write_text(summary_json(env))
     ctx = Context(checked, folder, device, seeds, progress, cache=cache)
+    start = time.perf_counter()
     claims = KINDS[checked.kind].run(ctx)
     summary = {"study": checked.name, "kind": checked.kind, "quick": quick, "seeds": seeds,
-               "git_revision": env["git_revision"], "git_dirty": env["git_dirty"], "claims": claims}
+               "git_revision": env["git_revision"], "git_dirty": env["git_dirty"],
+               "seconds": round(time.perf_counter() - start, 1), "claims": claims}
     (folder / "summary.json").write_text(summary_json(summary))
     (folder / "report.md").write_text(report_markdown(checked, claims, seeds=seeds, device=device, quick=quick,
                                                       figures=ctx.figures, tables=ctx.tables, environment=env))
