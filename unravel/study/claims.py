@@ -408,11 +408,16 @@ def _norms(g):
 
 
 def _decay(g):
-    L, c, norm = _norms(g)
-    keep = (c > 0) & (norm > 0)
+    if "per_path_norm" in g.columns:  # a single-path magnitude (Veit's sampling estimator)
+        g = g.sort_values("length")
+        L, per = g.length.to_numpy(float), g.per_path_norm.to_numpy(float)
+    else:  # a length's part shared among its paths
+        L, c, norm = _norms(g)
+        per = np.where(c > 0, norm / np.maximum(c, 1), 0.0)
+    keep = per > 0
     if keep.sum() < 3:
         return math.nan, math.nan
-    x, y = L[keep], np.log(norm[keep] / c[keep])
+    x, y = L[keep], np.log(per[keep])
     slope, icpt = np.polyfit(x, y, 1)
     pred = slope * x + icpt
     r2 = 1 - ((y - pred) ** 2).sum() / max(((y - y.mean()) ** 2).sum(), 1e-300)
@@ -425,9 +430,10 @@ def claim_exponential_decay(paths: Trials, *, min_r2: float = 0.8, n_boot: int =
 
     Effect: the slope of a straight-line fit of log(magnitude per path) against length (per seed,
     then averaged); the claim holds below 0. Inconclusive if the fit explains less than ``min_r2``
-    of the variance (not an exponential). ``paths`` has rows ``seed, length, count, sq_norm``
-    (``sq_norm``: mean over examples of the squared norm of the length's part; per-example items
-    when kept).
+    of the variance (not an exponential). ``paths`` has rows ``seed, length`` and either
+    ``per_path_norm`` (a single path's gradient magnitude, as Veit et al.'s sampling estimator
+    measures it) or ``count, sq_norm`` (the exact length's part, shared evenly among its paths:
+    ``sq_norm`` is the mean over examples of its squared norm; per-example items when kept).
 
     Examples
     --------
@@ -440,7 +446,8 @@ def claim_exponential_decay(paths: Trials, *, min_r2: float = 0.8, n_boot: int =
     (-0.693, 'supported')
     """
     f = paths.frame
-    _check_columns(f, ["seed", "length", "count", "sq_norm"], "claim_exponential_decay")
+    _check_columns(f, ["seed", "length"] + (["per_path_norm"] if "per_path_norm" in f.columns else
+                                             ["count", "sq_norm"]), "claim_exponential_decay")
     r2 = float(np.mean([_decay(g)[1] for _, g in f.groupby("seed")]))
     slope = per_seed(lambda g: _decay(g)[0])(f)
     info = {"r2": r2, "factor_per_length": math.exp(slope) if math.isfinite(slope) else None}

@@ -151,8 +151,8 @@ def _veit_paths(ctx) -> list:
         sweep.append((f, sq.astype(np.float32)))
         frames.append(exact.to_frame().assign(seed=seed, units=n, state="trained", curve="exact, trained"))
         frames.append(e0.to_frame().assign(seed=seed, units=n, state="initial", curve="exact, at initialisation"))
-        s = attribution.path_length_gradients(model, x, y, method="sample", num_samples=a.num_samples,
-                                              generator=seed, chunk_size=a.paths_per_pass)
+        s = attribution.path_length_gradients(model, x[:a.sample_probe], y[:a.sample_probe], method="sample",
+                                              num_samples=a.num_samples, generator=seed, chunk_size=a.paths_per_pass)
         sampled.append(s.to_frame().assign(seed=seed, units=n, state="trained", curve="sampled (Veit's estimator)"))
         for depth in a.depths:
             m, h = ctx.trained("residual", seed, depth=depth)
@@ -182,20 +182,17 @@ def _veit_paths(ctx) -> list:
     deep = [(n >= a.min_units, f"the net has {n} units, fewer than min_units = {a.min_units}: Veit et al. make this "
                                "claim for a deep net (54 units), and with few units any window of a few lengths holds "
                                "a large share of all paths; run the full study to decide it")]
-    init_t = Trials(pd.concat(untrained, ignore_index=True), value="sq_norm")
-    init_slope = claims.claim_exponential_decay(init_t, n_boot=10)["estimate"]
-    samp_slope = None
-    s_frame = pd.concat(sampled, ignore_index=True)
-    s_frame = s_frame[s_frame.per_path_norm > 0]
-    if len(s_frame) >= 3:
-        samp_slope = float(np.polyfit(s_frame.length.astype(float), np.log(s_frame.per_path_norm.astype(float)), 1)[0])
-    out = [claims.claim_exponential_decay(main_t, n_boot=a.n_boot,
-                                          measured={"slope_at_initialisation": init_slope,
-                                                    "slope_sampling_estimator": samp_slope}),
+    def slope(frames):
+        return claims.claim_exponential_decay(Trials(pd.concat(frames, ignore_index=True)), n_boot=10)["estimate"]
+
+    sampled_t = Trials(pd.concat(sampled, ignore_index=True)[["seed", "length", "per_path_norm"]])
+    out = [claims.claim_exponential_decay(sampled_t, n_boot=a.n_boot,
+                                          measured={"exact_part_per_path_slope_trained": slope([f for f, _ in main]),
+                                                    "exact_part_per_path_slope_at_initialisation": slope(untrained)}),
            claims.claim_mean_length_below(main_t, n, n_boot=a.n_boot, requires=deep),
            claims.claim_effective_fraction(main_t, n, mass=float(a.mass), n_boot=a.n_boot, requires=deep)]
     if a.depths:
-        out.append(claims.claim_window_stays(sweep_t, n_boot=a.n_boot))
+        out.append(claims.claim_window_stays(sweep_t, n_boot=a.n_boot, requires=deep))
     return out
 
 

@@ -140,6 +140,8 @@ class VeitPathsAnalysis:
     probe_size: int = setting(128, integer(1))
     num_samples: int = setting(100, integer(1))
     paths_per_pass: int = setting(64, integer(1))
+    #: Examples the sampling estimator runs on (its cost grows with examples x sampled paths).
+    sample_probe: int = setting(32, integer(1))
     mass: float = setting(0.9, number(0, 1, open_low=True))
     #: Depths of the residual model trained besides its own, for the depth sweep (does the
     #: window of effective paths stay put as n grows?); empty: no sweep.
