@@ -386,24 +386,31 @@ def test_select_arguments_are_checked():
 
 
 def test_cli_prune_writes_a_smaller_checkpoint_and_a_report(tmp_path, capsys):
+    import pandas as pd
+
     from unravel.cli import main
 
     out = tmp_path / "pruned"
-    rc = main(["prune", "resnet_cifar", "--depth", "14", "--width", "4", "--data", "synthetic", "--epochs", "1",
-               "--budget", "0.5", "--strategy", "block_influence", "--out", str(out), "--no-progress"])
+    args = ["--model", "resnet_cifar", "--depth", "14", "--width", "4", "--data", "digits", "--no-progress"]
+    assert main(["train", *args, "--epochs", "1", "--save", str(tmp_path / "m.pt")]) == 0
+    rc = main(["prune", *args, "--checkpoint", str(tmp_path / "m.pt"), "--budget", "0.05", "--strategy",
+               "block_influence", "--max-units", "3", "--out", str(out)])
     assert rc == 0
-    import pandas as pd
-
     frame = pd.read_csv(out / "selection.csv")
-    assert frame.step.tolist()[0] == 0 and "within_budget" in frame
+    assert frame.step.tolist() == list(range(4)) and "within_budget" in frame
     report = (out / "report.md").read_text()
-    assert "block_influence" in report
-    ckpt = unravel.train.load(out / "model.pt")
-    removed = ckpt["meta"]["removed"]
-    data = unravel.data.synthetic()
-    full = unravel.models.build_model("resnet_cifar", data, depth=14, width=4)
-    small = unravel.prune.load(out / "model.pt", full)
+    assert "block_influence" in report and "| step |" in report
+    removed = unravel.train.load(out / "model.pt")["meta"]["removed"]
+    data = unravel.study.load_data({"data": "digits"})
+    trained = unravel.train.load(tmp_path / "m.pt", unravel.models.build_model("resnet_cifar", data, depth=14,
+                                                                                width=4)).eval()
+    small = unravel.prune.load(out / "model.pt", unravel.models.build_model("resnet_cifar", data, depth=14, width=4))
     assert len(unravel.find_units(small)) == 6 - len(removed)
+    x = data.test.tensors[0][:8]
+    with unravel.lesion.delete(trained, removed):
+        assert torch.equal(small.eval()(x), trained(x))
+    within = frame[frame.within_budget]
+    assert len(removed) == within.units_removed.max()
     assert "removed" in capsys.readouterr().out
 
 
