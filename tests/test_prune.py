@@ -205,6 +205,53 @@ def test_transformers_sublayers_zeroed_and_reloaded(kind, units, tmp_path):
         small(x)
 
 
+@pytest.mark.parametrize("family", ["gpt_neox", "qwen2", "gemma2", "distilbert", "vit", "opt", "falcon"])
+def test_transformers_families(family, tmp_path):
+    """Whole layers and (where the layer is read from its forward) sublayers, bit-exact, saved and
+    reloaded: parallel layers (one unit), per-layer config lists (layer_types), post-LN layers,
+    a dropout shared by both sublayers (ViT)."""
+    transformers = pytest.importorskip("transformers")
+    transformers.logging.set_verbosity_error()
+    sizes = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, num_key_value_heads=1,
+                 intermediate_size=48, head_dim=16, vocab_size=100, max_position_embeddings=64, dim=32, n_heads=2,
+                 n_layers=3, hidden_dim=48, image_size=16, patch_size=8, num_channels=3, pad_token_id=0,
+                 sliding_window=4, layer_types=None, num_labels=3)
+    fields = transformers.AutoConfig.for_model(family).to_dict()
+    cfg = transformers.AutoConfig.for_model(family, **{k: v for k, v in sizes.items() if k in fields})
+    if family == "gemma2":
+        cfg.layer_types = ["sliding_attention", "full_attention", "sliding_attention"]
+    auto = {"distilbert": transformers.AutoModelForMaskedLM,
+            "vit": transformers.AutoModelForImageClassification}.get(family, transformers.AutoModelForCausalLM)
+    torch.manual_seed(0)
+    net = auto.from_config(cfg).eval()
+    x = torch.randn(2, 3, 16, 16) if family == "vit" else torch.randint(3, 100, (2, 9))
+    units = unravel.find_units(net)
+    per = len(units) // 3
+    sets = [list(range(per, 2 * per))] + ([[0]] if per == 2 and family not in ("opt", "falcon") else [])
+    for chosen in sets:
+        small = _check_removed(net, x, chosen)
+        small.save_pretrained(tmp_path / str(chosen))
+        back = unravel.prune.from_pretrained(tmp_path / str(chosen))
+        assert torch.equal(unravel._utils.logits_of(back(x)), unravel._utils.logits_of(small(x)))
+    if family == "gemma2":
+        small = remove(net, list(range(per, 2 * per)))
+        assert small.config.layer_types == ["sliding_attention", "sliding_attention"]
+    if family == "opt":  # a hand-written adapter: whole layers only
+        with pytest.raises(UnsupportedModelError, match="lesion.delete"):
+            remove(net, [0])
+
+
+def test_torchvision_vit_blocks_keep_their_names():
+    torchvision = pytest.importorskip("torchvision")
+    net = torchvision.models.VisionTransformer(image_size=16, patch_size=8, num_layers=3, num_heads=2, hidden_dim=16,
+                                               mlp_dim=32, num_classes=3).eval()
+    small = _check_removed(net, torch.randn(2, 3, 16, 16), ["encoder.layers.encoder_layer_1/attention",
+                                                             "encoder.layers.encoder_layer_1/mlp"])
+    assert list(small.encoder.layers._modules) == ["encoder_layer_0", "encoder_layer_2"]
+    with pytest.raises(UnsupportedModelError, match="also holds"):
+        remove(net, ["encoder.layers.encoder_layer_1/mlp"])
+
+
 def test_transformers_hand_written_post_ln_layer_is_refused():
     transformers = pytest.importorskip("transformers")
     cfg = transformers.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,

@@ -38,7 +38,6 @@ import contextlib
 import copy
 import dataclasses
 import math
-import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -279,8 +278,26 @@ def _data_position(call) -> int | str:
     raise UnsupportedModelError("a call without hidden states (a bug in the reader)")
 
 
+def _keeps_zero(module) -> bool:
+    """Whether a module without parameters or buffers maps a 0-dim zero to a 0-dim zero (dropout,
+    ReLU, GELU): a zero passes through it, so it may stay after a removed sublayer."""
+    if next(iter(module.parameters()), None) is not None or next(iter(module.buffers()), None) is not None:
+        return False
+    try:
+        with torch.no_grad():
+            out = module(torch.zeros(()))
+    except Exception:  # noqa: BLE001 - any module that cannot take a 0-dim zero does not keep it
+        return False
+    return torch.is_tensor(out) and out.dim() == 0 and float(out) == 0.0
+
+
 def _zero_plan(block, positions: Sequence[int], names: Sequence[str]) -> dict[str, ZeroBranch]:
-    """attr -> ZeroBranch for the units at ``positions`` of a layer read from its forward."""
+    """attr -> ZeroBranch for the units at ``positions`` of a layer read from its forward.
+
+    Each residual branch is followed down from the sum through scalings, dropout and modules that
+    keep a zero (:func:`_keeps_zero`) to the module that computes it: that one returns a zero
+    (:class:`ZeroBranch`); the modules feeding only it pass their input on; modules that units
+    which stay use are kept."""
     from .adapters._transformers._program import _nodes
 
     prog = _read_program(block)
@@ -290,35 +307,38 @@ def _zero_plan(block, positions: Sequence[int], names: Sequence[str]) -> dict[st
             f"cannot remove {what} physically: only whole layers, or sublayers of transformers layers that "
             "unravel reads from their forward, can be removed (this layer has a hand-written adapter, and its "
             "deletion is not the identity). Use unravel.lesion.delete.")
-    kept = [p for p in range(len(prog.units)) if p not in positions]
     keep = set()
     for p in range(len(prog.units)):
         shortcut, add, branches, outer = prog.units[p]
-        nodes = _nodes(outer, add) + ([n for b in branches for n in _nodes(b, shortcut)] if p in kept else [])
+        nodes = _nodes(outer, add) + ([n for b in branches for n in _nodes(b, shortcut)] if p not in positions else [])
         keep |= {n.attr for n in nodes if n.op == "call"}
     plan: dict[str, ZeroBranch] = {}
+    feeding: dict[str, ZeroBranch] = {}
     for p in positions:
         shortcut, add, branches, outer = prog.units[p]
-        terminal = []
         for b in branches:
             t, index = b, None
-            while t.op in ("dropout", "mul", "item"):
-                if t.op == "item":
-                    index = t.index
-                t = t.src
+            while True:
+                if t.op in ("dropout", "mul", "item"):
+                    index = t.index if t.op == "item" else index
+                    t = t.src
+                elif t.op == "call" and index is None and _keeps_zero(getattr(block, t.attr)):
+                    t = t.src
+                else:
+                    break
             if t.op != "call":
                 raise UnsupportedModelError(f"cannot remove {what} physically: a residual branch is not the output "
                                             "of a module. Use unravel.lesion.delete.")
+            if t.attr in keep or t.attr in plan:
+                raise UnsupportedModelError(f"cannot remove {what} physically: its module {t.attr!r} also serves "
+                                            "units that stay. Use unravel.lesion.delete.")
             outputs = None if index is None else max(_arity(block, t.attr) or 0, index + 1)
-            terminal.append(t)
             plan[t.attr] = ZeroBranch(outputs, index or 0, _data_position(t))
-        for n in (n for b in branches for n in _nodes(b, shortcut)):
-            if n.op == "call" and all(n is not t for t in terminal) and n.attr not in plan:
-                plan[n.attr] = ZeroBranch(data=_data_position(n), passthrough=True)
-    shared = sorted(keep & set(plan))
-    if shared or len({t.attr for t in terminal}) != len([t for t in terminal]):
-        raise UnsupportedModelError(f"cannot remove {what} physically: its modules ({', '.join(shared)}) also "
-                                    "serve units that stay. Use unravel.lesion.delete.")
+            for n in _nodes(t.src, shortcut):
+                if n.op == "call" and n.attr not in keep:
+                    feeding.setdefault(n.attr, ZeroBranch(data=_data_position(n), passthrough=True))
+    for attr, z in feeding.items():
+        plan.setdefault(attr, z)
     return plan
 
 
@@ -412,12 +432,11 @@ def remove(model: nn.Module, units, *, example_inputs=None) -> nn.Module:
     names = {}
     for n, m in new.named_modules(remove_duplicate=False):
         names.setdefault(m, n)
-    hf = _is_hf(new)
-
     hosts: dict[nn.Module, list[ResidualUnit]] = {}
     for u in targets:
         hosts.setdefault(u.module, []).append(u)
     drops: dict[str, list[str]] = {}         # list or sequential name -> keys of the blocks dropped
+    layer_lists: set[str] = set()             # transformers layer lists (config and layer_idx follow)
     replaces: list[tuple[nn.Module, str, nn.Module]] = []
     zeros: list[tuple[nn.Module, list[int], list[str]]] = []
     root_replacement = None
@@ -428,10 +447,12 @@ def remove(model: nn.Module, units, *, example_inputs=None) -> nn.Module:
         parent, key, parent_name = _parent(new, name) if name else (None, "", "")
         identity = whole and all(_is_identity(u) for u in us)
         unit_names = [u.name for u in us]
-        if hf and _is_hf_block(block):
-            droppable = identity and isinstance(parent, nn.ModuleList) and _layer_config(new, parent_name, len(parent))
-            if droppable or (identity and isinstance(parent, nn.Sequential)):
+        if _is_hf_block(block):
+            listed = isinstance(parent, nn.ModuleList) and _layer_config(new, parent_name, len(parent)) is not None
+            if identity and (listed or isinstance(parent, nn.Sequential)):
                 drops.setdefault(parent_name, []).append(key)
+                if listed:
+                    layer_lists.add(parent_name)
             else:
                 _zero_plan(block, [u.position for u in us], unit_names)  # raises what cannot be done
                 zeros.append((block, [u.position for u in us], unit_names))
@@ -459,7 +480,7 @@ def remove(model: nn.Module, units, *, example_inputs=None) -> nn.Module:
     for parent_name, keys in drops.items():
         parent = new.get_submodule(parent_name) if parent_name else new
         old = list(parent._modules.items())
-        counted = _layer_config(new, parent_name, len(old)) if hf and isinstance(parent, nn.ModuleList) else None
+        counted = _layer_config(new, parent_name, len(old)) if parent_name in layer_lists else None
         kept = [(i, k, m) for i, (k, m) in enumerate(old) if k not in keys]
         numbered = all(k == str(i) for i, (k, _) in enumerate(old))
         parent._modules = OrderedDict((str(j) if numbered else k, m) for j, (_, k, m) in enumerate(kept))
@@ -585,32 +606,19 @@ def from_pretrained(path, model_class=None, **kwargs) -> nn.Module:
     names = list(getattr(config, HF_SUBLAYERS_KEY, None) or [])
     if not names:
         return model_class.from_pretrained(path, **kwargs)
-    model = model_class(config)
-    dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
-    if isinstance(dtype, torch.dtype):
-        model = model.to(dtype)
+    # the removed sublayers' weights are missing: transformers initialises them, then they go
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        model = model_class.from_pretrained(path, **kwargs)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
     units = resolve_units(find_units(model), names)
     hosts: dict[nn.Module, list[ResidualUnit]] = {}
     for u in units:
         hosts.setdefault(u.module, []).append(u)
     for block, us in hosts.items():
         _zero_sublayers(block, [u.position for u in us], [u.name for u in us])
-    from safetensors.torch import load_file
-
-    files = sorted(Path(path).glob("*.safetensors"))
-    if not files:
-        raise CheckpointError(f"no .safetensors weights in {str(path)!r}.")
-    state = {}
-    for f in files:
-        state.update(load_file(str(f)))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = set(getattr(model, "_tied_weights_keys", None) or [])
-    missing = [k for k in missing if k not in tied and not any(re.fullmatch(t, k) for t in tied if isinstance(t, str))]
-    if unexpected or missing:
-        raise CheckpointError(f"{str(path)!r} does not fit {model_class.__name__} without {', '.join(names)}: "
-                              f"missing {missing[:5]}, unexpected {unexpected[:5]}.")
-    if getattr(model.config, "tie_word_embeddings", False) and hasattr(model, "tie_weights"):
-        model.tie_weights()
     return model.eval()
 
 
@@ -639,7 +647,8 @@ class Selection:
     baseline : dict
         ``error`` and ``loss`` of the unlesioned model.
     scores : dict or None
-        Ranking strategies: candidate (a tuple of unit indices) -> score.
+        Ranking strategies: candidate (a tuple of unit indices) -> score; ``"angular"``: the
+        block chosen at each step (a tuple of unit indices) -> its angular distance.
     """
 
     strategy: str
@@ -766,7 +775,7 @@ def _angular(model, units, groups, loader, device):
     for x, y in loader:
         x, y = x.to(device), y.to(device)
         first, last, chained, linked = _states(model, units, groups, x)
-        n_items = None
+        n_items = _vectors(first[0], y, True).shape[0]
         for l in range(G):
             b = first[l]
             for n in range(1, G - l + 1):
@@ -777,7 +786,6 @@ def _angular(model, units, groups, loader, device):
                 b = _bypass_group(units, groups[j], b)
                 c = _cos(b, last[j], y, last_token=True).clamp(-1.0, 1.0)
                 total[l, n - 1] += float((torch.arccos(c) / math.pi).sum())
-                n_items = c.numel()
         count += n_items
     for l in range(G):
         valid[l, G - l:] = False
