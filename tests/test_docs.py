@@ -12,6 +12,7 @@ PAGES = ["index.html", "getting-started.html", "concepts.html", "studies.html", 
          "howto/index.html", "howto/own-model.html", "howto/torchvision.html", "howto/timm.html",
          "howto/transformers.html", "howto/huggingface.html", "howto/coverage.html",
          "howto/data.html", "howto/gpu.html", "howto/scale-out.html", "howto/resume.html", "howto/procrustes.html",
+         "howto/prune.html",
          "auto_examples/index.html"]
 EXAMPLES = sorted(p.stem for p in (ROOT / "examples").glob("plot_*.py"))
 

@@ -6,7 +6,7 @@ the gradient exactly by path length.
 """
 
 from . import adapters, attribution, data, errors, graph, interventions, lesion, models, plots
-from . import procrustes, study, sweeps, tracking, train, units, verify
+from . import procrustes, prune, study, sweeps, tracking, train, units, verify
 from .adapters import Adapter, register_adapter, supported_blocks, unregister_adapter
 from .errors import UnravelError, UnsupportedModelError
 from .graph import UnraveledGraph, unravel
@@ -23,5 +23,5 @@ __all__ = [
     "unravel", "UnraveledGraph",
     "UnravelError", "UnsupportedModelError",
     "units", "verify", "graph", "adapters", "interventions", "lesion", "sweeps", "attribution", "tracking", "train", "data", "models", "plots",
-    "study", "procrustes", "errors",
+    "study", "procrustes", "prune", "errors",
 ]

@@ -1,7 +1,7 @@
 """The ``unravel`` command line.
 
 ``unravel study run NAME|FILE``, ``unravel study list``, ``unravel train``, ``unravel lesion``,
-``unravel paths``, ``unravel units``, ``unravel data`` and ``unravel demo``. Every option is checked
+``unravel prune``, ``unravel paths``, ``unravel units``, ``unravel data`` and ``unravel demo``. Every option is checked
 before data is loaded or a model trained. A user's mistake (an :class:`~unravel.errors.UnravelError`)
 is one line on stderr and exit status 2; anything else is a bug and keeps its traceback.
 """
@@ -48,6 +48,16 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text} is not allowed: give a number > 0")
+    return value
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not allowed: give a number >= 0")
     return value
 
 
@@ -218,6 +228,62 @@ def _cmd_lesion(args):
     return 0
 
 
+def _cmd_prune(args):
+    from . import prune, train
+    from .units import find_units
+
+    if args.model_arg is not None:
+        args.model = args.model_arg
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ArgumentError(f"--out {args.out!r} is a file; give a folder to write the pruned model and report into")
+    d, model = _setup(args)
+    _prepare(args, model, d)
+    sel = prune.select(model, d, budget=args.budget, strategy=args.strategy, metric=args.metric, group=args.group,
+                       max_units=args.max_units, batch_size=args.batch_size, next_token=args.data == "token_ids",
+                       progress=not args.no_progress)
+    pruned = prune.remove(model, sel.units)
+    out.mkdir(parents=True, exist_ok=True)
+    sel.frame.to_csv(out / "selection.csv", index=False)
+    if prune._is_hf(pruned):
+        pruned.save_pretrained(out / "model")
+        saved = out / "model"
+    else:
+        meta = {"model": args.model, "data": args.data, "depth": args.depth, "width": args.width, "seed": args.seed,
+                "removed": list(sel.names), "strategy": args.strategy, "metric": args.metric, "budget": args.budget}
+        saved = train.save(pruned, out / "model.pt", {k: v for k, v in meta.items() if v is not None})
+    units = find_units(model)
+    before, after = (sum(p.numel() for p in m.parameters()) for m in (model, pruned))
+    (out / "report.md").write_text(_prune_report(args, sel, len(units), before, after, saved))
+    last = sel.frame[sel.frame.units_removed == len(sel.units)].iloc[-1] if sel.units else sel.frame.iloc[0]
+    print(f"removed {len(sel.units)} of {len(units)} units ({', '.join(sel.names) or 'none'}): {args.metric} "
+          f"{sel.baseline[args.metric]:.4g} -> {last[args.metric]:.4g} (budget +{args.budget:g}); parameters "
+          f"{before:,} -> {after:,}")
+    print(f"wrote {saved}, {out / 'selection.csv'} and {out / 'report.md'}")
+    return 0
+
+
+def _prune_report(args, sel, n_units, before, after, saved) -> str:
+    f = sel.frame
+    cols = ["step", "units_removed", "removed", "error", "loss", "within_budget", "score"]
+    lines = [f"# unravel prune: {args.model} on {args.data}", "",
+             f"- strategy: `{sel.strategy}` (candidates: {args.group}s), metric: {sel.metric}, budget: "
+             f"+{sel.budget:g} over the unlesioned model",
+             f"- unlesioned: error {sel.baseline['error']:.4f}, loss {sel.baseline['loss']:.4f}",
+             f"- removed {len(sel.units)} of {n_units} units: {', '.join(sel.names) or 'none'}",
+             f"- parameters: {before:,} -> {after:,} ({after / max(before, 1):.1%})",
+             f"- pruned model: `{saved}`" + (" (load it with `unravel.prune.load(path, model)`, `model` the "
+                                            "unpruned architecture)" if str(saved).endswith(".pt") else
+                                            " (load it with `unravel.prune.from_pretrained(path)`)"),
+             "", "## Quality against units removed", "",
+             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in f.iterrows():
+        cells = [str(r.step), str(r.units_removed), r.removed or "-", f"{r.error:.4f}", f"{r.loss:.4f}",
+                 "yes" if r.within_budget else "no", "" if r.score != r.score else f"{r.score:.4g}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _cmd_paths(args):
     from . import attribution
 
@@ -343,6 +409,23 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--results", default=None, help="CSV to append finished variants to (resumable)")
     q.add_argument("--out", type=_new_file, default=None, help="write the frame as CSV (default: print it)")
     q.set_defaults(func=_cmd_lesion)
+
+    q = sub.add_parser("prune", help="choose units to remove under an error budget and write the smaller model")
+    q.add_argument("model_arg", nargs="?", type=_model_name, metavar="MODEL",
+                   help="the model (same as --model): a reference model, torchvision:NAME, timm:NAME, "
+                        "hf:CONFIG_OR_DIR or package.module:factory")
+    _model_args(q, 5)
+    q.add_argument("--budget", type=_nonnegative_float, required=True,
+                   help="the largest increase of --metric over the unlesioned model (0.01: one point of error)")
+    q.add_argument("--strategy", choices=["greedy", "block_influence", "angular", "gradient_share"], default="greedy")
+    q.add_argument("--metric", choices=["error", "loss"], default="error")
+    q.add_argument("--group", choices=["unit", "module"], default="unit",
+                   help="candidates: single units, or all units of a module (a transformer layer)")
+    q.add_argument("--max-units", type=_count(1), default=None, help="remove at most this many candidates")
+    q.add_argument("--batch-size", type=_count(1), default=256)
+    q.add_argument("--out", default="pruned", help="folder for the pruned model, selection.csv and report.md "
+                                                   "(default pruned)")
+    q.set_defaults(func=_cmd_prune)
 
     q = sub.add_parser("paths", help="gradient magnitude by path length on a probe batch")
     _model_args(q, 5)
