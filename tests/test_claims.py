@@ -91,7 +91,11 @@ def test_bootstrap_resamples_seeds_and_draws():
     f = pd.DataFrame({"seed": [0, 0, 1, 1, 2, 2], "k": 1, "error": [0.1, 0.3, 0.2, 0.4, 0.5, 0.7]})
     est, (lo, hi), _ = bootstrap(per_seed(lambda g: g.error.mean()), Trials(f, draws=["k"]), n_boot=500)
     assert est == pytest.approx(0.3667, abs=1e-3)
-    assert 0.1 <= lo < est < hi <= 0.7
+    # three seeds: Student's t with 2 degrees of freedom on the per-seed means (0.2, 0.3, 0.6), plus
+    # the spread of the draws within seeds
+    se_seeds = np.std([0.2, 0.3, 0.6], ddof=1) / math.sqrt(3)
+    assert lo < est - 4.30 * se_seeds and hi > est + 4.30 * se_seeds
+    assert hi - est == pytest.approx(est - lo)
     # without seeds to resample and without draws, nothing varies
     est1, (lo1, hi1), _ = bootstrap(lambda g: g.error.mean(), Trials(f[f.seed == 0]), n_boot=50)
     assert lo1 == hi1 == est1
@@ -310,10 +314,40 @@ def test_extra_preconditions_make_a_claim_inconclusive():
     assert c["verdict"] == "inconclusive" and c["why"] == "too small to tell" and c["estimate"] == 2.0
 
 
+def test_one_seed_is_inconclusive_even_with_examples_to_resample():
+    t = _each({0: [0.051] * 6}, 0.05)
+    c = study.claim_single_deletions(t, n_boot=B)
+    assert c["verdict"] == "inconclusive" and "one training seed" in c["why"] and c["ci"][1] < 0.02
+
+
+def test_alike_is_an_equivalence_test_on_the_signed_difference():
+    # differences +0.06, -0.06, +0.06 per seed: the mean is 0.02, well inside the margin, but the
+    # seeds disagree; the absolute difference would have said "contradicted"
+    rows = [{"seed": s, "model": m, "mean_length": v, "units": 10} for s, d in zip(SEEDS, (0.6, -0.6, 0.6))
+            for m, v in (("resnet", 5.0), ("se_resnet", 5.0 + d))]
+    c = study.claim_alike(Trials(pd.DataFrame(rows)), n_boot=B)
+    assert c["estimate"] == pytest.approx(0.02) and c["verdict"] == "inconclusive"
+    far = [{**r, "mean_length": r["mean_length"] + (3.0 if r["model"] == "se_resnet" else 0)} for r in rows]
+    assert study.claim_alike(Trials(pd.DataFrame(far)), n_boot=B)["verdict"] == "contradicted"
+
+
+def test_clusters_resample_whole_curves():
+    f = pd.DataFrame({"seed": 0, "unit": 1, "draw": [0, 0, 1, 1], "epoch": [0, 1, 0, 1], "error": [0.9, 0.1, 0.5, 0.5]})
+    t = Trials(f, draws=["unit"], cluster="draw")
+    seen = set()
+    for b in range(5):
+        _, _, _ = bootstrap(lambda g: seen.add(tuple(g.error)) or 0.0, t, n_boot=20, seed=b)
+    # a resampled curve is a whole draw: error pairs (0.9, 0.1) and (0.5, 0.5) are never split
+    assert all(len(v) % 2 == 0 and all(v[i:i + 2] in ((0.9, 0.1), (0.5, 0.5)) for i in range(0, len(v), 2))
+               for v in seen)
+    with pytest.raises(ValueError, match="cluster needs draws"):
+        Trials(f, cluster="draw")
+
+
 def test_one_seed_without_anything_to_resample_is_inconclusive():
     f = pd.DataFrame({"seed": 0, "model": ["resnet", "densenet"], "mean_length": [5.0, 2.0], "units": 10})
     c = study.claim_dense_shallower(Trials(f), n_boot=B)
-    assert c["verdict"] == "inconclusive" and "one seed" in c["why"]
+    assert c["verdict"] == "inconclusive" and "one training seed" in c["why"]
 
 
 def test_dense_shallower_and_se_alike_share_one_margin():
@@ -334,8 +368,8 @@ def test_norm_claims_resample_units():
     rng = np.random.default_rng(5)
     rows = []
     for s in SEEDS:
-        for depth, res_spread in ((8, 0.3), (20, 0.1)):
-            for u in range(10):
+        for depth, res_spread in ((8, 0.6), (20, 0.05)):
+            for u in range(30):
                 rows.append({"seed": s, "family": "residual", "depth": depth, "unit": u,
                              "ratio": math.exp(res_spread * rng.standard_normal())})
                 rows.append({"seed": s, "family": "plain", "depth": depth, "unit": u,

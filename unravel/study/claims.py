@@ -91,10 +91,9 @@ def _judge(cid, statement, source, stat, trials, *, margin, direction, effect, m
     est, ci, undefined = bootstrap(stat, trials, n_boot=n_boot, seed=boot_seed)
     parts = list(trials.values() if isinstance(trials, dict) else [trials])
     seeds = _seeds(*parts)
-    varies = len(seeds) > 1 or any(t.items is not None or t.draws for t in parts)
     requires = [*requires, *extra,
-                (varies, "one seed and nothing else to resample (no per-example outcomes or draws): no "
-                                    "interval; run more seeds")]
+                (len(seeds) >= 2, "one training seed: the interval covers the test examples and draws of one trained "
+                                  "net, not the variation between training runs; run two or more seeds")]
     return make_claim(cid, statement, source, estimate=est, ci=ci, margin=margin, direction=direction, effect=effect,
                       seeds=seeds, paper=_paper(paper_key or cid), measured=measured, requires=requires,
                       undefined=undefined)
@@ -278,7 +277,7 @@ def claim_smooth_growth(trials: Trials, *, x: str = "k", margin: float = 3.0, ci
     >>> from unravel.study import claim_smooth_growth
     >>> from unravel.study.stats import Trials
     >>> f = pd.DataFrame({"seed": 0, "k": [0, 1, 2, 4, 8], "error": [0.1, 0.15, 0.2, 0.3, 0.5]})
-    >>> c = claim_smooth_growth(Trials(f, draws=["k"]), n_boot=50)
+    >>> c = claim_smooth_growth(Trials(pd.concat([f, f.assign(seed=1)]), draws=["k"]), n_boot=50)
     >>> round(c["estimate"], 3), c["verdict"]
     (1.0, 'supported')
     """
@@ -467,6 +466,8 @@ def _mean_length(g):
 
 def _window(g, mass):
     L, c, norm = _norms(g)
+    if not norm.sum() > 0:
+        return int(L[0]), int(L[-1]), math.nan
     share = norm / norm.sum()
     K = len(share)
     for width in range(1, K + 1):
@@ -597,8 +598,11 @@ def claim_shallow_first(subnetworks: Trials, *, margin: float = 0.0,
 
     Effect: the epoch at which the largest subnetwork's error covers half its fall minus that of
     the smallest (positive: shallow first), averaged over seeds; the claim holds above ``margin``
-    (0). Undefined (inconclusive) when a curve never falls. Rows: ``seed, epoch,
-    subnetwork_units, error`` (draws resampled within units and epoch).
+    (0). The half-way epoch is measured against each curve's own fall, so a subnetwork that
+    stalls high can still count as early: ``measured`` gives the curves' start and end errors.
+    Undefined (inconclusive) when a curve never falls. Rows: ``seed, epoch, subnetwork_units,
+    draw, error``; pass ``Trials(frame, draws=["subnetwork_units"], cluster="draw")`` so that each
+    random subnetwork's whole curve is resampled.
 
     Examples
     --------
@@ -607,7 +611,8 @@ def claim_shallow_first(subnetworks: Trials, *, margin: float = 0.0,
     >>> from unravel.study.stats import Trials
     >>> f = pd.DataFrame({"seed": 0, "epoch": [0, 1, 2] * 2, "subnetwork_units": [1] * 3 + [8] * 3,
     ...                   "error": [0.9, 0.2, 0.2, 0.9, 0.8, 0.2]})
-    >>> claim_shallow_first(Trials(f, draws=["subnetwork_units", "epoch"]), n_boot=20)["verdict"]
+    >>> f = pd.concat([f.assign(draw=0), f.assign(draw=1, seed=1)])
+    >>> claim_shallow_first(Trials(f, draws=["subnetwork_units"], cluster="draw"), n_boot=20)["verdict"]
     'supported'
     """
     f = subnetworks.frame
@@ -619,11 +624,16 @@ def claim_shallow_first(subnetworks: Trials, *, margin: float = 0.0,
         return t[ks[-1]] - t[ks[0]]
 
     pooled = f.groupby(["subnetwork_units", "epoch"]).error.mean()
-    times = {int(k): _half_time(pooled.loc[k]) for k in sorted(f.subnetwork_units.unique())}
-    return _judge("shallow-first", "Shallow subnetworks reach low error before deep ones", SSF, per_seed(gap),
+    units = sorted(f.subnetwork_units.unique())
+    times = {int(k): _half_time(pooled.loc[k]) for k in units}
+    ends = {int(k): [round(float(pooled.loc[k].sort_index().iloc[i]), 4) for i in (0, -1)] for k in units}
+    return _judge("shallow-first",
+                  "Shallow subnetworks learn before deep ones (each covers half its fall in error earlier)", SSF,
+                  per_seed(gap),
                   subnetworks, margin=margin, direction="above",
                   effect="the largest minus the smallest subnetwork's half-way epoch",
-                  measured={"half_way_epoch_by_units": times}, extra=requires, n_boot=n_boot)
+                  measured={"half_way_epoch_by_units": times, "first_and_last_error_by_units": ends},
+                  extra=requires, n_boot=n_boot)
 
 
 def claim_mean_length_moves(records: Trials, *, margin: float = 0.0,
@@ -690,24 +700,26 @@ def claim_dense_shallower(frame: Trials, *, margin: float = 0.05,
 
 def claim_alike(frame: Trials, *, margin: float = 0.05,
                            n_boot: int = 1000, requires=()) -> dict:
-    """SE-ResNets and ResNets behave alike: their mean path lengths over units differ by less
-    than ``margin`` (0.05). Rows: ``seed, model`` (``resnet``, ``se_resnet``), ``mean_length``,
-    ``units``.
+    """SE-ResNets and ResNets behave alike: an equivalence test on the signed difference of their
+    mean path lengths over units, supported when its interval lies within (-``margin``,
+    ``margin``) (0.05), contradicted when it lies wholly outside. Rows: ``seed, model``
+    (``resnet``, ``se_resnet``), ``mean_length``, ``units``.
 
     Examples
     --------
     >>> import pandas as pd
     >>> from unravel.study import claim_alike
     >>> from unravel.study.stats import Trials
-    >>> f = pd.DataFrame({"seed": 0, "model": ["resnet", "se_resnet"], "mean_length": [5.0, 5.1], "units": 10})
+    >>> f = pd.DataFrame({"seed": [0, 0, 1, 1], "model": ["resnet", "se_resnet"] * 2,
+    ...                   "mean_length": [5.0, 5.1, 5.0, 5.1], "units": 10})
     >>> round(claim_alike(Trials(f), n_boot=20)["estimate"], 3)
     0.01
     """
     f = frame.frame
     _check_columns(f, ["seed", "model", "mean_length", "units"], "claim_alike")
     return _judge("se-alike", "SE-ResNets and ResNets behave alike", SSF,
-                  per_seed(lambda g: abs(_relative(g, "resnet") - _relative(g, "se_resnet"))), frame, margin=margin,
-                  direction="below", effect="the absolute difference of mean path length over units",
+                  per_seed(lambda g: _relative(g, "se_resnet") - _relative(g, "resnet")), frame, margin=margin,
+                  direction="within", effect="SE-ResNet's minus ResNet's mean path length over units",
                   measured={"resnet_relative": _relative(f, "resnet"), "se_resnet_relative": _relative(f, "se_resnet")},
                   extra=requires, n_boot=n_boot)
 
@@ -717,7 +729,9 @@ def claim_alike(frame: Trials, *, margin: float = 0.05,
 
 
 def _dev(g):
-    return g.assign(dev=np.abs(np.log(g.ratio.clip(lower=1e-300)))).groupby(["depth", "family"]).dev.mean().unstack()
+    """Mean |log ratio| per depth and family; NaN where any unit's ratio is undefined (0/0)."""
+    dev = np.abs(np.log(g.ratio.astype(float).clip(lower=1e-300)))
+    return g.assign(dev=dev).groupby(["depth", "family"]).dev.agg(lambda d: d.mean(skipna=False)).unstack()
 
 
 def claim_residual_closer(frame: Trials, *, margin: float = 0.0,
@@ -733,8 +747,8 @@ def claim_residual_closer(frame: Trials, *, margin: float = 0.0,
     >>> import pandas as pd
     >>> from unravel.study import claim_residual_closer
     >>> from unravel.study.stats import Trials
-    >>> f = pd.DataFrame({"seed": 0, "family": ["residual"] * 2 + ["plain"] * 2, "depth": 8,
-    ...                   "ratio": [1.1, 0.9, 3.0, 0.2]})
+    >>> f = pd.DataFrame({"seed": [0] * 4 + [1] * 4, "family": (["residual"] * 2 + ["plain"] * 2) * 2,
+    ...                   "depth": 8, "ratio": [1.1, 0.9, 3.0, 0.2, 1.05, 0.95, 4.0, 0.3]})
     >>> claim_residual_closer(Trials(f, draws=["family", "depth"]), n_boot=20)["verdict"]
     'supported'
     """
@@ -743,7 +757,7 @@ def claim_residual_closer(frame: Trials, *, margin: float = 0.0,
 
     def gap(g):
         d = _dev(g)
-        return float((d["plain"] - d["residual"]).min())
+        return float((d["plain"] - d["residual"]).min(skipna=False))
 
     d = _dev(f)
     return _judge("residual-closer", "Residual nets preserve the gradient norm better than plain nets", NORM,
@@ -763,7 +777,8 @@ def claim_deeper_closer(frame: Trials, *, margin: float = 0.0,
     >>> import pandas as pd
     >>> from unravel.study import claim_deeper_closer
     >>> from unravel.study.stats import Trials
-    >>> f = pd.DataFrame({"seed": 0, "family": "residual", "depth": [8, 8, 20, 20], "ratio": [1.5, 0.6, 1.1, 0.95]})
+    >>> f = pd.DataFrame({"seed": [0] * 4 + [1] * 4, "family": "residual", "depth": [8, 8, 20, 20] * 2,
+    ...                   "ratio": [1.5, 0.6, 1.1, 0.95, 1.6, 0.62, 1.08, 0.97]})
     >>> claim_deeper_closer(Trials(f, draws=["family", "depth"]), n_boot=20)["verdict"]
     'supported'
     """

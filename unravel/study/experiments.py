@@ -168,6 +168,8 @@ def _veit_paths(ctx) -> list:
     main_t = _trials(main, value="sq_norm")
     sweep_t = _trials(sweep, value="sq_norm")  # every depth's rows share the probe's examples
     ctx.frame("path_parts", sweep_t.frame)
+    np.savez_compressed(ctx.out / f"{ctx._name('path_parts')}_items.npz", sq_norm=sweep_t.items)
+    ctx.tables.append(f"{ctx._name('path_parts')}_items.npz")
     trained_n = grads[(grads.units == n) & (grads.method == "exact") & (grads.state == "trained")]
     init_n = grads[(grads.units == n) & (grads.state == "initial")]
     samp = grads[(grads.method == "sample")]
@@ -228,7 +230,8 @@ def _ssf_dynamics(ctx) -> list:
     records = res_tf.groupby(["seed", "epoch"], as_index=False).mean_length.first()
     subnets = pd.concat(sfs["resnet"], ignore_index=True)
     lasts = pd.DataFrame(lasts)
-    out = [claims.claim_shallow_first(Trials(subnets, draws=["subnetwork_units", "epoch"]), n_boot=a.n_boot),
+    out = [claims.claim_shallow_first(Trials(subnets, draws=["subnetwork_units"], cluster="draw"),
+                                      n_boot=a.n_boot),
            claims.claim_mean_length_moves(Trials(records), n_boot=a.n_boot)]
     if "densenet" in roles:
         out.append(claims.claim_dense_shallower(Trials(lasts[lasts.model.isin(["resnet", "densenet"])]),

@@ -109,9 +109,10 @@ def report_markdown(spec, claims: list, *, seeds, device, quick: bool, figures: 
         lines += [f"Code: unravel {environment.get('versions', {}).get('unravel')}, git revision "
                   f"`{rev or 'unknown'}`{' with local changes' if environment.get('git_dirty') else ''}."]
     lines += ["", "## Verdicts", "",
-              "Each claim is judged by an effect estimate, its 95% bootstrap interval (over seeds, test examples and "
-              "random draws) and a stated margin: *supported* when the whole interval lies on the claimed side of the "
-              "margin, *contradicted* when it lies on the other side, *inconclusive* otherwise.", "",
+              "Each claim is judged by an effect estimate, its 95% interval (Student's t over the training seeds, "
+              "plus a bootstrap over test examples and random draws where the study kept them) and a stated margin: "
+              "*supported* when the whole interval lies on the claimed side of the margin, *contradicted* when it "
+              "lies on the other side, *inconclusive* otherwise.", "",
               "| claim | the paper | ours: estimate [95% CI] | margin | verdict |", "|---|---|---|---|---|"]
     for c in claims:
         ours = f"{c['effect']}: {_fmt(c['estimate'])} [{_fmt(c['ci'][0])}, {_fmt(c['ci'][1])}]"

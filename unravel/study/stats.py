@@ -6,11 +6,11 @@ interval lies on the claimed side, *contradicted* when the whole interval lies o
 and *inconclusive* otherwise, or when the effect is undefined on the data (a curve that never
 rises, a net that never trained).
 
-Intervals come from a hierarchical percentile bootstrap (:func:`bootstrap`) over the levels a
-study's measurements vary on: **seeds** (whole training runs, resampled with replacement), **test
-examples** (per-item outcomes, reweighted with Poisson(1) weights, the same weights for every row of
-one seed so paired comparisons stay paired), and **draws** (rows exchangeable within a group, such
-as the random k-unit deletions of one k, resampled within their group).
+Intervals (:func:`bootstrap`) combine the levels a study's measurements vary on: **seeds** (whole
+training runs: the standard error of the per-seed estimates, with Student's t), and, with the
+trained nets fixed, **test examples** (per-item outcomes reweighted with Poisson(1) weights, the
+same weights for every row of every seed, so comparisons stay paired) and **draws** (rows, or
+clusters of rows, exchangeable within a group, such as the random k-unit deletions of one k).
 """
 
 from __future__ import annotations
@@ -46,7 +46,10 @@ class Trials:
         The column that ``items`` averages to (replaced in each bootstrap resample).
     draws : sequence of str, optional
         Columns whose groups (within a seed) hold exchangeable draws: rows are resampled with
-        replacement inside each group. None: rows are fixed (units of a net, say).
+        replacement inside each group. None: rows are fixed.
+    cluster : str, optional
+        With ``draws``: a column naming which rows belong together (one random subnetwork measured
+        at every epoch, say); whole clusters are resampled instead of rows.
 
     Examples
     --------
@@ -62,6 +65,7 @@ class Trials:
     items: np.ndarray | None = None
     value: str = "error"
     draws: Sequence[str] | None = None
+    cluster: str | None = None
     _by_seed: dict = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
@@ -76,7 +80,10 @@ class Trials:
             if self.value not in self.frame.columns:
                 raise ArgumentError(f"Trials.value {self.value!r} is not a column of the frame.")
             self.items = items.astype(np.float32)
-        missing = [c for c in (self.draws or ()) if c not in self.frame.columns]
+        if self.cluster is not None and not self.draws:
+            raise ArgumentError("Trials.cluster needs draws (the groups its clusters are drawn within).")
+        needed = [*(self.draws or ()), *([self.cluster] if self.cluster else [])]
+        missing = [c for c in needed if c not in self.frame.columns]
         if missing:
             raise ArgumentError(f"Trials.draws names columns the frame lacks: {missing}.")
         self._by_seed = {s: np.flatnonzero(self.frame.seed.to_numpy() == s) for s in self.frame.seed.unique()}
@@ -98,39 +105,66 @@ def _as_dict(trials):
 def _call(stat, frames, single):
     try:
         v = stat(frames[None] if single else frames)
-    except (ZeroDivisionError, FloatingPointError, ValueError, KeyError, IndexError):
+    except (ZeroDivisionError, FloatingPointError, np.linalg.LinAlgError):
         return math.nan
     v = float(v) if v is not None else math.nan
     return v if math.isfinite(v) else math.nan
 
 
-def bootstrap(stat: Callable, trials, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
-              resample_seeds: bool = True):
-    """The point estimate of ``stat`` and its percentile-bootstrap confidence interval.
+def _t_quantile(p: float, dof: int) -> float:
+    from scipy.stats import t
+
+    return float(t.ppf(p, dof))
+
+
+def _clusters(t: Trials, rows: np.ndarray) -> list:
+    """The resampling groups of one seed's rows: per group of ``draws``, a list of clusters (row
+    positions within ``rows``) that are drawn with replacement."""
+    sub = t.frame.iloc[rows]
+    out = []
+    for ix in sub.groupby(list(t.draws), sort=False).indices.values():
+        ix = np.asarray(ix)
+        if t.cluster is None:
+            out.append([np.array([i]) for i in ix])
+        else:
+            ids = sub[t.cluster].to_numpy()[ix]
+            out.append([ix[ids == c] for c in dict.fromkeys(ids)])
+    return out
+
+
+def bootstrap(stat: Callable, trials, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0):
+    """The estimate of ``stat`` and its confidence interval over seeds, test examples and draws.
+
+    With two or more seeds the interval is ``estimate +- t * sqrt(se_seeds**2 + se_within**2)``:
+    ``se_seeds`` is the standard error of ``stat`` computed on each seed alone (seeds are whole
+    training runs; ``t`` is Student's quantile with ``seeds - 1`` degrees of freedom, so three
+    seeds give wide intervals, as they should); ``se_within`` is the bootstrap standard deviation
+    of ``stat`` when the test examples (Poisson(1) weights, one weight vector per resample shared by
+    every row of every seed, since all seeds are measured on the same examples) and the draws
+    (rows, or ``cluster`` groups of rows, within each ``draws`` group) are resampled with the
+    trained nets fixed. Adding both is conservative. With one seed the interval is the percentile
+    interval of the within resamples: conditional on that one trained net.
 
     Parameters
     ----------
     stat : callable
         ``stat(frame) -> float`` (or ``stat({name: frame}) -> float`` when ``trials`` is a
-        mapping). It must average over the frame's seeds itself (see :func:`per_seed`). In a
-        resample, a seed drawn twice appears as two seeds (labels ``0, 1, ...``). A NaN or
-        infinite result (or a ``ValueError``/``ZeroDivisionError``) means *undefined*.
+        mapping). It must handle frames of one seed and of several (see :func:`per_seed`). A NaN or
+        infinite result (or a ``ZeroDivisionError``) means *undefined*.
     trials : Trials or mapping of str to Trials
-        Trials of one mapping share their seed and example resampling (paired).
+        Trials of one mapping share their example weights (paired).
     n_boot : int
     level : float
         Coverage of the interval.
     seed : int
         Seeds the resampling.
-    resample_seeds : bool
-        Resample whole seeds (with one seed, only its examples and draws vary).
 
     Returns
     -------
     (estimate, [low, high], undefined_share)
         ``estimate`` is NaN when ``stat`` is undefined on the data; the interval is ``[nan, nan]``
-        when the estimate is undefined or ``stat`` is undefined in more than ``(1 - level) / 2`` of
-        the resamples (so it cannot bound the effect).
+        when the estimate or a seed's estimate is undefined, or ``stat`` is undefined in more than
+        ``(1 - level) / 2`` of the within resamples.
 
     Examples
     --------
@@ -153,63 +187,62 @@ def bootstrap(stat: Callable, trials, *, n_boot: int = 1000, level: float = 0.95
     seeds = list(dict.fromkeys(s for t in tdict.values() for s in t.seeds))
     if not seeds:
         raise ArgumentError("bootstrap got no rows.")
+    S, alpha = len(seeds), (1 - level) / 2
+    nan_ci = [math.nan, math.nan]
+    if math.isnan(estimate):
+        return estimate, nan_ci, 1.0
+    se_seeds = 0.0
+    if S >= 2:
+        theta = [_call(stat, {k: t.frame[t.frame.seed == s] for k, t in tdict.items()}, single) for s in seeds]
+        if any(math.isnan(v) for v in theta):
+            return estimate, nan_ci, 1.0
+        se_seeds = float(np.std(theta, ddof=1) / math.sqrt(S))
     rng = np.random.default_rng(seed)
-    S = len(seeds)
-    picks = rng.integers(0, S, size=(n_boot, S)) if resample_seeds and S > 1 else np.tile(np.arange(S), (n_boot, 1))
-    # per (seed, number of items): Poisson(1) weights for every (replicate, copy)
-    weights: dict = {}
-
-    def weights_of(s, n):
-        if (s, n) not in weights:
-            w = rng.poisson(1.0, size=(n, n_boot * S)).astype(np.float32)
-            w[:, w.sum(0) == 0] = 1.0
-            weights[(s, n)] = w
-        return weights[(s, n)]
-
-    # per trials and seed: resampled values of its rows, [rows, n_boot * S]
-    values = {}
-    for k, t in tdict.items():
-        for s, rows in t._by_seed.items():
-            if t.items is not None:
-                w = weights_of(s, t.items.shape[1])
-                values[(k, s)] = (t.items[rows] @ w) / w.sum(0, keepdims=True)
-    groups = {}
-    for k, t in tdict.items():
-        for s, rows in t._by_seed.items():
-            if t.draws:
-                sub = t.frame.iloc[rows]
-                groups[(k, s)] = [np.asarray(ix) for ix in sub.groupby(list(t.draws), sort=False).indices.values()]
-    reps = np.empty(n_boot)
-    for b in range(n_boot):
-        out = {}
+    varies = any(t.items is not None or t.draws for t in tdict.values())
+    reps = np.full(n_boot, estimate)
+    if varies:
+        weights = {}  # items per row -> [n_items, n_boot], shared by every seed (the same examples)
+        values = {}  # (trials, seed) -> resampled values of its rows, [rows, n_boot]
         for k, t in tdict.items():
-            idx, labels, vals = [], [], []
-            for j, si in enumerate(picks[b]):
-                s = seeds[si]
-                rows = t._by_seed.get(s)
-                if rows is None:
-                    continue
-                order = np.arange(len(rows))
-                if t.draws:
-                    order = np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups[(k, s)]])
-                idx.append(rows[order])
-                labels.append(np.full(len(order), j))
-                if t.items is not None:
-                    vals.append(values[(k, s)][order, b * S + j])
-            part = t.frame.take(np.concatenate(idx))
-            part.index = pd.RangeIndex(len(part))
-            part["seed"] = np.concatenate(labels)
             if t.items is not None:
-                part[t.value] = np.concatenate(vals)
-            out[k] = part
-        reps[b] = _call(stat, out, single)
+                n = t.items.shape[1]
+                if n not in weights:
+                    w = rng.poisson(1.0, size=(n, n_boot)).astype(np.float32)
+                    w[:, w.sum(0) == 0] = 1.0
+                    weights[n] = w
+                for s, rows in t._by_seed.items():
+                    values[(k, s)] = (t.items[rows] @ weights[n]) / weights[n].sum(0, keepdims=True)
+        groups = {(k, s): _clusters(t, rows) for k, t in tdict.items() if t.draws for s, rows in t._by_seed.items()}
+        for b in range(n_boot):
+            out = {}
+            for k, t in tdict.items():
+                idx, vals = [], []
+                for s, rows in t._by_seed.items():
+                    order = np.arange(len(rows))
+                    if t.draws:
+                        order = np.concatenate([np.concatenate([g[i] for i in rng.integers(0, len(g), len(g))])
+                                                for g in groups[(k, s)]])
+                    idx.append(rows[order])
+                    if t.items is not None:
+                        vals.append(values[(k, s)][order, b])
+                part = t.frame.take(np.concatenate(idx))
+                part.index = pd.RangeIndex(len(part))
+                if t.items is not None:
+                    part[t.value] = np.concatenate(vals)
+                out[k] = part
+            reps[b] = _call(stat, out, single)
     undefined = float(np.isnan(reps).mean())
-    alpha = (1 - level) / 2
-    if math.isnan(estimate) or undefined > alpha:
-        return estimate, [math.nan, math.nan], undefined
+    if undefined > alpha:
+        return estimate, nan_ci, undefined
     finite = reps[~np.isnan(reps)]
-    lo, hi = np.quantile(finite, [alpha, 1 - alpha])
-    return estimate, [float(lo), float(hi)], undefined
+    if S >= 2:
+        half = _t_quantile(1 - alpha, S - 1) * math.sqrt(se_seeds ** 2 + float(np.std(finite)) ** 2)
+        return estimate, [estimate - half, estimate + half], undefined
+    # one seed: percentile interval; an undefined resample counts against both bounds
+    k = int(np.isnan(reps).sum())
+    lo = float(np.quantile(np.concatenate([finite, np.full(k, -np.inf)]), alpha, method="lower"))
+    hi = float(np.quantile(np.concatenate([finite, np.full(k, np.inf)]), 1 - alpha, method="higher"))
+    return estimate, [lo, hi], undefined
 
 
 def per_seed(fn: Callable) -> Callable:
@@ -230,7 +263,8 @@ def per_seed(fn: Callable) -> Callable:
 
 
 def decide(estimate: float, ci, margin: float, direction: str) -> str:
-    """The verdict on "the effect lies ``direction`` ``margin``" from its interval.
+    """The verdict on "the effect lies ``direction`` ``margin``" from its interval
+    (``"within"``: the effect lies between ``-margin`` and ``margin``, an equivalence claim).
 
     Examples
     --------
@@ -240,11 +274,15 @@ def decide(estimate: float, ci, margin: float, direction: str) -> str:
     >>> decide(0.3, [0.05, 0.4], 0.1, "above"), decide(float("nan"), [0, 1], 0.1, "below")
     ('inconclusive', 'inconclusive')
     """
-    if direction not in ("above", "below"):
-        raise ArgumentError(f"direction={direction!r}; allowed: above, below.")
+    if direction not in ("above", "below", "within"):
+        raise ArgumentError(f"direction={direction!r}; allowed: above, below, within.")
     lo, hi = (float(v) for v in ci)
     if any(math.isnan(v) for v in (estimate, lo, hi)):
         return "inconclusive"
+    if direction == "within":  # equivalence: the effect lies in (-margin, margin)
+        if -margin < lo and hi < margin:
+            return "supported"
+        return "contradicted" if lo > margin or hi < -margin else "inconclusive"
     above, below = lo > margin, hi < margin
     if direction == "above":
         return "supported" if above else "contradicted" if below else "inconclusive"
@@ -280,12 +318,19 @@ def make_claim(cid: str, statement: str, source: str, *, estimate: float, ci, ma
     ('supported', 'supported if the 95% interval of error increase lies below 0.05, contradicted if it lies above')
     """
     verdict = decide(estimate, ci, margin, direction)
-    other = "above" if direction == "below" else "below"
-    rule = (f"supported if the {level:.0%} interval of {effect} lies {direction} {margin:g}, contradicted if it lies "
-            f"{other}")
-    why = {"supported": f"the whole interval lies {direction} the margin",
-           "contradicted": f"the whole interval lies {other} the margin",
-           "inconclusive": "the interval contains the margin"}[verdict]
+    if direction == "within":
+        rule = (f"supported if the {level:.0%} interval of {effect} lies within (-{margin:g}, {margin:g}), "
+                f"contradicted if it lies wholly outside")
+        why = {"supported": "the whole interval lies within the margins",
+               "contradicted": "the whole interval lies outside the margins",
+               "inconclusive": "the interval crosses a margin"}[verdict]
+    else:
+        other = "above" if direction == "below" else "below"
+        rule = (f"supported if the {level:.0%} interval of {effect} lies {direction} {margin:g}, contradicted if it "
+                f"lies {other}")
+        why = {"supported": f"the whole interval lies {direction} the margin",
+               "contradicted": f"the whole interval lies {other} the margin",
+               "inconclusive": "the interval contains the margin"}[verdict]
     if math.isnan(float(estimate)):
         why = f"{effect} is undefined on this data"
     elif any(math.isnan(float(v)) for v in ci):
