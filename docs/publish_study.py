@@ -27,7 +27,7 @@ def _fmt(v):
     return "n/a" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def verdict_table(summary: dict, env: dict) -> str:
+def verdict_table(summary: dict, env: dict, folder: Path | None = None) -> str:
     """The Markdown table of a study's claims."""
     lines = ["| claim | the paper | ours: estimate [95% CI] | claim holds if | verdict |", "|---|---|---|---|---|"]
     for c in summary["claims"]:
@@ -37,11 +37,18 @@ def verdict_table(summary: dict, env: dict) -> str:
             paper += f" ({p['where'].split(', ')[-1] if ', ' in p['where'] else p['where']})"
         ours = f"{c['effect']}: {_fmt(c['estimate'])} [{_fmt(c['ci'][0])}, {_fmt(c['ci'][1])}]"
         why = "" if c["verdict"] != "inconclusive" else f" ({c['why']})"
-        lines.append(f"| {c['statement']} | {paper} | {ours} | {c['direction']} {c['margin']:g} | "
-                     f"**{c['verdict']}**{why} |")
+        cells = [c["statement"], paper, ours, f"{c['direction']} {c['margin']:g}", f"**{c['verdict']}**{why}"]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     rev = (env.get("git_revision") or "unknown")[:10]
-    lines += ["", f"*Seeds {summary['seeds']}; {env.get('device')} ({env.get('cpu_count')} cores, "
-                  f"{env.get('torch_threads')} threads); unravel revision `{rev}`; run {env.get('date')}.*", ""]
+    took = f"; this run {summary['seconds'] / 60:.0f} min" if summary.get("seconds") else ""
+    train = Path(folder or ".") / "train.csv"
+    if folder is not None and train.is_file():
+        import pandas as pd
+
+        took += (f"; training its models took {pd.read_csv(train).seconds.sum() / 60:.0f} min, recorded when each was "
+                 "trained (models trained before with the same settings and code come from the cache)")
+    lines += ["", f"*Seeds {summary['seeds']}; {env.get('device')} ({env.get('cpu_count')} cores, torch threads: "
+                  f"{env.get('torch_threads')}){took}; unravel revision `{rev}`; run {env.get('date')}.*", ""]
     return "\n".join(lines)
 
 
@@ -61,7 +68,7 @@ def publish(folder: Path, force: bool = False) -> Path:
     for pattern in KEEP:
         for f in folder.glob(pattern):
             shutil.copy2(f, dest / f.name)
-    (dest / "verdicts.md").write_text(verdict_table(summary, env))
+    (dest / "verdicts.md").write_text(verdict_table(summary, env, folder))
     return dest
 
 
