@@ -925,7 +925,8 @@ def select(model: nn.Module, data, *, budget: float, strategy: str = "greedy", m
 
     Examples
     --------
-    >>> import unravel
+    >>> import torch, unravel
+    >>> _ = torch.manual_seed(0)
     >>> data = unravel.data.synthetic(120, input_shape=(8,), num_classes=3)
     >>> net = unravel.models.resmlp(8, 3, width=8, depth=4)
     >>> sel = unravel.prune.select(net, data, budget=0.05, strategy="block_influence")
@@ -933,9 +934,9 @@ def select(model: nn.Module, data, *, budget: float, strategy: str = "greedy", m
     ['strategy', 'step', 'removed', 'units_removed', 'error', 'loss']
     >>> sel.frame.step.tolist()
     [0, 1, 2, 3, 4]
-    >>> small = unravel.prune.remove(net, sel.units[:2])  # or sel.remove(net)
-    >>> len(unravel.find_units(small))
-    2
+    >>> small = sel.remove(net)  # unravel.prune.remove(net, sel.units)
+    >>> len(unravel.find_units(small)) == 4 - len(sel.units)
+    True
     """
     import pandas as pd
 
