@@ -935,7 +935,8 @@ def select(model: nn.Module, data, *, budget: float, strategy: str = "greedy", m
     >>> sel.frame.step.tolist()
     [0, 1, 2, 3, 4]
     >>> small = sel.remove(net)  # unravel.prune.remove(net, sel.units)
-    >>> len(unravel.find_units(small)) == 4 - len(sel.units)
+    >>> size = lambda m: sum(p.numel() for p in m.parameters())
+    >>> len(sel.units) > 0 and size(small) < size(net)
     True
     """
     import pandas as pd
