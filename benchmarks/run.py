@@ -14,6 +14,9 @@ Cases (see the README's performance section for the figures and goals):
 4. memory     peak memory of the exact histogram vs one forward+backward, and with chunk_size.
 5. tracker    training with PathLengthTracker once per epoch vs without (goal <= 10% extra).
 6. scaling    exact histogram time as the number of units grows; the exponent of a power fit.
+7. transformers  ViT-S- and GPT-2-small-shaped models: the exact histogram and delete_each.
+8. jacobian   ``jacobian_spectra(top=8)`` (Lanczos, every unit) vs one forward+backward of the same
+              model and batch. Not run by default (minutes on a CPU): ``--only jacobian``.
 
 ``--quick`` runs every case on tiny settings: a smoke test of the harness, no goals checked.
 Timings use ``torch.utils.benchmark.Timer`` (median of ``blocked_autorange``) where a case is
@@ -331,8 +334,40 @@ def case_transformers(cfg, device):
     return out
 
 
+def case_jacobian(cfg, device):
+    """The top singular values of every unit's Jacobian at every example (block Lanczos, the
+    default block of ``top`` vectors, and single vectors) against one forward+backward of the same
+    model and batch."""
+    model = _trained_like(models.resnet_cifar(cfg["depth"])).to(device)
+    x, y = _batch(cfg["batch"], (3, cfg["image"], cfg["image"]), device)
+    fb = _time(_fwd_bwd(model, x, y), device, runs=cfg["runs"] * 3)
+    out = {"units": len(unravel.find_units(model)), "batch": cfg["batch"], "image": cfg["image"], "top": cfg["top"],
+           "forward_backward_s": fb}
+    for label, block in (("", None), ("_block_1", 1)):
+        info = {}
+
+        def spectra():
+            info["frame"] = unravel.jacobian_spectra(model, x, top=cfg["top"], block_size=block)
+
+        seconds = _time(spectra, device, runs=cfg["runs"], warmup=not label)
+        units = info["frame"].attrs["units"]
+        vectors = [u.get("vectors", 0) for u in units]
+        out.update({f"jacobian{label}_s": seconds, f"ratio_jacobian{label}_over_fwd_bwd": seconds / fb,
+                    f"lanczos{label}_vectors_max": max(vectors),
+                    f"lanczos{label}_vectors_mean": float(np.mean(vectors)),
+                    f"unconverged{label}_examples": sum(u.get("unconverged", 0) for u in units)})
+        out["largest_unit_dim"] = max(u["input_dim"] for u in units)
+    out["how"] = ("block Golub-Kahan-Lanczos with full reorthogonalisation, default tol (sqrt of the dtype's "
+                  "epsilon) and max_iter; one Jacobian-vector and one vector-Jacobian product of the unit per "
+                  "vector; the default block is top vectors (finds repeated values), block_1 single vectors")
+    return out
+
+
 CASES = {"protocol": case_protocol, "overhead": case_overhead, "lesion": case_lesion, "memory": case_memory,
-         "tracker": case_tracker, "scaling": case_scaling, "transformers": case_transformers}
+         "tracker": case_tracker, "scaling": case_scaling, "transformers": case_transformers,
+         "jacobian": case_jacobian}
+#: Run when ``--only`` is not given (the others are opt-in).
+DEFAULT_CASES = ("protocol", "overhead", "lesion", "memory", "tracker", "scaling", "transformers")
 
 FULL = {
     "protocol": {"depth": 110, "batch": 128, "runs": 1, "protocol_samples": 5, "batched_samples": 2},
@@ -343,6 +378,7 @@ FULL = {
     "scaling": {"depths": [20, 56, 110, 218], "batch": 32},
     "transformers": {"vit": {"image": 224, "layers": 12, "heads": 6, "width": 384, "batch": 8, "runs": 1},
                      "gpt2": {"tokens": 128, "layers": 12, "heads": 12, "width": 768, "batch": 4, "runs": 1}},
+    "jacobian": {"depth": 20, "batch": 8, "image": 32, "top": 8, "runs": 1},
 }
 QUICK = {
     "protocol": {"depth": 8, "batch": 4, "runs": 1, "protocol_samples": 2, "batched_samples": 1},
@@ -353,6 +389,7 @@ QUICK = {
     "scaling": {"depths": [8, 14], "batch": 2},
     "transformers": {"vit": {"image": 32, "layers": 2, "heads": 2, "width": 16, "batch": 2, "runs": 1},
                      "gpt2": {"tokens": 16, "layers": 2, "heads": 2, "width": 16, "batch": 2, "runs": 1}},
+    "jacobian": {"depth": 8, "batch": 2, "image": 8, "top": 2, "runs": 1},
 }
 
 
@@ -367,7 +404,7 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="tiny settings: check the harness, not the goals")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--json", default=None, help="write every figure, the machine, versions and settings here")
-    p.add_argument("--only", nargs="*", choices=list(CASES), help="run only these cases")
+    p.add_argument("--only", nargs="*", choices=list(CASES), help="run only these cases (default: all but jacobian)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -380,7 +417,7 @@ def main(argv=None):
                            "unravel": unravel.__version__},
               "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "device": str(device), "quick": args.quick,
               "settings": settings, "results": {}}
-    for name in args.only or list(CASES):
+    for name in args.only or list(DEFAULT_CASES):
         start = time.perf_counter()
         result = CASES[name](settings[name], device)
         result["case_wall_s"] = time.perf_counter() - start

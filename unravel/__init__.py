@@ -6,11 +6,12 @@ the gradient exactly by path length.
 """
 
 from . import adapters, attribution, data, errors, graph, interventions, lesion, models, plots
-from . import procrustes, prune, study, sweeps, tracking, train, units, verify
+from . import jacobian, procrustes, prune, study, sweeps, tracking, train, units, verify
 from .adapters import Adapter, register_adapter, supported_blocks, unregister_adapter
 from .errors import UnravelError, UnsupportedModelError
 from .graph import UnraveledGraph, unravel
 from .interventions import Intervention, active_interventions, intervene
+from .jacobian import jacobian_spectra
 from .units import ResidualUnit, UnitParts, find_units, unit_table
 from .verify import verify_units
 
@@ -21,7 +22,8 @@ __all__ = [
     "Adapter", "register_adapter", "unregister_adapter", "supported_blocks",
     "intervene", "Intervention", "active_interventions",
     "unravel", "UnraveledGraph",
+    "jacobian_spectra",
     "UnravelError", "UnsupportedModelError",
-    "units", "verify", "graph", "adapters", "interventions", "lesion", "sweeps", "attribution", "tracking", "train", "data", "models", "plots",
-    "study", "procrustes", "prune", "errors",
+    "units", "verify", "graph", "adapters", "interventions", "lesion", "sweeps", "attribution", "jacobian",
+    "tracking", "train", "data", "models", "plots", "study", "procrustes", "prune", "errors",
 ]
