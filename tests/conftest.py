@@ -78,3 +78,24 @@ def autograd_input_grad(model, x, y=None, loss=None):
     with unravel.intervene(model, compute=compute):
         value = loss(model(x), y)
     return torch.autograd.grad(value, leaf[0])[0]
+
+
+def run_torchrun(script_text: str, tmp_path, out_name: str = "out.csv", nproc: int = 2):
+    """Run ``script_text`` under ``torch.distributed.run`` with ``nproc`` local processes (on a free
+    port, one thread each, this checkout first on the path); the script gets ``tmp_path/out_name``
+    as its argument."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "dist.py"
+    script.write_text(script_text)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), OMP_NUM_THREADS="1")
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+                    "--master_addr=127.0.0.1", f"--master_port={port}", str(script), str(tmp_path / out_name)],
+                   env=env, check=True, timeout=300)

@@ -1,6 +1,5 @@
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -16,7 +15,7 @@ from torch import nn
 import unravel
 from unravel import data, lesion, models, train
 
-from .conftest import TinyTransformer, state_hash
+from .conftest import TinyTransformer, run_torchrun, state_hash
 from .conftest import randomize_bn as _randomize_bn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -345,20 +344,9 @@ _DIST = textwrap.dedent("""
 """)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_process_torchrun_equals_single_process(tmp_path):
-    script = tmp_path / "dist.py"
-    script.write_text(_DIST)
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-                    f"--master_port={_free_port()}", str(script), str(tmp_path / "out.csv")],
-                   env=env, check=True, timeout=300)
+    run_torchrun(_DIST, tmp_path)
     torch.manual_seed(0)
     model = models.resnet_cifar(14, width=4).eval()
     g = torch.Generator().manual_seed(0)

@@ -2,12 +2,7 @@
 
 import contextlib
 import itertools
-import os
-import socket
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,9 +16,8 @@ from unravel._journal import COLUMNS as JOURNAL_COLUMNS
 from unravel.errors import ArgumentError
 from unravel.sweeps import COLUMNS, _kendall_tau
 
-from .conftest import TinyTransformer, randomize_bn
+from .conftest import TinyTransformer, randomize_bn, run_torchrun
 
-ROOT = Path(__file__).resolve().parents[1]
 
 STUDIES = {
     "delete_each": lambda m, d, **kw: lesion.delete_each(m, d, **kw),
@@ -252,20 +246,9 @@ _DIST = textwrap.dedent("""
 """)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_process_items_equal_single_process(tmp_path):
-    script = tmp_path / "dist.py"
-    script.write_text(_DIST)
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-                    f"--master_port={_free_port()}", str(script), str(tmp_path / "out.csv")],
-                   env=env, check=True, timeout=300)
+    run_torchrun(_DIST, tmp_path)
     torch.manual_seed(0)
     model = models.resnet_cifar(14, width=4).eval()
     g = torch.Generator().manual_seed(0)

@@ -80,10 +80,10 @@ def _veit_lesion(ctx) -> list:
     each_t = _trials(each)
     rnd_t = _trials(rnd, draws=["k"])
     ctx.frame("delete_each", each_t.frame)
-    ctx.items("delete_each", each_t.items)
+    ctx.items("delete_each", each_t.items.astype(bool))
     predicted = claims.independent_prediction(each_t.frame, rnd_t.frame)
     ctx.frame("delete_random", predicted)
-    ctx.items("delete_random", rnd_t.items)
+    ctx.items("delete_random", rnd_t.items.astype(bool))
     ctx.figure("delete_each", plots.deletion_errors(each_t.frame),
                "Test error after deleting each single unit, mean and 95% interval over seeds; dashed: the unlesioned "
                "nets (Veit Fig. 3)")
@@ -106,7 +106,7 @@ def _veit_lesion(ctx) -> list:
     if reo:
         reo_t = _trials(reo, draws=["k"])
         ctx.frame("reorder_random", reo_t.frame)
-        ctx.items("reorder_random", reo_t.items)
+        ctx.items("reorder_random", reo_t.items.astype(bool))
         ctx.figure("reorder_random", plots.error_vs_k(reo_t.frame, x="kendall_tau"),
                    "Error against Kendall's tau between the original and the swapped order (Veit Fig. 5b)")
         tau = reo_t.frame.groupby("k").kendall_tau.mean()
@@ -168,8 +168,7 @@ def _veit_paths(ctx) -> list:
     main_t = _trials(main, value="sq_norm")
     sweep_t = _trials(sweep, value="sq_norm")  # every depth's rows share the probe's examples
     ctx.frame("path_parts", sweep_t.frame)
-    np.savez_compressed(ctx.out / f"{ctx._name('path_parts')}_items.npz", sq_norm=sweep_t.items)
-    ctx.tables.append(f"{ctx._name('path_parts')}_items.npz")
+    ctx.items("path_parts", sweep_t.items)
     trained_n = grads[(grads.units == n) & (grads.method == "exact") & (grads.state == "trained")]
     init_n = grads[(grads.units == n) & (grads.state == "initial")]
     samp = grads[(grads.method == "sample")]

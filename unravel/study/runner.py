@@ -145,12 +145,14 @@ class Context:
         self.tables.append(f"{self._name(name)}.csv")
         return df
 
-    def items(self, name: str, wrong) -> None:
-        """Write per-item outcomes (a bool array, rows as in the frame of the same name) as
-        ``<name>_items.npz`` (bit-packed): what the claims' confidence intervals resample."""
-        wrong = np.asarray(wrong, dtype=bool)
-        np.savez_compressed(self.out / f"{self._name(name)}_items.npz", bits=np.packbits(wrong, axis=1),
-                            shape=np.array(wrong.shape))
+    def items(self, name: str, items) -> None:
+        """Write per-item outcomes (rows as in the frame of the same name) as ``<name>_items.npz``:
+        what the claims' confidence intervals resample. A bool array is bit-packed (see
+        :func:`read_items`); any other is stored as ``values``."""
+        items = np.asarray(items)
+        arrays = ({"bits": np.packbits(items, axis=1), "shape": np.array(items.shape)} if items.dtype == bool
+                  else {"values": items})
+        np.savez_compressed(self.out / f"{self._name(name)}_items.npz", **arrays)
         self.tables.append(f"{self._name(name)}_items.npz")
 
     def figure(self, name: str, ax, caption: str) -> None:
