@@ -1,12 +1,17 @@
 """Copy a finished study's results folder into the docs, with its verdict table.
 
     python docs/publish_study.py results/full/veit-lesion/<stamp> [more folders...]
+    python docs/publish_study.py --readme     # only rewrite the README's verdict table
+
 
 Each folder goes to ``docs/_static/studies/<study>/``: figures (PNG), tidy CSVs, per-example
 outcomes (``*_items.npz``), ``summary.json``, ``config.yaml``, ``environment.json``, ``report.md``,
 and ``verdicts.md``, the table of claims that ``docs/studies.md`` includes (the paper's figure
 beside ours). It refuses a quick run and a run whose code had local changes, so that every number
-in the docs comes from a committed revision.
+in the docs comes from a committed revision. After publishing it rewrites the README's verdict
+table (between the ``verdicts:start``/``verdicts:end`` markers) from every published
+``summary.json``, so the README and the studies page never disagree (``tests/test_docs.py``
+checks it).
 """
 
 from __future__ import annotations
@@ -72,13 +77,52 @@ def publish(folder: Path, force: bool = False) -> Path:
     return dest
 
 
+#: The order of the studies in the README's table (others follow, by name).
+ORDER = ("veit-lesion", "veit-paths", "lm-ensemble", "ssf-dynamics", "norm-preservation")
+START, END = "<!-- verdicts:start -->", "<!-- verdicts:end -->"
+
+
+def readme_table(studies: Path | None = None) -> str:
+    """The README's table of every published study's claims (one row per claim)."""
+    studies = Path(studies or HERE / "_static" / "studies")
+    folders = sorted((f for f in studies.iterdir() if (f / "summary.json").is_file()),
+                     key=lambda f: (ORDER.index(f.name) if f.name in ORDER else len(ORDER), f.name))
+    lines = ["| study | claim | estimate [95% CI] | claim holds if | verdict |", "|---|---|---|---|---|"]
+    for f in folders:
+        summary = json.loads((f / "summary.json").read_text())
+        env = json.loads((f / "environment.json").read_text())
+        seeds = ", ".join(str(s) for s in summary["seeds"])
+        label = f"{summary['study']} (seeds {seeds}; `{(env.get('git_revision') or 'unknown')[:7]}`)"
+        for i, c in enumerate(summary["claims"]):
+            cells = [label if i == 0 else "", c["statement"], f"{_fmt(c['estimate'])} [{_fmt(c['ci'][0])}, "
+                     f"{_fmt(c['ci'][1])}]", f"{c['direction']} {c['margin']:g}", f"**{c['verdict']}**"]
+            lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path | None = None) -> Path:
+    """Rewrite the table between the markers of the README from the published summaries."""
+    readme = Path(readme or HERE.parent / "README.md")
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"{readme}: no {START} ... {END} markers to put the verdict table between")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{START}\n{readme_table()}\n{END}{tail}")
+    return readme
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folders", nargs="+", type=Path)
+    parser.add_argument("folders", nargs="*", type=Path)
+    parser.add_argument("--readme", action="store_true", help="only rewrite the README's verdict table")
     parser.add_argument("--force", action="store_true", help="publish a quick or locally changed run anyway")
     args = parser.parse_args(argv)
+    if not args.folders and not args.readme:
+        parser.error("give the results folders to publish, or --readme")
     for f in args.folders:
         print(f"{f} -> {publish(f, args.force)}")
+    print(f"verdict table -> {update_readme()}")
     return 0
 
 
