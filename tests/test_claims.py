@@ -265,6 +265,31 @@ def test_mean_length_and_effective_fraction_of_a_shallow_gradient():
     assert study.claim_effective_fraction(typical, n, n_boot=B)["verdict"] == "contradicted"
 
 
+def test_log_scale_interval_is_the_mapped_interval_of_the_log_and_stays_positive():
+    frame = pd.DataFrame({"seed": [0, 1, 2], "share": [1e-6, 4e-6, 2e-5]})  # spread over seeds, all positive
+    t = Trials(frame, value="share")
+    mean = per_seed(lambda g: g.share.mean())
+    est, (lo, hi), _ = bootstrap(mean, t, n_boot=B, scale="log")
+    lest, (llo, lhi), _ = bootstrap(lambda f: math.log(mean(f)), t, n_boot=B)
+    assert est == pytest.approx(frame.share.mean()) and est == pytest.approx(math.exp(lest))
+    assert (lo, hi) == pytest.approx((math.exp(llo), math.exp(lhi)))
+    assert 0 < lo < est < hi
+    linear = bootstrap(mean, t, n_boot=B)[1]
+    assert linear[0] < 0  # the symmetric interval this replaces leaves the range of a share
+    with pytest.raises(ValueError, match="scale"):
+        bootstrap(mean, t, n_boot=B, scale="sqrt")
+
+
+def test_effective_fraction_interval_stays_positive_when_seeds_disagree():
+    n = 20
+    one = _paths(n, lambda k: 1.0 if 1 <= k <= 2 else 0.0, seeds=(0,))
+    two = _paths(n, lambda k: 1.0 if 2 <= k <= 5 else 0.0, seeds=(1,))
+    both = Trials(pd.concat([one.frame, two.frame], ignore_index=True), np.concatenate([one.items, two.items]),
+                  value="sq_norm")
+    f = study.claim_effective_fraction(both, n, n_boot=B)
+    assert 0 < f["ci"][0] < f["estimate"] < f["ci"][1]
+
+
 def test_window_stays_or_grows_with_depth():
     def sweep(weight):
         parts = [_paths(n, lambda k, n=n: weight(n, k)) for n in (9, 27, 54)]

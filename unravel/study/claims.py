@@ -87,8 +87,8 @@ def _seeds(*trials):
 
 
 def _judge(cid, statement, source, stat, trials, *, margin, direction, effect, measured=None, requires=(),
-           n_boot=1000, boot_seed=0, paper_key=None, extra=()):
-    est, ci, undefined = bootstrap(stat, trials, n_boot=n_boot, seed=boot_seed)
+           n_boot=1000, boot_seed=0, paper_key=None, extra=(), scale="linear"):
+    est, ci, undefined = bootstrap(stat, trials, n_boot=n_boot, seed=boot_seed, scale=scale)
     parts = list(trials.values() if isinstance(trials, dict) else [trials])
     seeds = _seeds(*parts)
     requires = [*requires, *extra,
@@ -501,7 +501,7 @@ def claim_mean_length_below(paths: Trials, n: int, *, margin: float = 0.8,
                   f"{VEIT}, Fig. 6(c)", per_seed(lambda g: _mean_length(g) / (n / 2)), paths, margin=margin,
                   direction="below", effect="the gradient's mean path length over n/2",
                   measured={"gradient_mean_length": mean, "typical_path_length": n / 2, "units": n},
-                  extra=requires, n_boot=n_boot)
+                  extra=requires, n_boot=n_boot, scale="log")
 
 
 def claim_effective_fraction(paths: Trials, n: int, *, mass: float = 0.9, margin: float = 0.05,
@@ -529,7 +529,7 @@ def claim_effective_fraction(paths: Trials, n: int, *, mass: float = 0.9, margin
                   f"{VEIT}, Sec. 5.3", per_seed(lambda g: _window(g, mass)[2]), paths, margin=margin,
                   direction="below", effect=f"the share of all paths in the window holding {mass:.0%} of the gradient",
                   measured={"windows": [[a, b] for a, b, _ in windows], "units": n, "mass": mass},
-                  extra=requires, n_boot=n_boot)
+                  extra=requires, n_boot=n_boot, scale="log")
 
 
 def claim_window_stays(paths: Trials, *, margin: float = 0.5,

@@ -132,7 +132,8 @@ def _clusters(t: Trials, rows: np.ndarray) -> list:
     return out
 
 
-def bootstrap(stat: Callable, trials, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0):
+def bootstrap(stat: Callable, trials, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
+              scale: str = "linear"):
     """The estimate of ``stat`` and its confidence interval over seeds, test examples and draws.
 
     With two or more seeds the interval is ``estimate +- t * sqrt(se_seeds**2 + se_within**2)``:
@@ -158,6 +159,10 @@ def bootstrap(stat: Callable, trials, *, n_boot: int = 1000, level: float = 0.95
         Coverage of the interval.
     seed : int
         Seeds the resampling.
+    scale : {"linear", "log"}
+        ``"log"`` for a statistic that is positive by definition (a share, a ratio of lengths): the
+        interval is built for ``log(stat)`` and mapped back, so it stays positive and is
+        multiplicative (``estimate * exp(+-half)``); a value <= 0 counts as undefined.
 
     Returns
     -------
@@ -176,7 +181,19 @@ def bootstrap(stat: Callable, trials, *, n_boot: int = 1000, level: float = 0.95
     >>> est, (lo, hi), _ = bootstrap(lambda f: f.error.mean(), t)
     >>> lo < 0.3 < hi and hi - lo < 0.06
     True
+    >>> est, (lo, hi), _ = bootstrap(lambda f: f.error.mean(), t, scale="log")
+    >>> 0 < lo < 0.3 < hi
+    True
     """
+    if scale not in ("linear", "log"):
+        raise ArgumentError(f"scale={scale!r}: give 'linear' or 'log'.")
+    if scale == "log":
+        def log_stat(frames, _stat=stat):
+            v = _stat(frames)
+            return math.log(v) if v is not None and math.isfinite(v) and v > 0 else math.nan
+
+        est, ci, undefined = bootstrap(log_stat, trials, n_boot=n_boot, level=level, seed=seed)
+        return math.exp(est) if math.isfinite(est) else est, [math.exp(v) for v in ci], undefined
     if not isinstance(n_boot, int) or n_boot < 10:
         raise ArgumentError(f"n_boot={n_boot!r}: must be an integer >= 10.")
     if not 0 < level < 1:
