@@ -378,7 +378,8 @@ def claim_projection_units(each: Trials, *, margin: float = 0.5, chance: float =
     if ranks:
         rng = np.random.default_rng(0)
         null = np.mean([rng.integers(0, m, permutations) / (m - 1) for m in sizes], axis=0)
-        p = float((null >= np.mean(ranks) - 1e-12).mean())
+        # Monte Carlo p-value, counting the observed arrangement (never 0: at least 1 / (N + 1))
+        p = float(((null >= np.mean(ranks) - 1e-12).sum() + 1) / (permutations + 1))
 
     def stat(g):
         r = _percentiles(g)
