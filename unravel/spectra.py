@@ -28,7 +28,7 @@ SUMMARY_COLUMNS = ["n_values", "dev", "mean_log", "within", "q05", "q25", "q50",
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
-def spectrum_summary(spectra, band: float = 0.1):
+def spectrum_summary(spectra, band: float = 0.1, floor: float = 1e-4):
     """One row per unit and example: how the singular values of its Jacobian sit around 1.
 
     Parameters
@@ -39,18 +39,21 @@ def spectrum_summary(spectra, band: float = 0.1):
         a unit and example, an ``epoch`` say, is kept).
     band : float
         Half-width of the band ``|log sigma| <= band`` that ``within`` counts.
+    floor : float
+        Singular values below ``floor`` count as ``floor`` in ``dev`` and ``mean_log``: a unit
+        that shrinks a direction 10,000-fold (the default) has lost it as surely as one that zeroes
+        it, and float32 Jacobians cannot tell values much smaller from rounding noise. It keeps
+        ``dev`` finite where more than half of the values are (numerically) zero, as in plain
+        units behind a ReLU; such a ``dev`` near ``-log(floor)`` means "zero", not a size.
 
     Returns
     -------
     DataFrame
         The unit's columns, ``example``, and: ``n_values`` (how many singular values), ``dev`` (the
         median of ``|log sigma|``: 0 when the typical value is 1, 0.1 when it is off by about 10%),
-        ``mean_log`` (the mean of ``log sigma``, each value taken as at least 1e-12: below 0 the
-        unit shrinks, above 0 it stretches),
+        ``mean_log`` (the mean of ``log sigma``: below 0 the unit shrinks, above 0 it stretches),
         ``within`` (the share of values within the band), the quantiles ``q05`` to ``q95`` and
-        ``min``, ``max`` of ``sigma``. A zero singular value has ``|log sigma|`` infinite: it
-        counts in ``dev`` as the largest deviation (the median stays finite while fewer than half
-        are zero).
+        ``min``, ``max`` of ``sigma`` (the quantiles without the floor).
 
     Examples
     --------
@@ -71,14 +74,15 @@ def spectrum_summary(spectra, band: float = 0.1):
                             f"missing {missing}.")
     if not band > 0:
         raise ArgumentError(f"band={band!r} must be a positive number (a half-width in log units).")
+    if not 0 < floor < 1:
+        raise ArgumentError(f"floor={floor!r} must lie in (0, 1): singular values below it count as it.")
     keys = [c for c in spectra.columns if c not in ("rank", "singular_value")]
     rows = []
     for key, g in spectra.groupby(keys, sort=False):
         s = g.singular_value.to_numpy(np.float64)
-        with np.errstate(divide="ignore"):
-            log = np.log(s)
+        log = np.log(np.maximum(s, floor))
         q = np.quantile(s, [0.05, 0.25, 0.5, 0.75, 0.95])
-        rows.append((*key, len(s), float(np.median(np.abs(log))), float(np.mean(np.log(np.maximum(s, 1e-12)))),
+        rows.append((*key, len(s), float(np.median(np.abs(log))), float(np.mean(log)),
                      float(np.mean(np.abs(log) <= band)), *q.tolist(), float(s.min()), float(s.max())))
     return pd.DataFrame(rows, columns=keys + SUMMARY_COLUMNS)
 
