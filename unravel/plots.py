@@ -10,7 +10,7 @@ from __future__ import annotations
 from .errors import ArgumentError
 
 __all__ = ["path_length_distribution", "deletion_errors", "error_vs_k", "gradient_by_length",
-           "length_heatmap", "norm_ratios", "subnetwork_errors", "by_epoch", "unit_spectra", "spectrum_density",
+           "length_heatmap", "norm_ratios", "subnetwork_errors", "by_epoch", "unit_spectra", "spectrum_distribution",
            "draw_paths", "draw_graph", "save"]
 
 
@@ -288,28 +288,33 @@ def subnetwork_errors(frame, ax=None):
     return _finish(ax)
 
 
-def by_epoch(frame, y: str, hue: str | None = "net", ax=None, log: bool = False, ylabel: str | None = None):
-    """A quantity over training: ``y`` against ``epoch``, one line per ``hue``, mean and 95%
-    interval over the rows of each epoch (seeds, say): training curves, or a spectrum summary from
-    :class:`unravel.spectra.SpectraTracker`.
+def by_epoch(frame, y: str, hue: str | None = "model", style: str | None = None, ax=None, log: bool = False,
+             ylabel: str | None = None):
+    """A quantity over training: ``y`` against ``epoch``, one line per ``hue`` (and ``style``),
+    mean and 95% interval over the rows of each epoch (seeds, say): training curves, or a spectrum
+    summary from :class:`unravel.spectra.SpectraTracker`.
 
     Examples
     --------
     >>> import matplotlib; matplotlib.use("Agg")
     >>> import pandas as pd, unravel
-    >>> f = pd.DataFrame({"epoch": [0, 1, 0, 1], "net": "a", "seed": [0, 0, 1, 1], "dev": [0.3, 0.1, 0.35, 0.12]})
+    >>> f = pd.DataFrame({"epoch": [0, 1, 0, 1], "model": "a", "seed": [0, 0, 1, 1], "dev": [0.3, 0.1, 0.35, 0.12]})
     >>> unravel.plots.by_epoch(f, "dev", log=True).get_yscale()
     'log'
     """
     import seaborn as sns
+    from matplotlib.ticker import MaxNLocator
 
-    _require(frame, ["epoch", y] + ([hue] if hue else []), "by_epoch")
+    keys = [c for c in (hue, style) if c]
+    _require(frame, ["epoch", y] + keys, "by_epoch")
     ax = _axes(ax)
-    sns.lineplot(data=frame, x="epoch", y=y, hue=hue, marker="o", errorbar=("ci", 95), ax=ax)
+    sns.lineplot(data=frame, x="epoch", y=y, hue=hue, style=style, markers=True, dashes=bool(style),
+                 marker=None if style else "o", errorbar=("ci", 95), ax=ax)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if log:
         ax.set_yscale("log")
     ax.set_ylabel(ylabel or y)
-    if hue:
+    if keys:
         ax.legend(fontsize=8, frameon=False)
     return _finish(ax)
 
@@ -342,27 +347,31 @@ def unit_spectra(frame, y: str = "dev", hue: str | None = "net", ax=None, ylabel
     return _finish(ax)
 
 
-def spectrum_density(frame, hue: str | None = "net", style: str | None = "units", ax=None):
-    """Histograms of singular values on a log scale: ``density`` against ``log10_sigma`` (bin
-    centres), one line per ``hue`` and ``style``; the dotted line is 1 (``log10 sigma = 0``).
+def spectrum_distribution(frame, hue: str | None = "net", style: str | None = "units", ax=None):
+    """Cumulative distributions of singular values on a log scale: ``share_below`` (the share of
+    values below ``10**log10_sigma``) against ``log10_sigma``, one line per ``hue`` and
+    ``style``; the dotted line is 1. A step is a mass of values at one place (at the left end:
+    zeros), a steep rise around 0 a spectrum concentrated near 1.
 
     Examples
     --------
     >>> import matplotlib; matplotlib.use("Agg")
     >>> import pandas as pd, unravel
-    >>> f = pd.DataFrame({"log10_sigma": [-0.1, 0.0, 0.1] * 2, "density": [1, 5, 1, 2, 2, 2],
+    >>> f = pd.DataFrame({"log10_sigma": [-0.1, 0.0, 0.1] * 2, "share_below": [0.1, 0.9, 1.0, 0.3, 0.6, 1.0],
     ...                   "net": "a", "units": ["identity"] * 3 + ["transition"] * 3})
-    >>> unravel.plots.spectrum_density(f).get_xlabel()
+    >>> unravel.plots.spectrum_distribution(f).get_xlabel()
     'log10 singular value'
     """
     import seaborn as sns
 
-    _require(frame, ["log10_sigma", "density"] + [c for c in (hue, style) if c], "spectrum_density")
+    _require(frame, ["log10_sigma", "share_below"] + [c for c in (hue, style) if c], "spectrum_distribution")
     ax = _axes(ax)
-    sns.lineplot(data=frame, x="log10_sigma", y="density", hue=hue, style=style, errorbar=None, ax=ax, lw=1.2)
+    sns.lineplot(data=frame, x="log10_sigma", y="share_below", hue=hue, style=style, errorbar=None, ax=ax, lw=1.2,
+                 drawstyle="steps-post")
     ax.axvline(0.0, ls=":", color="black", lw=1)
     ax.set_xlabel("log10 singular value")
-    ax.set_ylabel("density")
+    ax.set_ylabel("share of singular values below")
+    ax.set_ylim(0, 1.01)
     ax.legend(fontsize=8, frameon=False)
     return _finish(ax)
 

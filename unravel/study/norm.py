@@ -29,9 +29,9 @@ from .stats import Trials
 
 __all__: list[str] = []
 
-#: Histogram bins of log10 sigma for the spectra figure (values below the first edge go into the
-#: first bin: zero singular values of plain units included).
-BINS = np.round(np.arange(-4.0, 1.5001, 0.05), 4)
+#: Histogram bins of log10 sigma for the spectra figure, 0.05 wide with 1 at a bin's centre
+#: (values below the first edge go into the first bin: the zero singular values of plain units).
+BINS = np.round(np.arange(-4.025, 1.5251, 0.05), 4)
 _KEYS = ["seed", "model", "depth", "net", "unit", "name", "transition"]
 
 
@@ -72,14 +72,15 @@ def _wrong(model, data, device) -> np.ndarray:
 
 
 def _histogram(full: pd.DataFrame) -> pd.DataFrame:
-    """Density of log10 sigma per unit type (identity, transition) of one net's full spectra."""
+    """Histogram of log10 sigma per unit type (identity, transition) of one net's full spectra:
+    per bin its centre, its count, and the share of values below its upper edge."""
     rows = []
     for transition, g in full.groupby("projection"):
         v = np.log10(np.maximum(g.singular_value.to_numpy(np.float64), 10.0 ** BINS[0]))
         counts, _ = np.histogram(np.clip(v, BINS[0], BINS[-1]), bins=BINS)
-        density = counts / max(counts.sum(), 1) / np.diff(BINS)
         rows.append(pd.DataFrame({"units": "transition" if transition else "identity",
-                                  "log10_sigma": (BINS[:-1] + BINS[1:]) / 2, "count": counts, "density": density}))
+                                  "log10_sigma": (BINS[:-1] + BINS[1:]) / 2, "upper": BINS[1:], "count": counts,
+                                  "share_below": np.cumsum(counts) / max(counts.sum(), 1)}))
     return pd.concat(rows, ignore_index=True)
 
 
@@ -148,7 +149,7 @@ def _norm_preservation(ctx) -> list:
     units, items = _per_unit(final)
     ctx.frame("units_final", units)
     ctx.items("units_final", items)
-    dens = ctx.frame("spectrum_density", pd.concat(dens, ignore_index=True))
+    dens = ctx.frame("spectrum_histogram", pd.concat(dens, ignore_index=True))
     errors = ctx.frame("errors", pd.DataFrame(errors))
     ctx.items("errors", np.stack(wrong))
     _figures(ctx, hist, tracked, units, dens, a)
@@ -170,27 +171,29 @@ def _norm_preservation(ctx) -> list:
 
 def _figures(ctx, hist, tracked, units, dens, a) -> None:
     dev = "median |log singular value|"
-    ctx.figure("identity_over_training", plots.by_epoch(_unit_levels(tracked, False), "dev", log=True, ylabel=dev),
-               "Identity units: the median over the tracked units of each net of the median |log sigma| of their "
+    ctx.figure("identity_over_training", plots.by_epoch(_unit_levels(tracked, False), "dev", style="depth", log=True,
+                                                        ylabel=dev),
+               "Identity units: the median over the tracked units of each net of the median abs(log sigma) of their "
                "Jacobian's singular values, when training begins (epoch 0) and after every epoch; mean and 95% interval "
                "over seeds (0 is exact norm preservation)")
-    ctx.figure("transition_over_training", plots.by_epoch(_unit_levels(tracked, True), "dev", log=True, ylabel=dev),
+    ctx.figure("transition_over_training", plots.by_epoch(_unit_levels(tracked, True), "dev", style="depth", log=True,
+                                                          ylabel=dev),
                "Transition units (where the resolution halves and the width doubles), as above: residual, plain and "
                "Procrustes nets")
     deepest = units[units.depth == units.groupby("model").depth.transform("max")]
     ctx.figure("units_final", plots.unit_spectra(deepest, ylabel=dev),
-               "After training, per unit of the deepest net of each kind: median |log sigma| (mean and 95% interval "
+               "After training, per unit of the deepest net of each kind: median abs(log sigma) (mean and 95% interval "
                "over seeds and probe examples); open circles: transition units")
     deep = dens[dens.depth == dens.groupby("model").depth.transform("max")]
-    ctx.figure("spectra_final", plots.spectrum_density(deep.assign(net=deep.net), hue="net", style="units"),
-               "After training, the distribution of log10 singular values of identity and transition units of the "
-               "deepest net of each kind (pooled over units, probe examples, mean over seeds; values below 1e-4, "
-               "zeros included, in the first bin)")
-    ctx.figure("training_curves", plots.by_epoch(hist, "test_error", ylabel="test error"),
+    ctx.figure("spectra_final", plots.spectrum_distribution(deep.assign(log10_sigma=deep.upper)),
+               "After training, the cumulative distribution of the singular values of identity and transition units "
+               "of the deepest net of each kind (pooled over units and probe examples, mean over seeds; values below "
+               "1e-4, zeros included, at the left end)")
+    ctx.figure("training_curves", plots.by_epoch(hist, "test_error", style="depth", ylabel="test error"),
                "Test error over training, mean and 95% interval over seeds")
     proc = hist[hist.model == "procrustes"]
     if len(proc):
         pair = hist[(hist.model != "plain") & hist.depth.isin(proc.depth.unique())]
-        ctx.figure("procrustes_training", plots.by_epoch(pair, "test_error", ylabel="test error"),
+        ctx.figure("procrustes_training", plots.by_epoch(pair, "test_error", style="depth", ylabel="test error"),
                    "Procrustes ResNet against the ResNet of the same depth: test error over training, mean and 95% "
                    "interval over seeds")

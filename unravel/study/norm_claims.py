@@ -44,8 +44,24 @@ def unit_medians(frame: pd.DataFrame) -> pd.Series:
 
 
 def _level(m, model, depth, transition):
-    key = (model, depth, transition)
-    return float(m[key]) if key in m.index else math.nan
+    return float(m.get((model, depth, transition), math.nan))
+
+
+class _Levels:
+    """Medians of ``dev`` per ``(model, depth, transition)`` from integer group codes: what the
+    bootstrap computes a thousand times per claim, without a pandas groupby."""
+
+    def __init__(self, trials: Trials):
+        f = trials.frame
+        keys = list(zip(f.model, f.depth.astype(int), f.transition.astype(bool)))
+        self.groups = list(dict.fromkeys(keys))
+        code = {k: i for i, k in enumerate(self.groups)}
+        self.trials = Trials(f.assign(_group=[code[k] for k in keys]), trials.items, value=trials.value,
+                             draws=trials.draws, cluster=trials.cluster)
+
+    def __call__(self, g) -> dict:
+        codes, dev = g["_group"].to_numpy(), g["dev"].to_numpy(np.float64)
+        return {self.groups[c]: float(np.median(dev[codes == c])) for c in np.unique(codes)}
 
 
 def _depths(f, model):
@@ -54,7 +70,7 @@ def _depths(f, model):
 
 def _by_depth(f, model, transition):
     m = unit_medians(f)
-    return {d: round(_level(m, model, d, transition), 4) for d in _depths(f, model)}
+    return {d: round(float(m.get((model, d, transition), math.nan)), 4) for d in _depths(f, model)}
 
 
 def _frame(spectra: Trials, what):
@@ -83,9 +99,10 @@ def claim_identity_near_one(spectra: Trials, *, margin: float = 0.1, depth: int 
     """
     f = _frame(spectra, "claim_identity_near_one")
     depth = max(_depths(f, "residual"), default=None) if depth is None else depth
+    levels = _Levels(spectra)
     return _judge("identity-near-one", "The singular values of an identity residual unit's Jacobian sit near 1",
-                  f"{NORM}", per_seed(lambda g: _level(unit_medians(g), "residual", depth, False)), spectra,
-                  margin=margin, direction="below", effect=f"the median over identity units of median |log sigma| "
+                  f"{NORM}", per_seed(lambda g: _level(levels(g), "residual", depth, False)), levels.trials,
+                  margin=margin, direction="below", effect=f"the median over identity units of median abs(log sigma) "
                   f"(residual net, depth {depth})",
                   measured={"median_by_depth": _by_depth(f, "residual", False), "depth": depth, **(measured or {})},
                   extra=requires, n_boot=n_boot)
@@ -110,23 +127,24 @@ def claim_deeper_concentrates(spectra: Trials, *, margin: float = 0.0, n_boot: i
     """
     f = _frame(spectra, "claim_deeper_concentrates")
     depths = _depths(f, "residual")
+    levels = _Levels(spectra)
 
     def gap(g):
-        m = unit_medians(g)
+        m = levels(g)
         return _level(m, "residual", depths[0], False) - _level(m, "residual", depths[-1], False) \
             if len(depths) >= 2 else math.nan
 
     return _judge("deeper-concentrates", "The deeper the residual net, the closer its identity units' singular values "
-                  "sit to 1", NORM, per_seed(gap), spectra, margin=margin, direction="above",
-                  effect=f"the median |log sigma| of identity units at depth {depths[0]} minus at depth {depths[-1]}"
-                  if depths else "the shallowest minus the deepest net's median |log sigma|",
+                  "sit to 1", NORM, per_seed(gap), levels.trials, margin=margin, direction="above",
+                  effect=f"the median abs(log sigma) of identity units at depth {depths[0]} minus at depth {depths[-1]}"
+                  if depths else "the shallowest minus the deepest net's median abs(log sigma)",
                   measured={"median_by_depth": _by_depth(f, "residual", False), **(measured or {})},
                   extra=[*requires, (len(depths) >= 2, "one residual depth: nothing to compare")], n_boot=n_boot)
 
 
-def _worst_gap(g, high, low, depths):
-    """The smallest, over depths, of ``level(high) - level(low)``; each is ``(model, transition)``."""
-    m = unit_medians(g)
+def _worst_gap(m, high, low, depths):
+    """The smallest, over depths, of ``level(high) - level(low)`` in the medians ``m``; each is
+    ``(model, transition)``."""
     gaps = [_level(m, high[0], d, high[1]) - _level(m, low[0], d, low[1]) for d in depths]
     return min(gaps) if gaps and not any(math.isnan(v) for v in gaps) else math.nan
 
@@ -150,10 +168,11 @@ def claim_transition_farther(spectra: Trials, *, margin: float = 0.0, n_boot: in
     """
     f = _frame(spectra, "claim_transition_farther")
     depths = _depths(f, "residual")
+    levels = _Levels(spectra)
     return _judge("transition-farther", "Transition units are farther from norm-preserving than identity units",
-                  NORM, per_seed(lambda g: _worst_gap(g, ("residual", True), ("residual", False), depths)), spectra,
+                  NORM, per_seed(lambda g: _worst_gap(levels(g), ("residual", True), ("residual", False), depths)), levels.trials,
                   margin=margin, direction="above",
-                  effect="the smallest over depths of transition minus identity units' median |log sigma| (residual)",
+                  effect="the smallest over depths of transition minus identity units' median abs(log sigma) (residual)",
                   measured={"identity_by_depth": _by_depth(f, "residual", False),
                             "transition_by_depth": _by_depth(f, "residual", True), **(measured or {})},
                   extra=requires, n_boot=n_boot)
@@ -179,10 +198,11 @@ def claim_plain_farther(spectra: Trials, *, margin: float = 0.0, n_boot: int = 1
     """
     f = _frame(spectra, "claim_plain_farther")
     depths = sorted(set(_depths(f, "residual")) & set(_depths(f, "plain")))
+    levels = _Levels(spectra)
     return _judge("plain-farther", "Plain units are farther from norm-preserving than residual units", NORM,
-                  per_seed(lambda g: _worst_gap(g, ("plain", False), ("residual", False), depths)), spectra,
+                  per_seed(lambda g: _worst_gap(levels(g), ("plain", False), ("residual", False), depths)), levels.trials,
                   margin=margin, direction="above",
-                  effect="the smallest over depths of plain minus residual identity units' median |log sigma|",
+                  effect="the smallest over depths of plain minus residual identity units' median abs(log sigma)",
                   measured={"residual_by_depth": _by_depth(f, "residual", False),
                             "plain_by_depth": _by_depth(f, "plain", False), **(measured or {})},
                   extra=[*requires, (bool(depths), "no depth has both a residual and a plain net")], n_boot=n_boot)
@@ -207,12 +227,13 @@ def claim_procrustes_transitions(spectra: Trials, *, margin: float = 0.0, n_boot
     """
     f = _frame(spectra, "claim_procrustes_transitions")
     depths = sorted(set(_depths(f, "residual")) & set(_depths(f, "procrustes")))
+    levels = _Levels(spectra)
     return _judge("procrustes-transitions", "A Procrustes ResNet's transition units are closer to norm-preserving "
                   "than the ResNet's", NORM,
-                  per_seed(lambda g: _worst_gap(g, ("residual", True), ("procrustes", True), depths)), spectra,
+                  per_seed(lambda g: _worst_gap(levels(g), ("residual", True), ("procrustes", True), depths)), levels.trials,
                   margin=margin, direction="above",
                   effect="the smallest over depths of the ResNet's minus the Procrustes net's transition units' "
-                         "median |log sigma|",
+                         "median abs(log sigma)",
                   measured={"residual_by_depth": _by_depth(f, "residual", True),
                             "procrustes_by_depth": _by_depth(f, "procrustes", True), **(measured or {})},
                   extra=[*requires, (bool(depths), "no depth has both a residual and a Procrustes net")],
@@ -236,15 +257,16 @@ def claim_procrustes_near_one(spectra: Trials, *, margin: float = 0.1, n_boot: i
     """
     f = _frame(spectra, "claim_procrustes_near_one")
     depths = _depths(f, "procrustes")
+    levels = _Levels(spectra)
 
     def worst(g):
-        m = unit_medians(g)
-        levels = [_level(m, "procrustes", d, True) for d in depths]
-        return max(levels) if levels else math.nan
+        m = levels(g)
+        values = [_level(m, "procrustes", d, True) for d in depths]
+        return max(values) if values else math.nan
 
     return _judge("procrustes-near-one", "A Procrustes ResNet's transition units sit near 1", NORM, per_seed(worst),
-                  spectra, margin=margin, direction="below",
-                  effect="the largest over depths of the Procrustes net's transition units' median |log sigma|",
+                  levels.trials, margin=margin, direction="below",
+                  effect="the largest over depths of the Procrustes net's transition units' median abs(log sigma)",
                   measured={"procrustes_by_depth": _by_depth(f, "procrustes", True), **(measured or {})},
                   extra=[*requires, (bool(depths), "no Procrustes net")], n_boot=n_boot)
 
