@@ -170,9 +170,9 @@ class NormPreservationAnalysis:
     tracked over training, the band around 1."""
 
     #: Depths of the residual and the plain net (each trained once per seed).
-    depths: tuple = setting((20, 56, 110), list_of(integer(8), "depths 6n + 2"))
+    depths: tuple = setting((20, 56, 110), list_of(integer(1), "depths 6n + 2"))
     #: Depths of the Procrustes net (the ``procrustes`` role), if the spec gives one.
-    procrustes_depths: tuple = setting((110,), list_of(integer(8), "depths 6n + 2"))
+    procrustes_depths: tuple = setting((110,), list_of(integer(1), "depths 6n + 2"))
     #: Test examples at which every unit's spectrum is measured after training.
     probe_size: int = setting(4, integer(1))
     #: Units per net measured when training begins and after every epoch: every transition unit
