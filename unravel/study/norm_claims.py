@@ -73,6 +73,12 @@ def _by_depth(f, model, transition):
     return {d: round(float(m.get((model, d, transition), math.nan)), 4) for d in _depths(f, model)}
 
 
+def _within(f, band):
+    """Per residual depth, the median over identity units of the share of singular values in the band."""
+    g = f[(f.model == "residual") & ~f.transition.astype(bool)].groupby("depth").within.median()
+    return {int(d): round(float(v), 4) for d, v in g.items()} | {"band": band}
+
+
 def _frame(spectra: Trials, what):
     _check_columns(spectra.frame, COLUMNS, what)
     return spectra.frame
@@ -104,7 +110,9 @@ def claim_identity_near_one(spectra: Trials, *, margin: float = 0.1, depth: int 
                   f"{NORM}", per_seed(lambda g: _level(levels(g), "residual", depth, False)), levels.trials,
                   margin=margin, direction="below", effect=f"the median over identity units of median abs(log sigma) "
                   f"(residual net, depth {depth})",
-                  measured={"median_by_depth": _by_depth(f, "residual", False), "depth": depth, **(measured or {})},
+                  measured={"median_by_depth": _by_depth(f, "residual", False), "depth": depth,
+                            **({"share_within_band_by_depth": _within(f, margin)} if "within" in f.columns else {}),
+                            **(measured or {})},
                   extra=requires, n_boot=n_boot)
 
 
