@@ -388,21 +388,3 @@ def test_dense_shallower_and_se_alike_share_one_margin():
         a = study.claim_alike(Trials(t.frame[t.frame.model != "densenet"]), n_boot=B)
         assert (d["verdict"], a["verdict"]) == (dense, alike)
         assert d["margin"] == a["margin"]
-
-
-def test_norm_claims_resample_units():
-    rng = np.random.default_rng(5)
-    rows = []
-    for s in SEEDS:
-        for depth, res_spread in ((8, 0.6), (20, 0.05)):
-            for u in range(30):
-                rows.append({"seed": s, "family": "residual", "depth": depth, "unit": u,
-                             "ratio": math.exp(res_spread * rng.standard_normal())})
-                rows.append({"seed": s, "family": "plain", "depth": depth, "unit": u,
-                             "ratio": math.exp(2.0 * rng.standard_normal())})
-    t = Trials(pd.DataFrame(rows), draws=["family", "depth"])
-    assert study.claim_residual_closer(t, n_boot=B)["verdict"] == "supported"
-    assert study.claim_deeper_closer(t, n_boot=B)["verdict"] == "supported"
-    flipped = Trials(t.frame.assign(family=t.frame.family.map({"residual": "plain", "plain": "residual"})),
-                     draws=["family", "depth"])
-    assert study.claim_residual_closer(flipped, n_boot=B)["verdict"] == "contradicted"

@@ -129,3 +129,22 @@ def test_checkpoints_of_other_tools_load(tmp_path):
     third = models.resmlp(4, 2, width=8, depth=2)
     train.load(tmp_path / "w.safetensors", third)
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), third.state_dict().values()))
+
+
+def test_preact_plain_is_the_preact_resnet_without_its_shortcuts():
+    import torch
+
+    torch.manual_seed(0)
+    plain = unravel.models.preact_plain_cifar(14, width=4, in_channels=1, dims=1)
+    torch.manual_seed(0)
+    res = unravel.models.preact_resnet_cifar(14, width=4, in_channels=1, dims=1)
+    # the same layers, parameter for parameter (option A shortcuts hold none)
+    assert {k: v.shape for k, v in plain.state_dict().items()} == {k: v.shape for k, v in res.state_dict().items()}
+    units = unravel.find_units(plain)
+    assert {u.kind for u in units} == {"plain"} and all(u.parts.post is None for u in units)
+    assert [u.name for u in units if u.projection] == ["stage2.0", "stage3.0"]
+    plain.eval()
+    x = torch.randn(3, 4, 40)
+    block = plain.stage1[1]
+    assert torch.equal(block(x), block.residual(x))  # y = F(x): nothing added, nothing after
+    assert torch.equal(res.stage1[1](x), x + res.stage1[1].residual(x))

@@ -337,3 +337,60 @@ def test_errors():
             call()
     with pytest.raises(unravel.errors.ArgumentTypeError):
         conv_singular_values([[1.0]], 4)
+
+
+# ------------------------------------------------------------------------------------------
+# the Procrustes option of the reference models
+
+
+@pytest.mark.parametrize("dims, n", [(1, 16), (2, 8)])
+def test_procrustes_model_transitions_are_orthogonal_operators(dims, n):
+    torch.manual_seed(0)
+    net = unravel.models.preact_resnet_cifar(14, width=3, in_channels=1, dims=dims, procrustes=True).double()
+    units = unravel.find_units(net)
+    assert len(units) == 3 * 2 + 2  # n = 2 identity units per stage, and two transitions
+    transitions = [u for u in units if u.projection]
+    assert [u.name for u in transitions] == ["stage2.0", "stage3.0"] and {u.kind for u in transitions} == {"plain"}
+    assert [c for _, c in procrustes_units(net)] == [u.module.residual for u in transitions]
+    for unit, size in zip(transitions, (n, n // 2)):
+        conv = unit.module.residual
+        assert conv.kernel_size == (2,) * dims and conv.stride == (2,) * dims and conv.bias is None
+        # the explicit operator (kernel = stride: no padding, so no border effects), brute force
+        A = operator(conv, conv.in_channels, size, dims)
+        s = torch.linalg.svdvals(A)
+        if dims == 1:  # a square operator: all singular values 1, norm-preserving
+            assert A.shape[0] == A.shape[1] and torch.allclose(s, torch.ones_like(s), atol=1e-12)
+        else:  # 2c outputs from 4c inputs per position: orthonormal rows, half the input directions dropped
+            assert 2 * A.shape[0] == A.shape[1] and torch.allclose(s, torch.ones_like(s), atol=1e-12)
+        values = conv_singular_values(conv, size)
+        assert torch.allclose(values, torch.ones_like(values), atol=1e-12)
+
+
+def test_procrustes_model_stays_orthogonal_with_the_callback_only():
+    data = _data()
+    def trained(callbacks):
+        torch.manual_seed(0)
+        net = unravel.models.preact_resnet_cifar(8, width=2, num_classes=2, in_channels=1, dims=1,
+                                                 procrustes=True).double()
+        unravel.train.fit(net, data, epochs=2, batch_size=16, optimizer="adam", lr=0.01, callbacks=callbacks(),
+                          progress=False)
+        return net
+
+    kept = trained(lambda: [ProcrustesCallback(torch.zeros(1, 1, 16, dtype=torch.float64))])
+    free = trained(lambda: [])
+    for net, close in ((kept, True), (free, False)):
+        for u in unravel.find_units(net):
+            if u.projection:
+                s = conv_singular_values(u.module.residual, 16 if u.name == "stage2.0" else 8)
+                assert bool((s - 1).abs().max() < 1e-10) == close
+    # the unit's Jacobian is the operator: every singular value 1 (one projection iteration is exact)
+    x = data.batch(2)[0]
+    spectra = unravel.jacobian_spectra(kept, x, units=["stage2.0", "stage3.0"])
+    assert (spectra.singular_value - 1).abs().max() < 1e-10
+
+
+def test_procrustes_option_is_checked():
+    with pytest.raises(ArgumentError, match="procrustes=True builds a pre-activation net"):
+        unravel.models.CifarResNet(8, variant="v1", procrustes=True)
+    with pytest.raises(ArgumentError, match="must be True or False"):
+        unravel.models.preact_resnet_cifar(8, procrustes="yes")

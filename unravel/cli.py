@@ -472,7 +472,7 @@ def main(argv=None) -> int:
     --------
     >>> from unravel.cli import main
     >>> main(["study", "list"])  # doctest: +ELLIPSIS
-    norm-preservation    Norm preservation: residual vs plain, at several depths (TPAMI 2021)
+    norm-preservation    Norm preservation: Jacobian spectra of identity and transition units over training (TPAMI 2021)
     ...
     0
     >>> main(["lesion", "--ks", "1,x"])

@@ -17,8 +17,7 @@ from ..units import find_units
 from . import claims
 from .kinds import KINDS, register_kind
 from .stats import Trials
-from .spec import (NormPreservationAnalysis, QuickstartAnalysis, SsfDynamicsAnalysis, VeitLesionAnalysis,
-                   VeitPathsAnalysis)
+from .spec import QuickstartAnalysis, SsfDynamicsAnalysis, VeitLesionAnalysis, VeitPathsAnalysis
 
 __all__: list[str] = []
 
@@ -238,31 +237,6 @@ def _ssf_dynamics(ctx) -> list:
     if "se_resnet" in roles:
         out.append(claims.claim_alike(Trials(lasts[lasts.model.isin(["resnet", "se_resnet"])]), n_boot=a.n_boot))
     return out
-
-
-@register_kind("norm-preservation", roles=("residual", "plain"), analysis=NormPreservationAnalysis)
-def _norm_preservation(ctx) -> list:
-    """TPAMI 2021: the gradient norm ratio per unit, residual against plain, at several depths; every seed."""
-    a = ctx.analysis
-    rows, hist = [], []
-    x, y = ctx.probe()
-    for seed in _seed_bar(ctx, "seeds"):
-        for depth in a.depths:
-            for family in ("residual", "plain"):
-                if a.train:
-                    model, h = ctx.trained(family, seed, depth=depth)
-                    hist.append(h.assign(family=family, depth=depth, seed=seed))
-                else:
-                    model = ctx.model(family, seed, depth=depth)
-                rows.append(attribution.norm_ratios(model, x, y).assign(family=family, depth=depth, seed=seed,
-                                                                        model=f"{family}-{depth}"))
-    if hist:
-        _train_frames(ctx, "train", hist)
-    frame = ctx.frame("norm_ratios", pd.concat(rows, ignore_index=True))
-    ctx.figure("norm_ratios", plots.norm_ratios(frame, hue="model"), "Gradient norm ratio per unit, mean and 95% "
-               "interval over seeds; 1 is perfect preservation")
-    t = Trials(frame, draws=["family", "depth"])
-    return [claims.claim_residual_closer(t, n_boot=a.n_boot), claims.claim_deeper_closer(t, n_boot=a.n_boot)]
 
 
 @register_kind("quickstart", analysis=QuickstartAnalysis)

@@ -312,12 +312,12 @@ def run_study(spec_or_name, out=None, *, quick: bool = False, device="cpu", seed
     >>> from unravel.study import run_study
     >>> spec = {"kind": "norm-preservation", "data": "synthetic",
     ...         "data_options": {"num_samples": 80, "input_shape": [1, 8]},
-    ...         "models": {"residual": {"name": "resnet_cifar", "width": 2},
-    ...                    "plain": {"name": "plain_cifar", "width": 2}},
-    ...         "analysis": {"depths": [8], "train": False, "probe_size": 8}}
+    ...         "models": {"residual": {"name": "preact_resnet_cifar", "width": 2},
+    ...                    "plain": {"name": "preact_plain_cifar", "width": 2}},
+    ...         "train": {"epochs": 1}, "analysis": {"depths": [8], "probe_size": 2, "calibration_size": 32}}
     >>> folder = run_study(spec, tempfile.mkdtemp(), progress=False)
     >>> [c["id"] for c in json.loads((folder / "summary.json").read_text())["claims"]]
-    ['residual-closer', 'deeper-closer']
+    ['identity-near-one', 'deeper-concentrates', 'transition-farther', 'plain-farther']
     """
     if isinstance(spec_or_name, Mapping):
         spec = apply_quick(spec_or_name) if quick else copy.deepcopy(dict(spec_or_name))

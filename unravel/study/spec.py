@@ -21,7 +21,7 @@ import yaml
 from .. import data as data_mod, train as train_mod
 from ..errors import ArgumentError, SpecError, UnravelError
 from ..models import registry
-from ._schema import bad, choice, flag, integer, join, keys, list_of, number, optional, section, setting, text
+from ._schema import bad, choice, integer, join, keys, list_of, number, optional, section, setting, text
 from .kinds import KINDS, kind_names
 
 __all__ = ["SpecError", "StudySpec", "DataSpec", "ModelSpec", "TrainSpec", "VeitLesionAnalysis",
@@ -166,11 +166,26 @@ class SsfDynamicsAnalysis:
 
 @dataclass(frozen=True)
 class NormPreservationAnalysis:
-    """``analysis:`` of a ``norm-preservation`` study: depths, probe batch, train or not."""
+    """``analysis:`` of a ``norm-preservation`` study: depths, probe examples, which units are
+    tracked over training, the band around 1."""
 
-    depths: tuple = setting((8, 20, 32), list_of(integer(1), "depths"))
-    probe_size: int = setting(128, integer(1))
-    train: bool = setting(True, flag)
+    #: Depths of the residual and the plain net (each trained once per seed).
+    depths: tuple = setting((20, 56, 110), list_of(integer(1), "depths 6n + 2"))
+    #: Depths of the Procrustes net (the ``procrustes`` role), if the spec gives one.
+    procrustes_depths: tuple = setting((110,), list_of(integer(1), "depths 6n + 2"))
+    #: Test examples at which every unit's spectrum is measured after training.
+    probe_size: int = setting(4, integer(1))
+    #: Units per net measured when training begins and after every epoch: every transition unit
+    #: and evenly spaced identity units; 0 measures all.
+    track_units: int = setting(8, integer(0))
+    #: Test examples (the first of the probe) at which the tracked units are measured.
+    track_probe: int = setting(1, integer(1))
+    #: Training examples that set the BatchNorm statistics before each measurement.
+    calibration_size: int = setting(512, integer(1))
+    #: Half-width of the band |log sigma| <= band around 1: the margin of the "near 1" claims.
+    band: float = setting(0.1, number(0, open_low=True))
+    #: Rounds of clip-and-restrict per projection of the Procrustes net's transitions.
+    procrustes_iterations: int = setting(1, integer(1))
     n_boot: int = setting(1000, integer(10))
 
 
