@@ -268,6 +268,8 @@ CLASSES = {
     _M + "tiny_vit.MBConv": Spec(Unit(["conv1", "act1", "conv2", "act2", "conv3", "drop_path"], post="act3")),
     _M + "maxxvit.MbConvBlock": Spec(Unit(["pre_norm", "down", "conv1_1x1", "norm1", "conv2_kxk", "se_early", "norm2",
                                            "se", "conv3_1x1", "drop_path"], shortcut="shortcut")),
+    _M + "vitamin.MbConvLNBlock": Spec(Unit(["pre_norm", "down", "conv1_1x1", "act1", "conv2_kxk", "act2", "conv3_1x1",
+                                             "drop_path"], shortcut="shortcut")),
     _M + "swiftformer.ConvEncoder": Spec(Unit(["dwconv", "norm", "pwconv1", "act", "pwconv2", "layer_scale", "drop_path"])),
     # wrappers: x + f(x) around another module
     _M + "cpubone.ResidualBlock": _RESIDUAL_BLOCK,

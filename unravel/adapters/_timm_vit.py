@@ -239,6 +239,25 @@ def _coat_cpe(m, x, size=None, **_):
     return torch.cat([torch.zeros_like(x[:, :1]), m.cpe.proj(feat).flatten(2).transpose(1, 2)], dim=1)
 
 
+def _csat_attention(m, x, **_):
+    # csatv2.TransformerBlock: attention on (pooled) tokens with a convolutional position encoding
+    x = m.pool2(x) if m.downsample else x
+    B, C, H, W = x.shape
+    t = m.pos_embed(m.norm1(x.flatten(2).transpose(1, 2)), (H, W))
+    return m.drop_path1(m.ls1(m.attn(t)).transpose(1, 2).reshape(B, -1, H, W))
+
+
+def _nchw_tokens(steps):
+    """A branch run on tokens (B, H * W, C) of a (B, C, H, W) map."""
+    from ._timm_spec import run
+
+    def branch(m, x, **args):
+        B, C, H, W = x.shape
+        return run(m, steps, x.flatten(2).transpose(1, 2), args).transpose(1, 2).reshape(B, C, H, W)
+
+    return branch
+
+
 def _twins_pos_conv(m, x, size=None, **_):
     B, N, C = x.shape
     return m.proj(x.transpose(1, 2).view(B, C, *size)).flatten(2).transpose(1, 2)
@@ -308,4 +327,8 @@ CLASSES = {
     _M + "coat.SerialBlock": Spec(Unit([_coat_cpe], label="cpe", args=("size",)),
                                   Unit(["norm1", ("factoratt_crpe", "size"), "drop_path"], label="attention", args=("size",)),
                                   Unit(["norm2", "mlp", "drop_path"], label="mlp")),
+    _M + "csatv2.TransformerBlock": Spec(
+        Unit([_csat_attention], label="attention", shortcut=lambda m, x: m.proj(m.pool1(x)),
+             shortcut_when=lambda m: m.downsample),
+        Unit([_nchw_tokens(["norm2", "mlp", "ls2"]), "drop_path2"], label="mlp")),
 }
