@@ -178,6 +178,15 @@ def _csatv2(m, x, **_):
     return m.drop_path(m.ls(x * attn))
 
 
+def _maxxvit_convnext(m, x, **_):
+    x = m.conv_dw(m.down(x))
+    if m.use_conv_mlp:
+        x = m.ls(m.mlp(m.norm(x)))
+    else:
+        x = _channels_last(["norm", "mlp", "ls"])(m, x)
+    return m.drop_path(x)
+
+
 def _msra_residual_drop(m, x, **_):
     # efficientvit_msra.ResidualDrop: per-example stochastic depth drawn as the block draws it
     if m.training and m.drop > 0:
@@ -270,6 +279,7 @@ CLASSES = {
                                            "se", "conv3_1x1", "drop_path"], shortcut="shortcut")),
     _M + "vitamin.MbConvLNBlock": Spec(Unit(["pre_norm", "down", "conv1_1x1", "act1", "conv2_kxk", "act2", "conv3_1x1",
                                              "drop_path"], shortcut="shortcut")),
+    _M + "maxxvit.ConvNeXtBlock": Spec(Unit([_maxxvit_convnext], shortcut="shortcut")),
     _M + "swiftformer.ConvEncoder": Spec(Unit(["dwconv", "norm", "pwconv1", "act", "pwconv2", "layer_scale", "drop_path"])),
     # wrappers: x + f(x) around another module
     _M + "cpubone.ResidualBlock": _RESIDUAL_BLOCK,

@@ -307,6 +307,7 @@ CLASSES = {
     _M + "gcvit.GlobalContextVitBlock": _pre("_window_attn", args=("q_global",)),
     _M + "maxxvit.PartitionAttentionCl": _pre("_partition_attn"),
     _M + "maxxvit.PartitionAttention2d": _pre("_partition_attn"),
+    _M + "maxxvit.ParallelPartitionAttention": _pre("_partition_attn"),
     _M + "maxxvit.TransformerBlock2d": Spec(
         Unit(["norm1", ("attn", "shared_rel_pos"), "ls1", "drop_path1"], shortcut="shortcut", label="attention",
              args=("shared_rel_pos",)),
