@@ -1,0 +1,177 @@
+"""timm's residual families beyond ResNet/ViT/Swin (the adapters of ``_timm_vit``, ``_timm_conv``
+and ``_timm_mixed``) work with no adapter of the user's: every residual block of the model holds
+units, routing through them reproduces the model, lesions restore it bit for bit, and the exact
+path-length decomposition sums to autograd's gradient. One small random-init model per adapter
+(timm's own configuration, shrunk through its constructor's arguments), in float64, with every
+near-zero weight woken up (timm zero-initialises many residual branches' last layers)."""
+
+from functools import partial
+
+import pytest
+import torch
+from torch import nn
+
+import unravel
+from unravel import attribution
+
+from .conftest import autograd_input_grad, randomize_bn, state_hash
+
+timm = pytest.importorskip("timm", reason="timm is optional; pip install timm to run these tests")
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+CLASSES = 5
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _create(name, **kw):
+    return timm.create_model(name, pretrained=False, num_classes=CLASSES, **kw)
+
+
+def _wake(model):
+    """Give every (nearly) zero weight values near one -- timm starts many residual branches at
+    zero (last norms, layer scales, skip-init gains) -- and BatchNorms running statistics."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if not name.endswith("bias") and p.numel() and float(p.abs().max()) < 1e-4:
+                p.uniform_(0.5, 1.5)
+    return randomize_bn(model)
+
+
+_VIT = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
+
+
+def _relpos_respost():
+    from timm.models import vision_transformer_relpos as relpos
+
+    return relpos.ResPostRelPosBlock
+
+
+class _Chain(nn.Sequential):
+    """Blocks in a chain between a stem and a head, for adapters whose models are not chains of
+    units (CSP stages split and concatenate, DLA roots aggregate, GC ViT's global query)."""
+
+    def __init__(self, c_in, c_out, *blocks, tokens=False):
+        stem = nn.Conv2d(3, c_in, 3, padding=1)
+        super().__init__(stem, *blocks, _Head(c_out, tokens))
+
+
+class _Head(nn.Module):
+    def __init__(self, c, tokens):
+        super().__init__()
+        self.tokens, self.fc = tokens, nn.Linear(c, CLASSES)
+
+    def forward(self, x):
+        return self.fc(x.mean(1) if self.tokens else x.mean((2, 3)))
+
+
+# name -> (builder, image size, block classes every instance of which must hold units, chain)
+# "chain": the model's units form a chain, so the exact decomposition must equal autograd
+MODELS = {
+    "beit": (lambda: _create("beitv2_base_patch16_224", **_VIT, init_values=0.5, use_rel_pos_bias=True), 32,
+             ["Block"], True),
+    "beit-shared-relpos": (lambda: _create("beit_base_patch16_224", **_VIT, use_shared_rel_pos_bias=True,
+                                           use_rel_pos_bias=False), 32, ["Block"], True),
+    "cait": (lambda: _create("cait_xxs24_224", **_VIT, init_values=0.5, depth_token_only=1), 32,
+             ["LayerScaleBlock"], True),
+    "convit": (lambda: _create("convit_tiny", **_VIT, local_up_to_layer=1), 32, ["Block"], True),
+    "eva": (lambda: _create("eva02_tiny_patch14_224", img_size=28, patch_size=14, embed_dim=32, depth=2,
+                            num_heads=2, init_values=0.5), 28, ["EvaBlock"], True),
+    "deepseek-vit": (lambda: _create("deepseek_vit_412m", img_size=32, patch_size=8, embed_dim=32, depth=2,
+                                     num_heads=2), 32, ["DeepseekVitBlock"], True),
+    "gemma4-vit": (lambda: _create("gemma4_vit_167m", img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
+                                   head_dim=16, num_kv_heads=2, intermediate_size=48, pooling_kernel_size=2),
+                   32, ["Gemma4Block"], True),
+    "qwen3-vit": (lambda: _create("qwen3_vit_88m", img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2),
+                  32, ["EvaBlock"], True),
+    "nest": (lambda: _create("nest_tiny", img_size=32, patch_size=4, embed_dims=(16, 32, 64), num_heads=(1, 2, 4),
+                             depths=(1, 1, 1)), 32, ["TransformerLayer"], True),
+    "pvt-v2": (lambda: _create("pvt_v2_b0", depths=(1, 1, 1, 1), embed_dims=(8, 16, 24, 32), num_heads=(1, 1, 1, 1)),
+               64, ["Block"], True),
+    "twins": (lambda: _create("twins_svt_small", img_size=64, embed_dims=(8, 16, 24, 32), num_heads=(1, 1, 1, 1),
+                              depths=(2, 1, 1, 1), wss=(2, 2, 2, 2), sr_ratios=(2, 2, 1, 1)), 64,
+              ["Block", "PosConv"], True),
+    "visformer": (lambda: _create("visformer_tiny", img_size=32, init_channels=8, embed_dim=24, depth=(1, 1, 1),
+                                  num_heads=2), 32, ["Block"], True),
+    "relpos": (lambda: _create("vit_relpos_small_patch16_224", **_VIT, init_values=0.5), 32, ["RelPosBlock"], True),
+    "relpos-shared": (lambda: _create("vit_srelpos_small_patch16_224", **_VIT), 32, ["RelPosBlock"], True),
+    "relpos-respost": (lambda: _create("vit_relpos_small_patch16_224", **_VIT, block_fn=_relpos_respost()), 32,
+                       ["ResPostRelPosBlock"], True),
+    "sam": (lambda: _create("samvit_base_patch16", **_VIT, window_size=2, global_attn_indexes=(1,), neck_chans=16,
+                            init_values=0.5), 32, ["Block"], True),
+    "volo": (lambda: _create("volo_d1_224", img_size=32, layers=(1, 1, 1, 1), embed_dims=(16, 32, 32, 32),
+                             num_heads=(1, 2, 2, 2), stem_hidden_dim=8), 32, ["Outlooker", "Transformer", "ClassBlock"], True),
+    "xcit": (lambda: _create("xcit_nano_12_p8_224", **_VIT, cls_attn_layers=1, eta=0.5), 32,
+             ["XCABlock", "ClassAttentionBlock"], True),
+    "sequencer": (lambda: _create("sequencer2d_s", img_size=32, layers=(1, 1, 1, 1), patch_sizes=(4, 2, 1, 1),
+                                  embed_dims=(8, 16, 16, 16), hidden_sizes=(4, 8, 8, 8)), 32, ["Sequencer2dBlock"], True),
+    "levit": (lambda: _create("levit_128s", img_size=64), 64, ["LevitBlock", "LevitDownsample"], True),
+    "efficientformer": (lambda: _create("efficientformer_l1", depths=(1, 1, 1, 2), embed_dims=(8, 16, 24, 32),
+                                        num_vit=1, img_size=64), 64, ["MetaBlock2d", "MetaBlock1d"], True),
+    "efficientformer-v2": (lambda: _create("efficientformerv2_s0", depths=(1, 1, 2, 2), embed_dims=(8, 16, 24, 32),
+                                           num_vit=1, img_size=64), 64, ["EfficientFormerV2Block"], True),
+    "poolformer-v2": (lambda: _create("poolformerv2_s12", depths=(1, 1, 1, 1), dims=(8, 16, 24, 32)), 32,
+                      ["MetaFormerBlock"], True),
+    "caformer": (lambda: _create("caformer_s18", depths=(1, 1, 1, 1), dims=(8, 16, 32, 32)), 32,
+                 ["MetaFormerBlock"], True),
+    "focalnet": (lambda: _create("focalnet_tiny_srf", embed_dim=8, depths=(1, 1, 1, 1), layerscale_value=0.5,
+                                 use_post_norm=True), 32, ["FocalNetBlock"], True),
+}
+
+
+def _build(name, dtype=torch.float64):
+    build, size, _, _ = MODELS[name]
+    torch.manual_seed(0)
+    model = _wake(build()).to(dtype).eval()
+    x = torch.randn(2, 3, size, size, dtype=dtype)
+    return model, x, torch.randint(0, CLASSES, (2,))
+
+
+def _check(name):
+    model, x, y = _build(name)
+    _, _, blocks, chain = MODELS[name]
+    units = unravel.find_units(model, x, verify=True)
+    hosts = {u.module for u in units}
+    # every residual block of the listed classes holds units: none runs unrecognised
+    missing = [n for n, m in model.named_modules() if type(m).__name__ in blocks and m not in hosts]
+    assert not missing, missing
+    with torch.no_grad():
+        own = model(x)
+        with unravel.intervene(model):
+            routed = model(x)
+        assert torch.allclose(routed, own, rtol=1e-10, atol=1e-10 * float(own.abs().max()))
+        before = state_hash(model)
+        with unravel.lesion.delete(model, [units[0], units[-1]]):
+            lesioned = model(x)
+        assert not torch.allclose(lesioned, own, rtol=1e-6, atol=0)
+        assert torch.equal(model(x), own) and state_hash(model) == before
+    assert not any(hasattr(type(m), "_unravel_original") for m in model.modules())
+    if chain:
+        res = attribution.path_length_gradients(model, x, y)
+        g = autograd_input_grad(model, x, y)
+        assert res.lengths.tolist() == list(range(len(units) + 1))
+        atol = 1e-12 * float(g.abs().max())
+        assert torch.allclose(res.by_length.sum(0), g, rtol=1e-9, atol=atol)
+        assert float(g.abs().max()) > 0 and float(res.by_length[1:].abs().max()) > 0
+    return units
+
+
+FAST = ["beit", "cait"]
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_found_verified_lesioned_decomposed(name):
+    _check(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in MODELS if n not in FAST])
+def test_found_verified_lesioned_decomposed_slow(name):
+    _check(name)
