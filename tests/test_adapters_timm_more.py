@@ -108,6 +108,124 @@ def _gcvit_chain():
     return _GcvitChain()
 
 
+def _byob(*stages, **cfg):
+    """A ByobNet of the given stages ``(block type, depth, channels, stride)``, narrow."""
+    from timm.models import byobnet
+
+    blocks = tuple(byobnet.ByoBlockCfg(t, d=d, c=c, s=st, gs=0 if t in ("bottle", "self_attn") else None, br=0.5)
+                   for t, d, c, st in stages)
+    cfg = byobnet.ByoModelCfg(blocks=blocks, stem_chs=8, stem_pool=None, **cfg)
+    return byobnet.ByobNet(cfg, num_classes=CLASSES, img_size=32)
+
+
+def _blocks(module, specs, **kw):
+    import importlib
+
+    mod = importlib.import_module(f"timm.models.{module}")
+    return [getattr(mod, name)(*args, **kw) for name, *args in specs]
+
+
+def _senet(*blocks):
+    """SENet stages of each block type (one block each, channel counts shrunk)."""
+    from timm.models import senet
+
+    class Mixed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 16, 3, padding=1)
+            kinds = [getattr(senet, b) for b in blocks]
+            layers, c = [], 16
+            for kind in kinds:
+                planes = c // kind.expansion
+                extra = dict(groups=2, base_width=32) if "NeXt" in kind.__name__ else dict(groups=1)
+                layers.append(kind(c, planes, reduction=4, **extra))
+            self.blocks, self.head = nn.Sequential(*layers), _Head(c, False)
+
+        def forward(self, x):
+            return self.head(self.blocks(self.stem(x)))
+
+    return Mixed()
+
+
+def _nfnet(name):
+    from dataclasses import replace
+
+    from timm.models import nfnet
+
+    cfg = replace(nfnet.model_cfgs[name], depths=(1, 1, 1, 1), channels=(16, 32, 32, 32), stem_chs=8,
+                  num_features=0, group_size=8 if nfnet.model_cfgs[name].group_size else None)
+    return nfnet.NormFreeNet(cfg, num_classes=CLASSES)
+
+
+def _xception_aligned(pre):
+    from timm.models import xception_aligned as xa
+
+    block_cfg = [dict(in_chs=64, out_chs=16, stride=2), dict(in_chs=16, out_chs=16, stride=1),
+                 dict(in_chs=16, out_chs=(16, 24, 24), stride=2, no_skip=False)]
+    return xa.XceptionAligned(block_cfg, num_classes=CLASSES, preact=pre)
+
+
+class _InceptionResNetChain(nn.Module):
+    def __init__(self):
+        super().__init__()
+        import importlib
+
+        irv = importlib.import_module("timm.models.inception_resnet_v2")
+
+        self.stem, self.b35 = nn.Conv2d(3, 320, 1), irv.Block35(scale=0.5)
+        self.to17, self.b17 = nn.Conv2d(320, 1088, 1), irv.Block17(scale=0.5)
+        self.to8, self.b8 = nn.Conv2d(1088, 2080, 1), irv.Block8(scale=0.5, no_relu=True)
+        self.head = nn.Linear(2080, CLASSES)
+
+    def forward(self, x):
+        x = self.b8(self.to8(self.b17(self.to17(self.b35(self.stem(x))))))
+        return self.head(x.mean((2, 3)))
+
+
+def _inception_resnet_chain():
+    return _InceptionResNetChain()
+
+
+def _hgnet():
+    from timm.models import hgnet
+
+    cfg = {"stem_type": "v2", "stem_chs": [8, 8],
+           "stage1": [8, 8, 16, 2, False, False, 3, 2], "stage2": [16, 8, 24, 1, True, False, 3, 2],
+           "stage3": [24, 8, 24, 2, True, True, 5, 2], "stage4": [24, 8, 32, 1, True, True, 5, 2]}
+    return hgnet.HighPerfGpuNet(cfg, num_classes=CLASSES, use_lab=True)
+
+
+def _vovnet():
+    from timm.models import vovnet
+
+    cfg = dict(stem_chs=[8, 8, 16], stage_conv_chs=[8, 8, 16, 16], stage_out_chs=[16, 16, 24, 24], layer_per_block=2,
+               block_per_stage=[1, 2, 1, 2], residual=True, depthwise=False, attn="ese")
+    return vovnet.VovNet(cfg, num_classes=CLASSES)
+
+
+class _EfficientViMChain(nn.Module):
+    """EfficientViM blocks in a chain (the model sums heads over every stage's hidden state)."""
+
+    def __init__(self):
+        super().__init__()
+        from timm.models import efficientvim as ev
+
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.blocks = nn.ModuleList([ev.EfficientViMBlock(16, state_dim=4), ev.EfficientViMBlock(16, state_dim=4)])
+        self.merge = ev.PatchMerging(16, 24)
+        self.head = nn.Linear(24, CLASSES)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for blk in self.blocks:
+            x, _ = blk(x)
+        return self.head(self.merge(x).mean((2, 3)))
+
+
+def _efficientvim_chain():
+    return _EfficientViMChain()
+
+
 def _relpos_respost():
     from timm.models import vision_transformer_relpos as relpos
 
@@ -219,6 +337,100 @@ MODELS = {
                             num_heads_inner=2, num_heads_outer=2), 32, ["Block"], True),
     "tnt-legacy": (lambda: _create("tnt_s_legacy_patch16_224", img_size=32, patch_size=16, embed_dim=32, inner_dim=8,
                                    depth=2, num_heads_inner=2, num_heads_outer=2), 32, ["Block"], True),
+    # ---- convolutional blocks (_timm_conv)
+    "byobnet": (lambda: _byob(("basic", 2, 8, 1), ("bottle", 2, 16, 2), ("dark", 2, 16, 1), ("edge", 2, 24, 2)), 32,
+                ["BasicBlock", "BottleneckBlock", "DarkBlock", "EdgeBlock"], True),
+    "byobnet-selfattn": (lambda: _byob(("bottle", 1, 16, 1), ("self_attn", 2, 16, 2), self_attn_layer="halo",
+                                       self_attn_kwargs=dict(block_size=4, halo_size=1)), 32,
+                         ["BottleneckBlock", "SelfAttnBlock"], True),
+    "repvgg": (lambda: _byob(("rep", 2, 8, 1), ("rep", 2, 16, 2), stem_type="rep"), 32, [], True),
+    "mobileone": (lambda: _byob(("one", 2, 8, 1), ("one", 2, 16, 2), stem_type="one",
+                                block_kwargs=dict(num_conv_branches=2)), 32, [], True),
+    "cspnet-blocks": (lambda: _Chain(8, 8, *_blocks("cspnet", [("BottleneckBlock", 8, 8), ("DarkBlock", 8, 8),
+                                                                ("EdgeBlock", 8, 8)], bottle_ratio=0.5)), 16,
+                      ["BottleneckBlock", "DarkBlock", "EdgeBlock"], True),
+    "cspnet": (lambda: _create("cs3darknet_focus_s", zero_init_last=True), 32, ["DarkBlock"], False),  # splits
+    "cspnext-blocks": (lambda: _Chain(8, 8, *_blocks("cspnext", [("CspNextBlock", 8, 8)] * 2)), 16,
+                       ["CspNextBlock"], True),
+    "res2net": (lambda: _create("res2net50_14w_8s", layers=(1, 1, 1, 1), base_width=8, stem_width=8,
+                                zero_init_last=True), 32, ["Bottle2neck"], True),
+    "resnest": (lambda: _create("resnest14d", layers=(1, 1, 1, 1), stem_width=8, channels=(8, 16, 16, 16),
+                                zero_init_last=True), 32, ["ResNestBottleneck"], True),
+    "sknet": (lambda: _create("skresnet18", layers=(1, 1, 1, 1), channels=(8, 16, 16, 16)), 32,
+              ["SelectiveKernelBasic"], True),
+    "sknet-bottleneck": (lambda: _create("skresnet50", layers=(1, 1, 1, 1), channels=(8, 16, 16, 16)), 32,
+                         ["SelectiveKernelBottleneck"], True),
+    "tresnet": (lambda: _model("tresnet", "TResNet", layers=[1, 1, 1, 1], width_factor=0.125), 64,
+                ["BasicBlock", "Bottleneck"], True),
+    "senet": (lambda: _senet("SEResNetBlock", "SEResNetBottleneck", "SEResNeXtBottleneck"), 32,
+              ["SEResNetBlock", "SEResNetBottleneck", "SEResNeXtBottleneck"], True),
+    "nfnet": (lambda: _nfnet("nfnet_f0"), 32, ["NormFreeBlock"], True),
+    "nf-regnet": (lambda: _nfnet("nf_regnet_b0"), 32, ["NormFreeBlock"], True),
+    "xception": (lambda: _Chain(8, 16, *_blocks("xception", [("Block", 8, 8, 2, 1), ("Block", 8, 16, 2, 2)])), 16,
+                 ["Block"], True),
+    "xception-aligned": (lambda: _xception_aligned(False), 32, ["XceptionModule"], True),
+    "xception-aligned-pre": (lambda: _xception_aligned(True), 32, ["PreXceptionModule"], True),
+    "inception-resnet": (_inception_resnet_chain, 8, ["Block35", "Block17", "Block8"], True),
+    "ghostnet": (lambda: _create("ghostnet_050"), 32, ["GhostBottleneck"], True),
+    "ghostnet-v3": (lambda: _create("ghostnetv3_050"), 64, ["GhostBottleneckV3"], True),
+    "repghost": (lambda: _create("repghostnet_050"), 32, ["RepGhostBottleneck"], True),
+    "rexnet": (lambda: _create("rexnet_100", width_mult=0.5, depth_mult=0.5), 32, [], True),
+    "lcnetv2": (lambda: _model("lcnetv2", "LCNetV2", scale=0.25, depths=(1, 1, 1, 2), head_hidden_size=32), 32, [],
+                True),
+    "hgnet": (lambda: _hgnet(), 64, [], True),
+    "vovnet": (lambda: _vovnet(), 32, [], True),
+    "starnet": (lambda: _create("starnet_s050", base_dim=8, depths=(1, 1, 1, 1)), 32, ["Block"], True),
+    "fasternet": (lambda: _create("fasternet_t0", embed_dim=8, depths=(1, 1, 1, 1), layer_scale_init_value=0.5), 32,
+                  ["MLPBlock"], True),
+    "mambaout": (lambda: _create("mambaout_femto", depths=(1, 1, 1, 1), dims=(8, 16, 24, 32)), 32,
+                 ["GatedConvBlock"], True),
+    "inception-next": (lambda: _create("inception_next_atto", depths=(1, 1, 1, 1), dims=(8, 16, 24, 32)), 32,
+                       ["MetaNeXtBlock"], True),
+    "convmixer": (lambda: _model("convmixer", "ConvMixer", dim=16, depth=3, kernel_size=3, patch_size=4), 16,
+                  ["Residual"], True),
+    "vitamin-blocks": (lambda: _Chain(8, 16, *_blocks("vitamin", [("MbConvLNBlock", 8, 8), ("MbConvLNBlock", 8, 16, 2),
+                                                                   ("MbConvLNBlock", 16, 16)])), 16, ["MbConvLNBlock"], True),
+    "swiftformer": (lambda: _create("swiftformer_xs", layers=(1, 1, 1, 2), embed_dims=(8, 16, 24, 32)), 32,
+                    ["ConvEncoder", "Block"], True),
+    "cpubone": (lambda: _create("cpubone_nano", width_list=(8, 8, 16, 16, 24, 32), depth_list=(1, 1, 1, 1, 1, 1),
+                                head_widths=(32, 48)), 32, [], True),
+    "lowformer": (lambda: _create("lowformer_b0", width_list=(8, 8, 16, 16, 24, 32), depth_list=(1, 1, 1, 1, 1, 1),
+                                  head_widths=(32, 48)), 64, [], True),
+    "efficientvit-mit": (lambda: _create("efficientvit_b0", widths=(8, 8, 16, 16, 32), depths=(1, 1, 1, 1, 1),
+                                         head_dim=8, head_widths=(32, 48)), 32, [], True),
+    "efficientvit-msra": (lambda: _create("efficientvit_m0", img_size=64, embed_dim=(16, 32, 48), key_dim=(8, 8, 8),
+                                          depth=(1, 1, 1), num_heads=(2, 2, 2), window_size=(2, 2, 2)), 64,
+                          ["ResidualDrop"], True),
+    "shvit": (lambda: _create("shvit_s1", embed_dim=(16, 32, 48), partial_dim=(8, 8, 8), qk_dim=(8, 8, 8),
+                              depth=(1, 1, 1)), 64, ["Residual"], True),
+    "iformer": (lambda: _create("iformer_t", dims=(8, 16, 32, 64), depths=(1, 1, 3, 3), attn_groups=(0, 0, 1, 1)), 64,
+                ["Residual"], True),
+    # ---- hybrid and multi-output blocks (_timm_mixed)
+    "edgenext": (lambda: _create("edgenext_xx_small", dims=(8, 16, 24, 32), depths=(1, 1, 2, 2),
+                                 global_block_counts=(0, 1, 1, 1), heads=(1, 1, 1, 1), ls_init_value=0.5), 32,
+                 ["ConvBlock", "SplitTransposeBlock"], True),
+    "edgenext-rw": (lambda: _create("edgenext_small_rw", dims=(16, 32, 64, 128), depths=(2, 2, 2, 2),
+                                    global_block_counts=(0, 1, 1, 1), heads=(1, 1, 1, 1), ls_init_value=0.5), 32,
+                    ["ConvBlock", "SplitTransposeBlock"], True),
+    "nextvit": (lambda: _model("nextvit", "NextViT", in_chans=3, stem_chs=(8, 8, 16), depths=(1, 2, 5, 1),
+                               head_dim=8), 64, ["NextConvBlock", "NextTransformerBlock"], True),
+    "repvit": (lambda: _model("repvit", "RepVit", img_size=32, embed_dim=(8, 16, 24), depth=(2, 1, 1)), 32,
+               ["RepViTBlock", "RepVitDownsample"], True),
+    "repvit-legacy": (lambda: _model("repvit", "RepVit", img_size=32, embed_dim=(8, 16), depth=(2, 1), legacy=True), 32,
+                      ["RepViTBlock", "RepVitDownsample"], True),
+    "fastvit": (lambda: _create("fastvit_t8", layers=(1, 1, 1, 1), embed_dims=(8, 16, 32, 64),
+                                layer_scale_init_value=0.5), 64, ["RepMixerBlock"], True),
+    "fastvit-sa": (lambda: _create("fastvit_sa12", layers=(1, 1, 1, 1), embed_dims=(8, 16, 32, 64),
+                                   layer_scale_init_value=0.5), 64, ["RepMixerBlock", "AttentionBlock"], True),
+    "efficientvim": (lambda: _create("efficientvim_m1", embed_dim=(8, 16, 24), depths=(1, 1, 1), state_dim=(4, 4, 4)),
+                     64, ["EfficientViMBlock"], False),  # each stage's hidden state feeds a head
+    "efficientvim-blocks": (_efficientvim_chain, 16, ["EfficientViMBlock", "PatchMerging"], True),
+    "dpn": (lambda: _model("dpn", "DPN", k_sec=(1, 2, 1, 1), inc_sec=(4, 4, 4, 4), k_r=16, groups=4,
+                           num_init_features=8), 32, ["DualPathBlock"], True),
+    "dla": (lambda: _model("dla", "DLA", levels=(1, 1, 1, 2, 1, 1), channels=(8, 8, 8, 16, 16, 16)), 32, [],
+            False),  # the roots aggregate the blocks' outputs
+    "dla-res2net": (lambda: _model("dla", "DLA", levels=(1, 1, 1, 1, 1, 1), channels=(16, 32, 64, 64, 128, 128),
+                                   base_width=8), 32, [], False),
 }
 
 
@@ -230,9 +442,9 @@ def _build(name, dtype=torch.float64):
     return model, x, torch.randint(0, CLASSES, (2,))
 
 
-# norms computed in float32 inside a float64 model (DeepSeek's RmsNormFp32): each length
-# channel's VJP is rounded to float32 there, so the parts sum to autograd's gradient to ~1e-7
-LOOSE = {"deepseek-vit": 1e-6}
+# float32 inside a float64 model (DeepSeek's RmsNormFp32, EfficientViT's linear attention): each
+# length channel's VJP is rounded to float32 there, so the parts sum to autograd's gradient to ~1e-7
+LOOSE = {"deepseek-vit": 1e-6, "efficientvit-mit": 1e-6}
 
 
 def _check(name):
@@ -241,7 +453,9 @@ def _check(name):
     units = unravel.find_units(model, x, verify=True)
     hosts = {u.module for u in units}
     # every residual block of the listed classes holds units: none runs unrecognised
-    missing = [n for n, m in model.named_modules() if type(m).__name__ in blocks and m not in hosts]
+    host_names = [n for n, m in model.named_modules() if m in hosts]
+    missing = [n for n, m in model.named_modules() if type(m).__name__ in blocks
+               and not any(n == h or n.startswith(h + ".") for h in host_names)]
     assert not missing, missing
     with torch.no_grad():
         own = model(x)
