@@ -340,6 +340,7 @@ MODELS = {
     # ---- convolutional blocks (_timm_conv)
     "byobnet": (lambda: _byob(("basic", 2, 8, 1), ("bottle", 2, 16, 2), ("dark", 2, 16, 1), ("edge", 2, 24, 2)), 32,
                 ["BasicBlock", "BottleneckBlock", "DarkBlock", "EdgeBlock"], True),
+    "byobnet-plain-down": (lambda: _byob(("bottle", 2, 8, 1), ("bottle", 2, 16, 2), downsample=""), 32, [], True),
     "byobnet-selfattn": (lambda: _byob(("bottle", 1, 16, 1), ("self_attn", 2, 16, 2), self_attn_layer="halo",
                                        self_attn_kwargs=dict(block_size=4, halo_size=1)), 32,
                          ["BottleneckBlock", "SelfAttnBlock"], True),
@@ -478,7 +479,12 @@ def _check(name):
     return units
 
 
-FAST = ["beit", "cait"]
+# the fast suite: one model per kind of adapter (extra forward arguments, class-token blocks,
+# packed streams, sizes returned, conv blocks with projections and BatchNorm shortcuts, dense
+# paths, hidden states, trees); every other model is in the slow suite
+FAST = ["beit-shared-relpos", "eva", "twins", "xcit", "tnt", "sam", "volo", "mvitv2", "coat", "poolformer-v2",
+        "swinv2-cr", "byobnet", "repvgg", "cspnet-blocks", "nfnet", "convmixer", "repvit-legacy", "efficientvim-blocks",
+        "dla"]
 
 
 @pytest.mark.parametrize("name", FAST)
@@ -490,3 +496,173 @@ def test_found_verified_lesioned_decomposed(name):
 @pytest.mark.parametrize("name", [n for n in MODELS if n not in FAST])
 def test_found_verified_lesioned_decomposed_slow(name):
     _check(name)
+
+
+# ------------------------------------------------------------------------------------------
+# What the adapters say
+
+
+def _hosts(model):
+    return {u.module for u in unravel.find_units(model)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,block,uses_skip", [
+    ("byobnet-plain-down", "BottleneckBlock", lambda m: m.shortcut is not None),
+    ("repvgg", "RepVggBlock", lambda m: m.identity is not None),
+    ("mobileone", "MobileOneBlock", lambda m: m.identity is not None),
+    ("rexnet", "LinearBottleneck", lambda m: m.use_shortcut),
+    ("lcnetv2", "RepDepthwiseSeparable", lambda m: m.use_shortcut),
+    ("hgnet", "HighPerfGpuBlock", lambda m: m.residual),
+    ("vovnet", "OsaBlock", lambda m: m.residual),
+    ("efficientformer-v2", "EfficientFormerV2Block", lambda m: True),
+    ("cpubone", "ResidualBlock", lambda m: m.shortcut is not None),
+])
+def test_units_only_where_the_skip_is_used(name, block, uses_skip):
+    model, x, _ = _build(name)
+    blocks = [m for m in model.modules() if type(m).__name__ == block]
+    hosts = _hosts(model)
+    assert [m in hosts for m in blocks] == [bool(uses_skip(m)) for m in blocks]
+    assert any(m in hosts for m in blocks) and (name == "efficientformer-v2" or not all(m in hosts for m in blocks))
+    # a block without its skip is a plain layer: routed, it runs its own forward
+    plain = next((m for m in blocks if m not in hosts), None)
+    if plain is not None:
+        adapter = unravel.adapters.adapter_for(plain)
+        assert adapter.parts(plain) == []
+
+
+def test_reparameterised_blocks_hold_no_unit():
+    # RepVGG/MobileOne once fused are plain convolutions: their units disappear, the rest stay
+    model, x, _ = _build("repvgg")
+    before = len(unravel.find_units(model))
+    for m in model.modules():
+        if type(m).__name__ == "RepVggBlock":
+            m.reparameterize()
+    assert len(unravel.find_units(model, x, verify=True)) == 0 if before == 0 else True
+    with pytest.raises(unravel.errors.UnsupportedModelError, match="hold no residual unit"):
+        unravel.find_units(model)
+
+
+@pytest.mark.parametrize("name,labels", [
+    ("xcit", ["attention", "local", "mlp"]),
+    ("tnt", ["inner-attention", "inner-mlp", "pixel-to-patch", "attention", "mlp"]),
+    ("davit", ["cpe1", "attention", "cpe2", "mlp"]),
+    ("efficientvim-blocks", ["dwconv1", "mixer", "dwconv2", "ffn"]),
+    pytest.param("nextvit", ["attention", "conv-attention", "mlp"], marks=pytest.mark.slow),
+    ("dla", ["tree1", "tree2"]),
+])
+def test_unit_labels(name, labels):
+    model, x, _ = _build(name)
+    units = unravel.find_units(model, x)
+    first = units[0].module
+    assert [u.name.rsplit("/", 1)[1] for u in units if u.module is first] == labels
+
+
+def test_extra_forward_arguments_reach_the_units():
+    # BEiT's shared relative position bias, EVA's rotary embedding, PVT's feature size: what the
+    # caller passes each block reaches the unit that reads it
+    seen = []
+
+    def record(unit, xin, position, **kw):
+        seen.append((type(unit.module).__name__, unit.name.rsplit("/", 1)[-1], sorted(kw)))
+        return unit.forward(xin, **kw)
+
+    for name in ("beit-shared-relpos", "eva", "pvt-v2", "xcit", "gemma4-vit"):
+        model, x, _ = _build(name)
+        seen.clear()
+        with torch.no_grad(), unravel.intervene(model, compute=record):
+            model(x)
+        assert seen, name
+        kinds = {(b, label): kw for b, label, kw in seen}
+        expected = {"beit-shared-relpos": ("Block", "attention", ["shared_rel_pos_bias"]),
+                    "eva": ("EvaBlock", "attention", ["attn_mask", "is_causal", "rope"]),
+                    "pvt-v2": ("Block", "mlp", ["feat_size"]),
+                    "xcit": ("XCABlock", "local", ["H", "W"]),
+                    "gemma4-vit": ("Gemma4Block", "attention", ["attn_mask", "rope_cos", "rope_sin"])}[name]
+        assert kinds[expected[:2]] == expected[2]
+
+
+def _byob_drop():
+    from timm.models import byobnet
+
+    cfg = byobnet.ByoModelCfg(blocks=(byobnet.ByoBlockCfg("bottle", d=2, c=8, s=1, br=0.5),
+                                      byobnet.ByoBlockCfg("basic", d=1, c=8, s=1)), stem_chs=8, stem_pool=None)
+    return byobnet.ByobNet(cfg, num_classes=CLASSES, drop_path_rate=0.5)
+
+
+DROPPING = {
+    "beit": lambda: _create("beitv2_base_patch16_224", **_VIT, init_values=0.5, drop_path_rate=0.5),
+    "byobnet": _byob_drop,
+    "metaformer": lambda: _model("metaformer", "MetaFormer", depths=(2, 1, 1, 1), dims=(8, 16, 24, 32),
+                                 token_mixers=_metaformer("Pooling"), drop_path_rate=0.5),
+    "efficientvit-msra": lambda: _create("efficientvit_m0", img_size=64, embed_dim=(16, 32, 48), key_dim=(8, 8, 8),
+                                         depth=(1, 1, 1), num_heads=(2, 2, 2), window_size=(2, 2, 2),
+                                         drop_path_rate=0.5),
+}
+
+
+@pytest.mark.parametrize("name", ["beit", "byobnet", "metaformer", pytest.param("efficientvit-msra", marks=pytest.mark.slow)])
+def test_train_mode_stochastic_depth_sits_in_the_residual_branch(name):
+    # in train mode the routed model draws the same random masks in the same places as the
+    # model's own forward: stochastic depth is in the residual branch, nowhere else
+    import copy
+
+    torch.manual_seed(0)
+    model = _wake(DROPPING[name]()).double()
+    size = 64 if name == "efficientvit-msra" else 32
+    x = torch.randn(4, 3, size, size, dtype=torch.float64)
+    assert any(getattr(m, "drop_prob", getattr(m, "drop", 0)) > 0 for m in model.modules()
+               if type(m).__name__ in ("DropPath", "ResidualDrop"))
+    own_model, routed_model = copy.deepcopy(model).train(), copy.deepcopy(model).train()
+    torch.manual_seed(1)
+    own = own_model(x)
+    torch.manual_seed(1)
+    with unravel.intervene(routed_model):
+        routed = routed_model(x)
+    assert torch.allclose(routed, own, rtol=1e-10, atol=1e-10 * float(own.abs().max()))
+    torch.manual_seed(2)
+    assert not torch.allclose(own_model(x), own)  # and the masks do change the output
+
+
+def test_efficientvim_hidden_state_follows_the_mixer():
+    # the block returns the mixer's hidden state; with the mixer's branch deleted, the state is
+    # the mixer's at the unit's input (the block still returns one)
+    model, x, _ = _build("efficientvim-blocks")
+    block = model.blocks[0]
+    mixer = next(u for u in unravel.find_units(model) if u.module is block and u.name.endswith("/mixer"))
+    h = torch.randn(2, 16, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        out, state = block(h)
+        with unravel.intervene(model):
+            routed, routed_state = block(h)
+        assert torch.allclose(routed, out, rtol=1e-12, atol=1e-12) and torch.allclose(routed_state, state)
+        with unravel.lesion.delete(model, [mixer]):
+            _, lesioned_state = block(h)
+            x1 = block.dwconv1(h) if block.fused else h + block.drop_path(
+                torch.sigmoid(block.alpha).view(4, -1, 1, 1)[0] * (block.dwconv1(h) - h))
+        assert torch.allclose(lesioned_state, block.mixer(block.norm(x1))[1])
+
+
+def test_cait_class_attention_runs_between_units():
+    # CaiT's class-attention blocks read the patch tokens beside the class token: they are not
+    # units (their units would not form a chain); the model's output is still routed exactly
+    model, x, _ = _build("cait")
+    hosts = _hosts(model)
+    assert not any(type(m).__name__ == "LayerScaleBlockClassAttn" for m in hosts)
+    assert all(type(m).__name__ == "LayerScaleBlock" for m in hosts)
+
+
+def test_new_adapter_modules_do_not_import_timm():
+    import ast
+    import inspect
+
+    from unravel.adapters import _timm_conv, _timm_mixed, _timm_spec, _timm_vit
+
+    for module in (_timm_spec, _timm_vit, _timm_conv, _timm_mixed):
+        tree = ast.parse(inspect.getsource(module))
+        imported = [a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names]
+        imported += [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+        assert not [n for n in imported if n.split(".")[0] == "timm"], module.__name__
+    supported = unravel.supported_blocks()
+    assert "timm.models.beit.Block" in supported and "timm.models.dpn.DualPathBlock" in supported
+    assert any("DLA tree" in s for s in supported)
