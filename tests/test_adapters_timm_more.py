@@ -125,6 +125,18 @@ def _blocks(module, specs, **kw):
     return [getattr(mod, name)(*args, **kw) for name, *args in specs]
 
 
+def _cspnet(name):
+    from dataclasses import replace
+
+    from timm.models import cspnet
+
+    cfg = cspnet.model_cfgs[name]
+    stages = replace(cfg.stages, depth=tuple(min(d, 2) for d in cfg.stages.depth),
+                     out_chs=tuple(c // 16 for c in cfg.stages.out_chs))
+    cfg = replace(cfg, stem=replace(cfg.stem, out_chs=8), stages=stages)
+    return cspnet.CspNet(cfg, num_classes=CLASSES)
+
+
 def _senet(*blocks):
     """SENet stages of each block type (one block each, channel counts shrunk)."""
     from timm.models import senet
@@ -350,7 +362,10 @@ MODELS = {
     "cspnet-blocks": (lambda: _Chain(8, 8, *_blocks("cspnet", [("BottleneckBlock", 8, 8), ("DarkBlock", 8, 8),
                                                                 ("EdgeBlock", 8, 8)], bottle_ratio=0.5)), 16,
                       ["BottleneckBlock", "DarkBlock", "EdgeBlock"], True),
-    "cspnet": (lambda: _create("cs3darknet_focus_s", zero_init_last=True), 32, ["DarkBlock"], False),  # splits
+    "cspnet": (lambda: _create("cs3darknet_focus_s", zero_init_last=True), 32, ["CrossStage3"], True),
+    "cspresnet": (lambda: _cspnet("cspresnet50"), 32, ["CrossStage"], True),
+    "cspdarknet": (lambda: _cspnet("cspdarknet53"), 32, ["CrossStage", "DarkStage"], True),
+    "cspnext": (lambda: _create("cspnext_tiny", deepen_factor=0.34, widen_factor=0.125), 64, [], True),  # last: no skip
     "cspnext-blocks": (lambda: _Chain(8, 8, *_blocks("cspnext", [("CspNextBlock", 8, 8)] * 2)), 16,
                        ["CspNextBlock"], True),
     "res2net": (lambda: _create("res2net50_14w_8s", layers=(1, 1, 1, 1), base_width=8, stem_width=8,
@@ -551,6 +566,7 @@ def test_reparameterised_blocks_hold_no_unit():
     ("efficientvim-blocks", "EfficientViMBlock", ["dwconv1", "mixer", "dwconv2", "ffn"]),
     pytest.param("nextvit", "NextTransformerBlock", ["attention", "conv-attention", "mlp"], marks=pytest.mark.slow),
     ("dla", "DlaTree", ["tree1", "tree2"]),
+    ("cspresnet", "CrossStage", ["blocks.0", "blocks.1"]),
 ])
 def test_unit_labels(name, block, labels):
     model, x, _ = _build(name)

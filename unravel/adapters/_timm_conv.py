@@ -227,8 +227,8 @@ CLASSES = {
                                              post=lambda m, y: m.act(m.attn(y)), projection=True)),
     _M + "fastvit.MobileOneBlock": Spec(Unit([_mobileone_branches], shortcut="identity", when=_training_form,
                                              post=lambda m, y: m.act(m.se(y)), projection=True)),
-    # CSPNet, CSPNeXt: the blocks inside a cross stage (the stage's split and concatenation are
-    # code between units)
+    # CSPNet, CSPNeXt: inside a cross stage the stage holds these blocks' units, on its whole
+    # stream (see _timm_stages); a dark stage's blocks are found one by one
     _M + "cspnet.BottleneckBlock": Spec(Unit(["conv1", "conv2", "attn2", "conv3", "attn3", "drop_path"], post="act3")),
     _M + "cspnet.DarkBlock": _CSP_DARK,
     _M + "cspnet.EdgeBlock": _CSP_DARK,
