@@ -678,13 +678,14 @@ def test_new_adapter_modules_do_not_import_timm():
     import ast
     import inspect
 
-    from unravel.adapters import _timm_conv, _timm_mixed, _timm_spec, _timm_vit
+    from unravel.adapters import _timm_conv, _timm_mixed, _timm_spec, _timm_stages, _timm_vit
 
-    for module in (_timm_spec, _timm_vit, _timm_conv, _timm_mixed):
+    for module in (_timm_spec, _timm_vit, _timm_conv, _timm_mixed, _timm_stages):
         tree = ast.parse(inspect.getsource(module))
         imported = [a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names]
         imported += [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
         assert not [n for n in imported if n.split(".")[0] == "timm"], module.__name__
     supported = unravel.supported_blocks()
     assert "timm.models.beit.Block" in supported and "timm.models.dpn.DualPathBlock" in supported
+    assert "timm.models.cspnet.CrossStage" in supported
     assert any("DLA tree" in s for s in supported)
