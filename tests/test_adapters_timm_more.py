@@ -319,7 +319,7 @@ MODELS = {
                                 use_post_norm=True), 32, ["FocalNetBlock"], True),
     "gcvit": (lambda: _model("gcvit", "GlobalContextVit", img_size=64, embed_dim=16, depths=(1, 1, 1, 1),
                              num_heads=(1, 1, 2, 2), window_size=(4, 4, 4, 2), layer_scale=0.5), 64,
-              ["GlobalContextVitBlock", "MbConvBlock"], False),  # the global query reads feature blocks
+              ["GlobalContextVitBlock", "MbConvBlock"], True),
     "gcvit-blocks": (_gcvit_chain, 16, ["GlobalContextVitBlock", "MbConvBlock"], True),
     "maxvit": (lambda: _maxxvit("maxvit_rmlp_pico_rw"), 64, ["MbConvBlock", "PartitionAttentionCl"], True),
     "coatnet": (lambda: _maxxvit("coatnet_nano_rw"), 64, ["MbConvBlock", "TransformerBlock2d"], True),
