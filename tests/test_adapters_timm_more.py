@@ -569,12 +569,13 @@ def test_reparameterised_blocks_hold_no_unit():
     pytest.param("nextvit", "NextTransformerBlock", ["attention", "conv-attention", "mlp"], marks=pytest.mark.slow),
     ("dla", "DlaTree", ["tree1", "tree2"]),
     ("cspresnet", "CrossStage", ["blocks.0", "blocks.1"]),
+    ("gcvit", "GlobalContextVitStage", ["global.conv1", "global.conv2", "blocks.0/attention", "blocks.0/mlp"]),
 ])
 def test_unit_labels(name, block, labels):
     model, x, _ = _build(name)
     units = unravel.find_units(model, x)
     first = next(u.module for u in units if type(u.module).__name__ == block)
-    assert [u.name.rsplit("/", 1)[1] for u in units if u.module is first] == labels
+    assert [u.name.split("/", 1)[1] for u in units if u.module is first] == labels
 
 
 def test_extra_forward_arguments_reach_the_units():
