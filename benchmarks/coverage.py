@@ -14,15 +14,17 @@ timm
     parameters, and the one with the fewest is built for real (random weights, eval mode, batch 1,
     float32). timm's ``test_*`` models rank last (minimal configurations for timm's own tests). Where
     the model's recognised blocks use no skip at all (``find_units`` says they "hold no residual
-    unit"), the next smallest is measured instead, up to ``FALLBACKS`` more (``passed_over``). The input is 224 px where the pretrained config asks for more: through
+    unit"), the next smallest is measured instead, up to ``FALLBACKS`` more (``passed_over``):
+    the other counted candidates by parameters, then the family's remaining models by the sizes
+    they spell. The input is 224 px where the pretrained config asks for more: through
     ``img_size=224`` where the model takes it, else a 224 px image where the size is not fixed;
     otherwise the config's own size.
 
     *Residual family* (the goal's denominator): a family is residual unless it is in
     ``NON_RESIDUAL_TIMM`` -- families whose models have no additive identity-shortcut blocks
-    (VGG; Inception v3/v4; DenseNet and SelecSLS, whose skips concatenate; NASNet/PNASNet, whose
-    cells add parallel branches, not a block around an identity). A family in that list where unravel
-    finds units anyway counts as residual (its units are evidence of skips).
+    (VGG; Inception v3/v4; DenseNet, RDNet and SelecSLS, whose skips concatenate; NASNet/PNASNet,
+    whose cells add parallel branches, not a block around an identity). A family in that list where
+    unravel finds units anyway counts as residual (its units are evidence of skips).
 
 transformers
     Causal LMs: every model type of ``MODEL_FOR_CAUSAL_LM_MAPPING_NAMES``, built with
@@ -79,7 +81,7 @@ from unravel.errors import UnfaithfulAdapterError, UnsupportedModelError  # noqa
 DEFAULT_JSON = ROOT / "benchmarks" / "coverage-results.json"
 GOAL = 0.90
 CANDIDATES = 5  # timm names per family counted on the meta device
-FALLBACKS = 2  # next-smallest timm models tried where the smallest uses no skip
+FALLBACKS = 5  # next-smallest timm models tried where the smallest uses no skip
 IMG_CAP = 224
 MAX_HF_PARAMS = 300_000_000  # a tiny config past this missed a size (sub-configs may stay large)
 SEQ = 8
@@ -93,6 +95,7 @@ NON_RESIDUAL_TIMM = {
     "selecsls": "skips concatenate, no sum",
     "nasnet": "cells add parallel branches, no block around an identity",
     "pnasnet": "cells add parallel branches, no block around an identity",
+    "rdnet": "dense stages concatenate every block's output (as DenseNet), no sum",
 }
 
 
@@ -223,9 +226,15 @@ def timm_measure(name: str) -> dict:
 
 def timm_task(family: str, send) -> dict:
     """The family's smallest model; where its recognised blocks use no skip (a degenerate
-    configuration of a residual family), the next smallest, up to ``FALLBACKS`` more."""
+    configuration of a residual family), the next smallest, up to ``FALLBACKS`` more: the
+    counted candidates by parameters, then the family's other models by the sizes they spell
+    (VoVNet's five smallest have one block per stage, so none uses its skip)."""
+    import timm
+
     t0 = time.perf_counter()
     candidates = timm_smallest(family)
+    counted = {name for name, _ in candidates}
+    candidates += [(n, None) for n in sorted(timm.list_models(module=family), key=timm_size_key) if n not in counted]
     select_s = round(time.perf_counter() - t0, 2)
     passed = []
     for i, (name, params) in enumerate(candidates[: 1 + FALLBACKS]):

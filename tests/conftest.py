@@ -71,7 +71,7 @@ def autograd_input_grad(model, x, y=None, loss=None):
     leaf = {}
 
     def compute(unit, xin, position, **kw):
-        if position.index == 0:
+        if not leaf:  # the first unit that runs (find_units may list another first)
             xin = leaf.setdefault(0, xin.detach().requires_grad_())
         return unit.forward(xin, **kw)
 

@@ -334,6 +334,37 @@ def test_train_mode_restores_buffers():
     assert state_hash(model) == before and model.training
 
 
+class _OutOfOrder(nn.Module):
+    """Blocks called in the reverse of the order they are registered in: find_units without
+    inputs lists them in registration order (timm's Twins registers its position encodings after
+    all the blocks)."""
+
+    def __init__(self):
+        super().__init__()
+        net = models.resmlp(4, 3, width=6, depth=3)
+        self.stem, self.head = net.stem, net.head
+        self.blocks = nn.ModuleList(list(net.blocks)[::-1])
+
+    def forward(self, x):
+        x = self.stem(x)
+        for block in list(self.blocks)[::-1]:
+            x = block(x)
+        return self.head(x)
+
+
+def test_units_registered_out_of_call_order():
+    torch.manual_seed(0)
+    model = _OutOfOrder().double().eval()
+    x, y = torch.randn(5, 4, dtype=torch.float64), torch.randint(0, 3, (5,))
+    names = [u.name for u in unravel.find_units(model)]
+    assert names == ["blocks.0", "blocks.1", "blocks.2"] != [u.name for u in unravel.find_units(model, x)]
+    g = _autograd_input_grad(model, x, y)  # at the input of the unit called first (blocks.2)
+    res = attribution.path_length_gradients(model, x, y)
+    assert torch.allclose(res.by_length.sum(0), g, rtol=1e-12, atol=1e-15)
+    frame = attribution.norm_ratios(model, x, y)
+    assert frame.name.tolist() == ["blocks.2", "blocks.1", "blocks.0"]  # the chain as it ran
+
+
 def test_norm_ratios():
     model, x, y = _family("resnet-v1")
     frame = attribution.norm_ratios(model, x, y)

@@ -125,7 +125,8 @@ class Layout:
 #: The modules of unravel.adapters holding built-in adapters, one per ecosystem. Each defines
 #: ``CLASSES`` (qualified class name -> Adapter) and may define ``LAYOUTS`` (a list of Layout);
 #: none of them imports its library, so they are loaded on first use whatever is installed.
-ECOSYSTEMS = ("_torch", "_torchvision", "_timm", "_transformers")
+ECOSYSTEMS = ("_torch", "_torchvision", "_timm", "_timm_vit", "_timm_conv", "_timm_mixed", "_timm_stages",
+              "_transformers")
 _TABLES: tuple[dict, list] | None = None
 _REGISTERED: dict[type, Adapter] = {}
 _LOCK = threading.RLock()

@@ -82,8 +82,12 @@ def analysis_mode(model, mode):
 
 
 def record(model, units, inputs, targets, loss):
-    """One forward pass recorded unit by unit; returns (records by position, output, loss)."""
+    """One forward pass recorded unit by unit; returns (records in the order the units ran,
+    output, loss). That order is the chain the propagation walks back; it can differ from
+    :func:`unravel.find_units`' order without example inputs, which is the order the blocks are
+    registered in (timm's Twins registers its position encodings after all the blocks)."""
     records: list[Record | None] = [None] * len(units)
+    order: list[int] = []
 
     def compute(unit, x_in, position, **kw):
         p = position.index
@@ -103,6 +107,7 @@ def record(model, units, inputs, targets, loss):
         y = _post(unit, zl)
         y_out = y.detach().requires_grad_(True)
         records[p] = Record(unit, x_in, x, s, r, z, zl, y, y_out)
+        order.append(p)
         return y_out
 
     with torch.enable_grad(), intervene(model, compute=compute):
@@ -115,7 +120,7 @@ def record(model, units, inputs, targets, loss):
         raise ArgumentError(f"units {missing} did not run in the forward pass; cannot attribute through them.")
     if L.dim() != 0:
         raise ArgumentError(f"the loss must be a scalar, got shape {tuple(L.shape)}.")
-    return records, out, L
+    return [records[p] for p in order], out, L
 
 
 AUTO_CHUNK_BYTES = 512 * 2**20
