@@ -135,7 +135,8 @@ def classify(model, inputs, coverage=None) -> dict:
         row["layers_covered"] = f"{cov[0]}/{cov[1]}"
         if cov[0] < cov[1]:
             return {**row, "status": "partial",
-                    "error": f"verified, but only {cov[0]} of the {cov[1]} decoder/encoder layers hold a unit"}
+                    "error": f"verified, but only {cov[0]} of the {cov[1]} decoder/encoder layers hold a unit "
+                             "for every sum in their code"}
     return {**row, "verified": True, "status": "verified", "error": None}
 
 
@@ -423,23 +424,59 @@ def hf_build(kind, model_type, cfg):
 _NOT_TEXT = ("vision", "visual", "audio", "image", "speech", "patcher", "vit", "mm_", "multi_modal")
 
 
+def _adds(cls) -> bool:
+    """Whether ``cls.forward``'s own source adds anything (``+`` or ``+=``); True where it cannot
+    be read (a sum may hide there)."""
+    import ast
+    import inspect
+    import textwrap
+
+    fn = getattr(cls, "forward", None)
+    while hasattr(fn, "__wrapped__"):
+        fn = fn.__wrapped__
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    except (OSError, TypeError, SyntaxError):
+        return True
+    return any(isinstance(n, (ast.BinOp, ast.AugAssign)) and isinstance(n.op, ast.Add) for n in ast.walk(tree))
+
+
+def _sums_read(module, hosts) -> bool:
+    """Whether every sum in ``module``'s code is inside a module whose units were found: the
+    module holds units itself (its whole forward was read), or neither its own forward nor those
+    of its ``transformers`` submodules add anything outside such modules."""
+    if module in hosts:
+        return True
+    cls = type(module)
+    if cls.__module__.startswith("torch.nn") and not isinstance(module, (torch.nn.ModuleList, torch.nn.ModuleDict,
+                                                                         torch.nn.Sequential)):
+        return True  # a torch layer (Linear, Dropout, an activation): no residual sum
+    if cls.__module__.startswith("transformers.") and _adds(cls):
+        return False
+    return all(_sums_read(c, hosts) for c in module.children())
+
+
 def hf_layer_coverage(model, cfg):
     """``coverage`` for :func:`classify`: how many layers of the text stack (the first
     ``nn.ModuleList`` as long as the text config's layer count, outside vision/audio towers)
-    hold a unit; ``None`` where no such list is found."""
+    hold a unit, and no sum outside their units (:func:`_sums_read`: a layer whose units come
+    from some of its submodules while its own code, or another submodule's, adds something, is not
+    covered); ``None`` where no such list is found."""
     text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
     n = next((getattr(text, k) for k in _LAYER_KEYS if _is_int(getattr(text, k, None))), None)
     if not n:
         return None
-    stack = next((name for name, m in model.named_modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n
-                  and not any(w in name.lower() for w in _NOT_TEXT)), None)
+    stack = next(((name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.ModuleList)
+                  and len(m) == n and not any(w in name.lower() for w in _NOT_TEXT)), None)
     if stack is None:
         return None
 
     def coverage(units):
-        names = [u.name.split("/")[0] for u in units]
-        prefix = f"{stack}." if stack else ""
-        covered = sum(any(u == f"{prefix}{i}" or u.startswith(f"{prefix}{i}.") for u in names) for i in range(n))
+        hosts = {u.module for u in units}
+        covered = 0
+        for layer in stack[1]:
+            inside = {m for m in layer.modules()}
+            covered += bool(hosts & inside) and _sums_read(layer, hosts)
         return covered, n
 
     return coverage

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from ...errors import ArgumentError, UnsupportedModelError
 from ...units import UnitParts
 from .. import Adapter, Layout, original_class
-from ._program import _readable, _ReadAdapter
+from ._program import _readable, _readable_layer, _ReadAdapter
 from ._read import _bind, _call, _renames, _route_frame, _source
 
 # ------------------------------------------------------------------------------------------
@@ -210,4 +210,5 @@ LAYOUTS = [
            attributes=("layernorm_before", "attention", "layernorm_after"), predicate=_readable),
     Layout("BERT-style layer (BERT's code)", _BertLayerAdapter(), module_prefix=_P,
            attributes=("attention", "intermediate", "output"), predicate=_bert_like),
+    Layout("any layer whose forward reads as residual units", _READ, module_prefix=_P, predicate=_readable_layer),
 ]
