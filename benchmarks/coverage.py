@@ -254,7 +254,8 @@ def timm_tasks(only=None):
 HIDDEN, HEADS, HEAD_DIM, KV_HEADS, FFN, LAYERS, VOCAB = 64, 4, 16, 2, 128, 2, 128
 _SIZES = {
     **dict.fromkeys(["hidden_size", "n_embd", "d_model", "n_embed", "embed_dim", "word_embed_proj_dim",
-                     "embedding_size", "dim", "d_embed", "emb_dim", "d_latents", "embedding_dim", "proj_size"],
+                     "embedding_size", "dim", "d_embed", "emb_dim", "d_latents", "embedding_dim", "proj_size",
+                     "hidden_size_global"],
                     HIDDEN),
     **dict.fromkeys(["num_attention_heads", "n_head", "n_heads", "num_heads", "decoder_attention_heads",
                      "encoder_attention_heads", "attention_heads", "num_self_attention_heads",
@@ -298,7 +299,19 @@ VARIANTS = [
     {"kv_heads": "heads"},
     {"experts_per_tok": 1},
     {"kv_heads": "heads", "experts_per_tok": 1},
+    {"kv_heads": "heads", "head_dim": "nope+rope"},  # latent attention whose head is both parts
+    {"repeat": 2},  # two of each layer type (a block shared by several layers)
 ]
+# values some architectures' default configs lack (the library's default does not build; real
+# checkpoints set them): model type -> (overrides, why). Each row built with one says so.
+CONFIG_FIXES = {
+    "lfm2_moe": ({"layer_types": ["conv", "full_attention"]}, "default config has layer_types=None, which the "
+                 "model indexes"),
+    "dbrx": ({"attn_config.rope_theta": 10000.0}, "DbrxAttention reads attn_config.rope_theta, which "
+             "DbrxAttentionConfig does not define"),
+    "cohere_compass_text": ({"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 10000.0}}},
+                            "default config has rope_parameters={}, which the model indexes by layer type"),
+}
 _KV_KEYS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads", "multi_query_group_num", "num_kv_groups",
             "kv_n_heads")
 _TOPK_KEYS = ("num_experts_per_tok", "moe_topk", "num_experts_per_token", "top_k", "moe_k", "top_k_experts")
@@ -328,7 +341,8 @@ def tiny_config_kwargs(d: dict, sub_configs=(), variant=None, causal=False) -> d
             continue
         out[k] = v
     if "qk_rope_head_dim" in out and "head_dim" in out:  # multi-head latent attention: rope dims
-        out["head_dim"] = out["qk_rope_head_dim"]
+        out["head_dim"] = out["qk_rope_head_dim"] + (out.get("qk_nope_head_dim", 0)
+                                                     if variant.get("head_dim") == "nope+rope" else 0)
     if any(k in d for k in ("ssm_state_size", "mamba_d_state", "n_groups", "mamba_n_heads")) and "expand" in d:
         out["expand"] = 1  # heads x head_dim == expand x hidden
     if variant.get("kv_heads") == "heads":
@@ -343,6 +357,7 @@ def tiny_config_kwargs(d: dict, sub_configs=(), variant=None, causal=False) -> d
     for key in ("hybrid_override_pattern", "block_pattern"):
         if isinstance(d.get(key), str) and d[key]:
             n = max(n, len(_layer_pattern(d[key].replace("-", ""))))
+    n *= variant.get("repeat", 1)
     for key in ("layer_types", "layers_block_type", "block_types", "attn_type_list"):
         if isinstance(d.get(key), list) and d[key] and all(isinstance(v, str) for v in d[key]):
             pattern = _layer_pattern(d[key])
@@ -397,7 +412,13 @@ def hf_config(model_type: str, variant=None, causal=False):
     d = base.to_dict()
     subs = [k for k, v in vars(base).items() if hasattr(v, "to_dict") and hasattr(v, "model_type")]
     kwargs = tiny_config_kwargs(d, subs, variant, causal)
+    fixes = CONFIG_FIXES.get(model_type, ({}, None))[0]
+    kwargs.update({k: v for k, v in fixes.items() if "." not in k})
     cfg = AutoConfig.for_model(model_type, **kwargs)
+    for k, v in fixes.items():
+        if "." in k:
+            owner, _, name = k.rpartition(".")
+            setattr(getattr(cfg, owner), name, v)
     for c in [cfg, *(getattr(cfg, k) for k in subs if hasattr(getattr(cfg, k, None), "model_type"))]:
         if hasattr(c, "use_cache"):
             c.use_cache = False
@@ -518,6 +539,8 @@ def hf_task(task, send) -> dict:
             first = first or (stage, first_line(e))
             continue
         row.update(params=params, variant=variant, **{"class": type(model).__name__})
+        if model_type in CONFIG_FIXES:
+            row["config_fix"] = CONFIG_FIXES[model_type][1]
         row.update(classify(model, inputs, hf_layer_coverage(model, cfg)))
         break
     else:

@@ -132,24 +132,27 @@ def _nodes(top, stop):
 
 _ATTENTION = ("attn", "attention", "attend")
 _MLP = ("mlp", "ffn", "feed_forward", "moe", "expert", "intermediate")
+_MLP_CLASS = ("mlp", "ffn", "feedforward", "expert", "intermediate")  # not "moe": model names hold it
 _LEAF = (nn.Linear, nn.Conv1d, nn.Identity)
 
 
 def _role(m, attr):
     """What a call does: None for a norm or dropout, "attention", "mlp", "leaf" (a linear map or
-    activation function), else the name of the layer's submodule holding it."""
+    activation function), else the name of the layer's submodule holding it. Past a norm, the
+    outermost submodule on the path whose name (or class name) says attention or MLP decides."""
     parts = attr.split(".")
+    sub = m.get_submodule(attr)
+    a, name = parts[-1].lower(), type(sub).__name__.lower()
+    if isinstance(sub, nn.Dropout) or "norm" in a or "norm" in name or a.startswith("ln"):
+        return None
     for i in range(len(parts)):
-        sub, a = m.get_submodule(".".join(parts[:i + 1])), parts[i].lower()
-        name = type(sub).__name__.lower()
-        if isinstance(sub, nn.Dropout) or "norm" in a or "norm" in name or a.startswith("ln"):
-            return None
+        a = parts[i].lower()
+        name = type(m.get_submodule(".".join(parts[:i + 1]))).__name__.lower()
         if any(k in a or k in name for k in _ATTENTION):
             return "attention"
-        if any(k in a or k in name for k in _MLP):
+        if any(k in a for k in _MLP) or any(k in name for k in _MLP_CLASS):
             return "mlp"
-    sub = m.get_submodule(attr)
-    if isinstance(sub, _LEAF) or type(sub).__name__ == "Conv1D" or type(sub).__module__.endswith("activations") \
+    if isinstance(sub, _LEAF) or name == "conv1d" or type(sub).__module__.endswith("activations") \
             or type(sub).__module__.startswith("torch.nn.modules.activation"):
         return "leaf"
     return parts[0]
