@@ -110,10 +110,11 @@ def n_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def classify(model, inputs, coverage=None) -> dict:
+def classify(model, inputs, coverage=None, exact=None) -> dict:
     """find_units, then verify_units: the row's status, unit count and first error line.
     ``coverage(units)`` may give ``(covered, layers)``: a verified model where fewer than all its
-    layers hold a unit is ``partial``."""
+    layers hold a unit is ``partial``. ``exact(model, inputs)`` may check the exact decomposition
+    and deletion (a dict with ``ok`` and what it measured): where it fails the row is ``inexact``."""
     row: dict = {"found": False, "verified": False, "units": None}
     try:
         units = unravel.find_units(model)
@@ -137,6 +138,11 @@ def classify(model, inputs, coverage=None) -> dict:
             return {**row, "status": "partial",
                     "error": f"verified, but only {cov[0]} of the {cov[1]} decoder/encoder layers hold a unit "
                              "for every sum in their code"}
+    if exact is not None:
+        got = exact(model, inputs)
+        row.update({k: v for k, v in got.items() if k not in ("ok", "why")})
+        if not got["ok"]:
+            return {**row, "status": "inexact", "error": got["why"]}
     return {**row, "verified": True, "status": "verified", "error": None}
 
 
@@ -307,8 +313,9 @@ VARIANTS = [
 CONFIG_FIXES = {
     "lfm2_moe": ({"layer_types": ["conv", "full_attention"]}, "default config has layer_types=None, which the "
                  "model indexes"),
-    "dbrx": ({"attn_config.rope_theta": 10000.0}, "DbrxAttention reads attn_config.rope_theta, which "
-             "DbrxAttentionConfig does not define"),
+    "dbrx": ({"attn_config.rope_theta": 10000.0, "attn_config.clip_qkv": 8.0},
+             "DbrxAttention reads attn_config.rope_theta, which DbrxAttentionConfig does not define, and clamps "
+             "by attn_config.clip_qkv, None by default"),
     "cohere_compass_text": ({"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 10000.0}}},
                             "default config has rope_parameters={}, which the model indexes by layer type"),
 }
@@ -477,20 +484,26 @@ def _sums_read(module, hosts) -> bool:
     return all(_sums_read(c, hosts) for c in module.children())
 
 
-def hf_layer_coverage(model, cfg):
-    """``coverage`` for :func:`classify`: how many layers of the text stack (the first
-    ``nn.ModuleList`` as long as the text config's layer count, outside vision/audio towers)
-    hold a unit, and no sum outside their units (:func:`_sums_read`: a layer whose units come
-    from some of its submodules while its own code, or another submodule's, adds something, is not
-    covered); ``None`` where no such list is found."""
+def hf_stack(model, cfg):
+    """``(name, ModuleList)`` of the text stack: the first ``nn.ModuleList`` as long as the text
+    config's layer count, outside vision/audio towers; None where there is none."""
     text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
     n = next((getattr(text, k) for k in _LAYER_KEYS if _is_int(getattr(text, k, None))), None)
     if not n:
         return None
-    stack = next(((name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.ModuleList)
-                  and len(m) == n and not any(w in name.lower() for w in _NOT_TEXT)), None)
+    return next(((name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.ModuleList)
+                 and len(m) == n and not any(w in name.lower() for w in _NOT_TEXT)), None)
+
+
+def hf_layer_coverage(model, cfg):
+    """``coverage`` for :func:`classify`: how many layers of the text stack (:func:`hf_stack`)
+    hold a unit, and no sum outside their units (:func:`_sums_read`: a layer whose units come
+    from some of its submodules while its own code, or another submodule's, adds something, is not
+    covered); ``None`` where no stack is found."""
+    stack = hf_stack(model, cfg)
     if stack is None:
         return None
+    n = len(stack[1])
 
     def coverage(units):
         hosts = {u.module for u in units}
@@ -501,6 +514,90 @@ def hf_layer_coverage(model, cfg):
         return covered, n
 
     return coverage
+
+
+EXACT_TOL = {"float64": 5e-5, "float32": 1e-3}  # relative to the gradient's largest entry (float32 steps inside)
+
+
+def _first_unit_grad(model, call, loss):
+    """Autograd's gradient of ``loss`` at the first unit's input (the reference the exact
+    decomposition's parts sum to; everything else the units take is held fixed)."""
+    leaf = {}
+
+    def compute(unit, xin, position, **kw):
+        if position.index == 0:
+            xin = leaf.setdefault(0, xin.detach().requires_grad_())
+        return unit.forward(xin, **kw)
+
+    with unravel.intervene(model, compute=compute):
+        value = loss(call(model), None)
+    return torch.autograd.grad(value, leaf[0])[0]
+
+
+def hf_exactness(stack):
+    """``exact`` for :func:`classify`: on the text model (the nearest module above the layer
+    stack whose forward takes ``input_ids``; the whole model without a stack), deleting the first
+    unit restores the model bit for bit, and the exact decomposition of a loss's gradient at the
+    first unit's input sums to autograd's (a float64 copy; float32 where the model does not run in
+    float64; tolerances ``EXACT_TOL``). Units that do not run on text input leave it unchecked."""
+    import copy
+    import inspect
+
+    from unravel.errors import ArgumentError
+    from unravel.verify import output_tensors
+
+    def exact(model, inputs):
+        target, where = model, ""
+        if stack:
+            parts = stack.split(".")
+            for i in range(len(parts) - 1, -1, -1):
+                m = model.get_submodule(".".join(parts[:i]))
+                if list(inspect.signature(m.forward).parameters)[:1] == ["input_ids"]:
+                    target, where = m, ".".join(parts[:i])
+                    break
+        ids = inputs["input_ids"]
+        out = {"exact_on": where or "(the model)"}
+        before = {k: v.clone() for k, v in target.state_dict().items()}
+        with torch.no_grad():
+            own = output_tensors(target(**inputs))
+            with unravel.lesion.delete(target, [0]):
+                target(**inputs)
+            again = output_tensors(target(**inputs))
+        state = target.state_dict()
+        out["delete_restores"] = (all(torch.equal(before[k], state[k]) for k in before) and len(own) == len(again)
+                                  and all(torch.equal(a, b) for a, b in zip(own, again)))
+        if not out["delete_restores"]:
+            return {**out, "ok": False, "why": "deleting a unit did not restore the model bit for bit"}
+
+        def loss(o, _):
+            return output_tensors(o)[0].double().pow(2).mean()
+
+        for dtype in ("float64", "float32"):
+            m = copy.deepcopy(target).to(getattr(torch, dtype))
+            cfg = getattr(m, "config", None)
+            if cfg is not None and hasattr(cfg, "_experts_implementation"):
+                cfg._experts_implementation = "eager"  # grouped matmuls take no float64
+            try:
+                res = unravel.attribution.path_length_gradients(m, ids, loss=loss)
+                g = _first_unit_grad(m, lambda mod: mod(ids), loss)
+            except ArgumentError as e:
+                if "did not run" in str(e):
+                    return {**out, "ok": True, "exact_note": "not checked: " + first_line(e, 160)}
+                return {**out, "ok": False, "why": "exact decomposition: " + first_line(e)}
+            except (RuntimeError, TypeError, NotImplementedError) as e:
+                if dtype == "float64":
+                    continue
+                return {**out, "ok": False, "why": "exact decomposition: " + first_line(e)}
+            err = float(max((res.total - g).abs().max(), (res.by_length.sum(0) - g).abs().max()) / g.abs().max())
+            out.update(exact_dtype=dtype, exact_rel_err=float(f"{err:.3g}"))
+            if not err <= EXACT_TOL[dtype]:
+                return {**out, "ok": False, "why": f"the exact decomposition misses autograd's gradient at the first "
+                                                    f"unit's input by {err:.2g} (relative, {dtype}): the units are "
+                                                    "not one chain, or a path avoids them"}
+            return {**out, "ok": True}
+        return {**out, "ok": False, "why": "exact decomposition: no dtype runs"}
+
+    return exact
 
 
 def hf_task(task, send) -> dict:
@@ -541,7 +638,8 @@ def hf_task(task, send) -> dict:
         row.update(params=params, variant=variant, **{"class": type(model).__name__})
         if model_type in CONFIG_FIXES:
             row["config_fix"] = CONFIG_FIXES[model_type][1]
-        row.update(classify(model, inputs, hf_layer_coverage(model, cfg)))
+        stack = hf_stack(model, cfg)
+        row.update(classify(model, inputs, hf_layer_coverage(model, cfg), hf_exactness(stack and stack[0])))
         break
     else:
         row.update(status=first[0], found=False, verified=False, units=None, error=first[1])

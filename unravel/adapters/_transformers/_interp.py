@@ -17,34 +17,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import original_class
+from ._conditions import Conditions
 from ._read import _DATA, _S, _T, _forward_of, _renames, _source, _static_value, _Unreadable
 
-_METHODS = {"to", "view", "reshape", "float", "contiguous", "type_as"}  # tensor methods replayed as read
+_METHODS = {"to", "view", "reshape", "float", "contiguous", "type_as", "expand", "expand_as"}  # replayed as read
+_LIKE = {"type_as": ("to", "dtype"), "expand_as": ("expand", "shape")}
 _TENSOR_ATTRS = {"shape", "dtype", "device"}
 _STATIC_METHODS = {"tanh", "sigmoid", "exp", "float", "to"}  # of a parameter (a gate): evaluated at run time
 _DEPTH = 6  # how deep calls are read through
+_VALUES = ("const", "self", "smeth", "param", "getitem", "sbin", "tattr")  # non-tensors a tensor op may take
 _ARITH = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
           ast.Div: lambda a, b: a / b, ast.Pow: lambda a, b: a ** b}
 
 
-class _Given:
-    """An argument given (not None) where the reading assumed None: comparisons with None work,
-    anything else about it is not static."""
-
-    def __bool__(self):
-        raise _Unreadable("a condition on the value of a tensor argument")
-
-    def __repr__(self):
-        return "<given>"
-
-
-GIVEN = _Given()
 STAR = _S("star", None)  # the layer's **kwargs, passed on whole
-
-
-def norm_value(v):
-    """An argument as a reading can assume it: a Python scalar or None as it is, else GIVEN."""
-    return v if v is None or isinstance(v, (bool, int, float, str)) else GIVEN
 
 
 def _rest(values):
@@ -58,7 +44,7 @@ class _Frame:
         self.env, self.path, self.globals, self.ret = env, path, globals_, None
 
 
-class Reader:
+class Reader(Conditions):
     """Interprets the forward of layer ``m``; ``given`` fixes the values of some of its arguments
     (a reading for calls where they differ from the defaults)."""
 
@@ -181,9 +167,10 @@ class Reader:
 
     def subscript(self, e):
         v, sl = self.expr(e.value), e.slice
-        if isinstance(v, _S) and v.kind == "self" and isinstance(sl, ast.Constant) and type(sl.value) is int:
+        if isinstance(v, _S) and v.kind == "self" and isinstance(sl, ast.Constant) and type(sl.value) is int \
+                and isinstance(_static_value(self.m, v), nn.Module):
             return _S("self", v.value + (str(sl.value),))  # self.layers[0]: a ModuleList's item
-        if isinstance(v, _S) and v.kind in ("param", "getitem"):
+        if isinstance(v, _S) and v.kind in ("param", "getitem", "self", "tattr"):
             return _S("getitem", (v, self.index(sl)))  # mask[:, 0], evaluated when run
         if isinstance(sl, ast.Constant) and type(sl.value) is int:
             if isinstance(v, _T) and v.op in ("call", "untuple"):
@@ -213,20 +200,23 @@ class Reader:
         if isinstance(op, ast.Add) and isinstance(a, _T) and isinstance(b, _T):
             self.adds += 1
             return _T("add", args=(a, b))
+        if isinstance(op, ast.Add) and isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+            return type(a)(list(a) + list(b))
         na, nb = self.number(a), self.number(b)
         if na is not None and nb is not None and type(op) in _ARITH:
             return _S("const", _ARITH[type(op)](na, nb))
-        if isinstance(op, ast.Add) and isinstance(a, _T) != isinstance(b, _T):  # a bias: x + self.bias
+        if isinstance(a, _T) != isinstance(b, _T):
             t, f = (a, b) if isinstance(a, _T) else (b, a)
-            if isinstance(f, _S) and f.kind in ("self", "smeth"):
+            if not isinstance(f, _S) or f.kind not in _VALUES:
+                raise _Unreadable("an operation of a tensor with something other than a setting, parameter or argument")
+            if isinstance(op, ast.Add):  # a bias: x + self.bias
                 return _T("shift", t, index=int(t is b), factor=f)
-        if isinstance(op, ast.Add) and isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
-            return type(a)(list(a) + list(b))
-        if isinstance(op, ast.Mult) and isinstance(a, _T) != isinstance(b, _T):
-            t, f = (a, b) if isinstance(a, _T) else (b, a)
-            if not isinstance(f, _S) or f.kind not in ("const", "self", "smeth", "param", "getitem"):
-                raise _Unreadable("a scaling by something other than a setting, parameter or argument")
-            return _T("mul", t, index=int(t is b), factor=f)
+            if isinstance(op, ast.Mult):
+                return _T("mul", t, index=int(t is b), factor=f)
+            if isinstance(op, ast.Div) and t is a:
+                return _T("div", t, factor=f)
+        if isinstance(a, _S) and isinstance(b, _S) and a.kind in _VALUES and b.kind in _VALUES and type(op) in _ARITH:
+            return _S("sbin", (type(op).__name__, a, b))  # of parameters or arguments: computed when run
         raise _Unreadable("an operation other than a sum of tensors or a scaling")
 
     def number(self, v):
@@ -307,10 +297,10 @@ class Reader:
         args = [self.expr(a) for a in e.args]
         kwargs, star = self.keywords(e)
         if star or any(not isinstance(v, _S) for v in (*args, *kwargs.values())):
-            if name != "type_as" or len(args) != 1 or not isinstance(args[0], _T) or kwargs:
+            if name not in _LIKE or len(args) != 1 or not isinstance(args[0], _T) or kwargs:
                 raise _Unreadable(f"tensor method {name!r} with tensor arguments")
-            args = [_S("tattr", (args[0], "dtype"))]  # type_as(other) is to(other.dtype)
-            name = "to"
+            name, attr = _LIKE[name]  # type_as(other) is to(other.dtype), expand_as(other) expand(other.shape)
+            args = [_S("tattr", (args[0], attr))]
         return _T("meth", t, name, args, kwargs)
 
     def module_call(self, path, sub, e):
@@ -391,67 +381,3 @@ class Reader:
         if isinstance(e, ast.Attribute):
             return getattr(self.resolve(e.value), e.attr, None)
         return None
-
-    # conditions: the layer's settings, and arguments (assumed as their defaults, or as given)
-    def static(self, e):
-        if isinstance(e, ast.Constant):
-            return e.value
-        if isinstance(e, ast.BoolOp):
-            for v in e.values:
-                r = self.static(v)
-                if isinstance(e.op, ast.And) != bool(r):
-                    return r
-            return r
-        if isinstance(e, ast.UnaryOp) and isinstance(e.op, ast.Not):
-            return not self.static(e.operand)
-        if isinstance(e, ast.Compare) and len(e.ops) == 1:
-            a, b = self.static(e.left), self.static(e.comparators[0])
-            ops = {ast.Is: lambda: a is b, ast.IsNot: lambda: a is not b}
-            if isinstance(a, _Given) or isinstance(b, _Given):
-                if type(e.ops[0]) in ops and (a is None or b is None):
-                    return ops[type(e.ops[0])]()
-                raise _Unreadable(f"condition {ast.unparse(e)[:60]!r} on a tensor argument")
-            ops.update({ast.Eq: lambda: a == b, ast.NotEq: lambda: a != b, ast.Lt: lambda: a < b,
-                        ast.Gt: lambda: a > b, ast.LtE: lambda: a <= b, ast.GtE: lambda: a >= b,
-                        ast.In: lambda: a in b, ast.NotIn: lambda: a not in b})
-            if type(e.ops[0]) in ops:
-                return ops[type(e.ops[0])]()
-        if isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id in ("hasattr", "getattr") \
-                and len(e.args) in (2, 3) and isinstance(e.args[1], ast.Constant):
-            obj = self.expr(e.args[0])
-            if not (isinstance(obj, _S) and obj.kind == "self"):
-                raise _Unreadable(f"condition {ast.unparse(e)[:60]!r}")
-            obj = _static_value(self.m, obj)
-            if e.func.id == "hasattr":
-                return hasattr(obj, e.args[1].value)
-            return getattr(obj, e.args[1].value, *([self.static(e.args[2])] if len(e.args) == 3 else []))
-        if isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id == "isinstance" and len(e.args) == 2:
-            obj, cls = self.expr(e.args[0]), self.expr(e.args[1])
-            if isinstance(obj, _S) and obj.kind in ("self", "const") and isinstance(cls, _S) and cls.kind == "const":
-                return isinstance(obj.value if obj.kind == "const" else _static_value(self.m, obj), cls.value)
-            raise _Unreadable(f"condition {ast.unparse(e)[:60]!r}")
-        v = self.expr(e)
-        if isinstance(v, _S) and v.kind == "const":
-            return v.value
-        if isinstance(v, _S) and v.kind == "self" and "training" not in v.value:
-            return _static_value(self.m, v)
-        if isinstance(v, _S) and v.kind == "param":
-            return self.argument(v.value)
-        if isinstance(v, _T) and v.op not in ("item", "rest", "untuple"):
-            return GIVEN  # a tensor the layer computed (an item of a module's output may be None)
-        raise _Unreadable(f"condition {ast.unparse(e)[:60]!r}")
-
-    def argument(self, name):
-        """A layer argument in a condition: as given to this reading, else its default (a scalar
-        or None), recorded in ``assume``; routing checks the call's values against it."""
-        if name in self.given:
-            value = self.given[name]
-        else:
-            value = self.params[name].default
-            if value is inspect.Parameter.empty:
-                value = GIVEN  # a required argument: assumed not None
-            elif not (value is None or isinstance(value, (bool, int, float, str))):
-                raise _Unreadable(f"a condition on argument {name!r}")
-        self.assume[name] = value
-        return value
-

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import operator
 import weakref
 
 import torch.nn.functional as F
@@ -19,7 +20,8 @@ from torch import nn
 from ...errors import ArgumentError, UnsupportedModelError
 from ...units import UnitParts
 from .. import Adapter, original_class
-from ._interp import Reader, norm_value
+from ._conditions import norm_value
+from ._interp import Reader
 from ._read import (_DATA, _FRAME, _RESERVED, _S, _T, _UNARY, _bind, _call, _route_frame, _static_value,
                     _Unreadable)
 
@@ -34,6 +36,11 @@ def _reaches(n, t):
     if n.op == "in":
         return False
     return all(_reaches(c, t) for c in n.children())
+
+
+def _uses(n, t):
+    """Whether ``t`` is among the symbols ``n`` is computed from."""
+    return any(x is t for x in _nodes(n, None))
 
 
 def _peel(t):
@@ -57,7 +64,7 @@ def _shortcut_of(m, t, others):
     while True:
         if _boundary(n) and all(_reaches(o, n) for o in others):
             return n, t
-        if n.op in ("mul", "meth", "shift") or (n.op == "call" and _role(m, n.attr) is None and not n.star):
+        if n.op in ("mul", "div", "meth", "shift") or (n.op == "call" and _role(m, n.attr) is None and not n.star):
             n = n.src
         else:
             return None
@@ -76,7 +83,10 @@ def _split(m, add):
             if len(chains) == 1:
                 t, (state, top) = chains[0]
                 return state, top, [o for o in terms if o is not t]
-        i = next((i for i, t in enumerate(terms) if t.op == "add"), None)
+        # a nested sum no other term reads is a parallel term ((x + a) + b); one that another term
+        # reads is a state, and then the sum is not a unit (a branch skipping several units)
+        i = next((i for i, t in enumerate(terms) if t.op == "add"
+                  and not any(_uses(o, t) for o in terms if o is not t)), None)
         if i is None:
             raise _Unreadable("a sum whose terms are not a shortcut and branches reading it")
         terms[i:i + 1] = list(terms[i].args)
@@ -108,15 +118,20 @@ def _flat(values):
             yield v
 
 
+_BIN = {"Add": operator.add, "Sub": operator.sub, "Mult": operator.mul, "Div": operator.truediv, "Pow": operator.pow}
+
+
 def _leaves(s):
-    while s.kind == "getitem":
-        s = s.value[0]
-    return s
+    if s.kind == "getitem":
+        return _leaves(s.value[0])
+    if s.kind == "sbin":
+        return _leaves(s.value[1]) + _leaves(s.value[2])
+    return [s]
 
 
 def _specs(n):
     """The non-tensor values a symbol reads (arguments of a call, a scale, a dropout rate)."""
-    return [_leaves(s) for s in _flat((*n.args, *n.kwargs.values(), n.factor)) if isinstance(s, _S)]
+    return [x for s in _flat((*n.args, *n.kwargs.values(), n.factor)) if isinstance(s, _S) for x in _leaves(s)]
 
 
 def _nodes(top, stop):
@@ -174,6 +189,8 @@ def _dump(n, names):
         v = n.value
         if n.kind in ("tattr", "getitem", "smeth"):
             v = _dump(v[0], names) + repr(v[1])
+        elif n.kind == "sbin":
+            v = v[0] + _dump(v[1:], names)
         return f"{n.kind}:{v!r}"
     if not isinstance(n, _T):
         return repr(n)
@@ -273,6 +290,8 @@ class _Run:
             return getattr(self.ev(s.value[0]), s.value[1])
         if s.kind == "getitem":
             return self.spec(s.value[0])[s.value[1]]
+        if s.kind == "sbin":
+            return _BIN[s.value[0]](self.spec(s.value[1]), self.spec(s.value[2]))
         if s.kind == "side":
             return _side_input(self.m, *s.value)
         return _static_value(self.m, s)
@@ -301,6 +320,8 @@ class _Run:
         elif t.op == "mul":
             f = self.spec(t.factor)
             v = self.ev(t.src) * f if t.index == 0 else f * self.ev(t.src)
+        elif t.op == "div":
+            v = self.ev(t.src) / self.spec(t.factor)
         elif t.op == "shift":
             f = self.spec(t.factor)
             v = self.ev(t.src) + f if t.index == 0 else f + self.ev(t.src)

@@ -126,8 +126,7 @@ class _T:
         if self.op == "in":
             return []
         # tensors a setting is read from (``view(residual.shape)``) count as inputs
-        return [self.src] + [s.value[0] for s in (*self.args, *self.kwargs.values(), self.factor)
-                             if isinstance(s, _S) and s.kind == "tattr"]
+        return [self.src] + [t for s in (*self.args, *self.kwargs.values(), self.factor) for t in _tensors_in(s)]
 
 
 class _S:
@@ -143,8 +142,25 @@ class _S:
         self.kind, self.value = kind, value
 
 
+def _tensors_in(s):
+    """The tensors a non-tensor value is computed from (a shape, a slice bound, ...)."""
+    if isinstance(s, (tuple, list)):
+        return [t for v in s for t in _tensors_in(v)]
+    if isinstance(s, slice):
+        return _tensors_in((s.start, s.stop, s.step))
+    if not isinstance(s, _S):
+        return []
+    if s.kind == "tattr":
+        return [s.value[0]]
+    if s.kind in ("getitem", "smeth"):
+        return _tensors_in(s.value[0]) + _tensors_in(s.value[1])
+    if s.kind == "sbin":
+        return _tensors_in(s.value[1:])
+    return []
+
+
 _DATA = _S("data", None)
-_UNARY = ("call", "item", "mul", "dropout", "meth", "untuple", "shift")
+_UNARY = ("call", "item", "mul", "div", "dropout", "meth", "untuple", "shift")
 
 
 @functools.lru_cache(maxsize=None)
