@@ -261,7 +261,7 @@ HIDDEN, HEADS, HEAD_DIM, KV_HEADS, FFN, LAYERS, VOCAB = 64, 4, 16, 2, 128, 2, 12
 _SIZES = {
     **dict.fromkeys(["hidden_size", "n_embd", "d_model", "n_embed", "embed_dim", "word_embed_proj_dim",
                      "embedding_size", "dim", "d_embed", "emb_dim", "d_latents", "embedding_dim", "proj_size",
-                     "hidden_size_global"],
+                     "hidden_size_global", "adapter_in_dim", "adapter_out_dim", "adapter_input_size"],
                     HIDDEN),
     **dict.fromkeys(["num_attention_heads", "n_head", "n_heads", "num_heads", "decoder_attention_heads",
                      "encoder_attention_heads", "attention_heads", "num_self_attention_heads",
@@ -316,6 +316,10 @@ CONFIG_FIXES = {
     "dbrx": ({"attn_config.rope_theta": 10000.0, "attn_config.clip_qkv": 8.0},
              "DbrxAttention reads attn_config.rope_theta, which DbrxAttentionConfig does not define, and clamps "
              "by attn_config.clip_qkv, None by default"),
+    **{t: ({f"{pre}indexer_{k}": v for k, v in dict(n_heads=2, kv_heads=1, head_dim=16, budget=8,
+                                                      compress_ratio=4).items()},
+           "default config leaves the QSA indexer sizes None, while every attention layer builds an indexer")
+       for t, pre in (("qwen4_exp", "text_config."), ("qwen4_exp_text", "config."))},
     "cohere_compass_text": ({"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 10000.0}}},
                             "default config has rope_parameters={}, which the model indexes by layer type"),
 }
@@ -423,9 +427,9 @@ def hf_config(model_type: str, variant=None, causal=False):
     kwargs.update({k: v for k, v in fixes.items() if "." not in k})
     cfg = AutoConfig.for_model(model_type, **kwargs)
     for k, v in fixes.items():
-        if "." in k:
+        if "." in k:  # set on the built config ("config." is the config itself)
             owner, _, name = k.rpartition(".")
-            setattr(getattr(cfg, owner), name, v)
+            setattr(cfg if owner == "config" else getattr(cfg, owner), name, v)
     for c in [cfg, *(getattr(cfg, k) for k in subs if hasattr(getattr(cfg, k, None), "model_type"))]:
         if hasattr(c, "use_cache"):
             c.use_cache = False
