@@ -31,18 +31,34 @@ transformers
     ``AutoModelForMaskedLM.from_config``. Each config is ``AutoConfig.for_model(model_type)`` with
     its sizes shrunk by one generic rule (:func:`tiny_config_kwargs`: hidden 64, 4 heads of 16, 2
     key/value heads, FFN 128, 2 layers or one of each layer type, vocabulary 128, 4 experts,
-    sub-configs shrunk alike), ``use_cache=False``. The input is ``{"input_ids": ids}``, ids of
-    shape [1, 8] below every special token id. A config that does not build (or builds over
+    sub-configs shrunk alike), ``use_cache=False``; where that does not build, the ``VARIANTS``
+    are tried in order (as many key/value heads as heads, one expert per token, a latent-attention
+    head of both parts, two of each layer type). ``CONFIG_FIXES`` adds the few values some
+    architectures' *default* configs lack (the library's default does not build: DBRX, LFM2-MoE,
+    Cohere-Compass, Qwen4-Exp); such rows carry ``config_fix``. The input is ``{"input_ids": ids}``,
+    ids of shape [1, 8] below every special token id. A config that does not build (or builds over
     ``MAX_HF_PARAMS`` parameters: the rule missed its size) is "build failed"; the goal is reported
     over all architectures and over those that built.
+
+    Beyond ``verify_units``, each transformers row checks (:func:`hf_exactness`), on the text model
+    (the nearest module above the layer stack whose forward takes ``input_ids``): deleting the first
+    unit restores the model bit for bit, and the exact path-length decomposition of a loss's
+    gradient at the first unit's input sums to autograd's (on a float64 copy, float32 where the
+    model does not run in float64; relative tolerance ``EXACT_TOL``, which allows for the steps
+    transformers computes in float32 whatever the dtype). A model whose units do not form one chain
+    (a branch skipping several units, a state passed between layers beside the stream, a layer run
+    twice) fails it. Where units of the text model do not run on text input (a vision tower
+    inside it) the decomposition is not checked (``exact_note``).
 
 Each model runs in a forked worker with ``--timeout`` seconds (default 60) for build, forward,
 ``find_units`` and ``verify_units`` (plus as much again for picking the smallest timm model);
 past it the row is "timeout".
 
 Statuses: ``verified`` (found, and ``verify_units`` passed; for transformers also every layer of
-the text stack holds a unit); ``partial`` (verified, but some text layers hold no unit: e.g. only
-a vision tower's blocks were recognised); ``unfaithful`` (found, routed
+the text stack holds a unit and no sum outside its units, and the exactness check passed);
+``partial`` (verified, but some text layers hold no unit, or add something outside their units:
+e.g. only a vision tower's blocks, or one submodule of a layer, were recognised); ``inexact``
+(routing faithful, but deletion or the exact decomposition failed); ``unfaithful`` (found, routed
 output differs: ``UnfaithfulAdapterError``); ``unsupported`` (``find_units`` or ``verify_units``
 raised ``UnsupportedModelError``: no adapter, or a block refused); ``error`` (found, but routing
 raised something else); ``build failed`` / ``forward failed`` (the model itself); ``timeout``.
@@ -842,13 +858,17 @@ def markdown(report) -> str:
                       f"{s['verified_pct_of_built']}% of built); goal >= {s['goal_pct']:.0f}%: "
                       f"{'met' if s['goal_met'] else 'not met'} over all, "
                       f"{'met' if s['goal_met_over_built'] else 'not met'} over built", "",
-                      "| model type | class | params | status | units | error |", "|---|---|---:|---|---:|---|"]
+                      "| model type | class | params | status | units | exact | error |",
+                      "|---|---|---:|---|---:|---|---|"]
             for r in report["hf"]["rows"]:
                 if r["kind"] != kind:
                     continue
                 params = f"{r['params'] / 1e6:.2f}M" if r.get("params") else ""
+                exact = (f"{r['exact_rel_err']:.1e} ({r['exact_dtype']})" if r.get("exact_rel_err") is not None
+                         else "not checked" if r.get("exact_note") else "")
+                note = r.get("error") or (f"config fixed: {r['config_fix']}" if r.get("config_fix") else None)
                 lines.append(f"| {r['model_type']} | {r.get('class') or ''} | {params} | {r['status']} | "
-                             f"{r['units'] if r['units'] is not None else ''} | {_md_cell(r.get('error'))} |")
+                             f"{r['units'] if r['units'] is not None else ''} | {exact} | {_md_cell(note)} |")
             lines.append("")
     return "\n".join(lines)
 
