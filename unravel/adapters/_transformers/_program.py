@@ -19,9 +19,14 @@ from ...errors import ArgumentError, UnsupportedModelError
 from ...units import UnitParts
 from .. import Adapter, original_class
 from ._conditions import norm_value
-from ._graph import _BIN, _CASTS, _chain, _dump, _label, _nodes, _role, _specs
+from ._graph import _BIN, _CASTS, _chain, _dump, _flat, _label, _nodes, _role, _specs
 from ._interp import Reader
-from ._read import _DATA, _FRAME, _RESERVED, _T, _bind, _call, _route_frame, _static_value, _Unreadable
+from ._read import _DATA, _FRAME, _RESERVED, _S, _T, _bind, _call, _route_frame, _static_value, _Unreadable
+
+
+def _specs_all(n):
+    """Every non-tensor value a symbol takes, side inputs included."""
+    return [s for s in _flat((*n.args, *n.kwargs.values(), n.factor)) if isinstance(s, _S)]
 
 
 class _Program:
@@ -64,6 +69,10 @@ class _Program:
         if any(not any(c is n for n in covered) for c in r.calls) or any(v.src.op != "call" for v in side):
             raise _Unreadable("a module call outside the residual units")
         self.labels = labels
+        # a state one module returns and another takes (RWKV) is None unless the arguments its
+        # module is given for it are set (a cache): those arguments must be off when routed
+        sources = {s.value[0] for n in covered for s in _specs_all(n) if s.kind == "side"}
+        self.state_args = sorted({s.value for c in r.calls if c.attr in sources for s in _specs(c) if s.kind == "param"})
         names = {}
         self.signature = [(_dump(u, names), _dump(self.chains.get(i), names)) for i, u in enumerate(self.units)]
 
@@ -226,6 +235,11 @@ class _ReadAdapter(Adapter):
     def route(self, m, call_unit, *args, **kwargs):
         values = _bind(m, args, kwargs)
         base, prog = _for_call(m, values)
+        on = [p for p in base.state_args if values.get(p) not in (None, False)]
+        if on:
+            raise ArgumentError(f"{type(m).__name__} passes a state between its units, which it fills when called with "
+                                f"{', '.join(on)} set (a cache); units that share state cannot be routed. "
+                                "Pass use_cache=False.")
         star = values.get(prog.star) or {}
         calls = [values[prog.input]]
         for i, (params, uses_star) in enumerate(base.parts):
