@@ -31,7 +31,7 @@ FAMILIES = {
     "deberta-v2": ("deberta-v2", {}, "mlm", SEQ, None),
     "mamba": ("mamba", {"state_size": 8}, "lm", MAMBA, "residual in float32"),  # a cast shortcut
     "jamba": ("jamba", {"num_experts": 4, "state_size": 8}, "lm", ["mamba", "mlp"] * 2, "RMSNorm in float32"),
-    "zamba2": ("zamba2", {"layers_block_type": ["mamba", "hybrid"], "mamba_d_state": 8}, "lm", ["mamba", "attention"],
+    "zamba2": ("zamba2", {"layers_block_type": ["mamba", "hybrid"], "mamba_d_state": 8}, "lm", ["mamba", "attention+mamba"],
                "RMSNorm in float32"),  # a shared transformer read through, the embeddings beside the stream
     "granitemoe": ("granitemoe", {"num_local_experts": 4, "num_experts_per_tok": 2}, "lm", SEQ, "RMSNorm in float32"),
     "qwen3_next": ("qwen3_next", {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 16,

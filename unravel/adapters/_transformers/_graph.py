@@ -130,13 +130,13 @@ def _nodes(top, stop):
 
 _ATTENTION = ("attn", "attention", "attend")
 _MLP = ("mlp", "ffn", "feed_forward", "moe", "expert", "intermediate")
-_MLP_CLASS = ("mlp", "ffn", "feedforward", "expert", "intermediate")  # not "moe": model names hold it
+_MLP_CLASS = ("mlp", "ffn", "feedforward", "expert", "intermediate")  # "moe" only at the end: model names hold it
 _LEAF = (nn.Linear, nn.Conv1d, nn.Identity)
 
 
 def _role(m, attr):
     """What a call does: None for a norm or dropout, "attention", "mlp", "leaf" (a linear map or
-    activation function), else the name of the layer's submodule holding it. Past a norm, the
+    activation function), else the name of the submodule called. Past a norm, the
     outermost submodule on the path whose name (or class name) says attention or MLP decides."""
     parts = attr.split(".")
     sub = m.get_submodule(attr)
@@ -148,20 +148,21 @@ def _role(m, attr):
         name = type(m.get_submodule(".".join(parts[:i + 1]))).__name__.lower()
         if any(k in a or k in name for k in _ATTENTION):
             return "attention"
-        if any(k in a for k in _MLP) or any(k in name for k in _MLP_CLASS):
+        if any(k in a for k in _MLP) or any(k in name for k in _MLP_CLASS) or name.endswith(("moe", "moeblock")):
             return "mlp"
     if isinstance(sub, _LEAF) or name == "conv1d" or type(sub).__module__.endswith("activations") \
             or type(sub).__module__.startswith("torch.nn.modules.activation"):
         return "leaf"
-    return parts[0]
+    return parts[-1]
 
 
 def _label(roles):
+    """A unit's label from the roles of its calls: attention and MLP first, then other mixers
+    (``"attention+mamba"`` for Falcon-H1's parallel attention and Mamba); linear maps and
+    activations alone make an MLP."""
     known = [r for r in ("attention", "mlp") if r in roles]
-    if known:
-        return "+".join(known)
-    other = [r for r in roles if r != "leaf"]
-    return "+".join(other) if other else "mlp" if roles else "unit"
+    other = [r for r in roles if r not in ("attention", "mlp", "leaf")]
+    return "+".join(known + other) or ("mlp" if roles else "unit")
 
 
 def _dump(n, names):
