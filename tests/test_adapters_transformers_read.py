@@ -29,6 +29,7 @@ FAMILIES = {
     "megatron-bert": ("megatron-bert", {}, "lm", SEQ, None),  # BERT family, pre-LN inside the attention
     "roformer": ("roformer", {}, "lm", SEQ, None),  # BERT family, read through attention.output
     "deberta-v2": ("deberta-v2", {}, "mlm", SEQ, None),
+    "squeezebert": ("squeezebert", {"embedding_size": 32}, "mlm", SEQ, None),  # dicts in and out, a required flag
     "mamba": ("mamba", {"state_size": 8}, "lm", MAMBA, "residual in float32"),  # a cast shortcut
     "jamba": ("jamba", {"num_experts": 4, "state_size": 8}, "lm", ["mamba", "mlp"] * 2, "RMSNorm in float32"),
     "zamba2": ("zamba2", {"layers_block_type": ["mamba", "hybrid"], "mamba_d_state": 8}, "lm", ["mamba", "attention+mamba"],
@@ -118,6 +119,15 @@ def test_output_attentions_is_read_again_and_returned():
     model, ids = _model("trocr"), _ids()
     own = model(ids, output_attentions=True).attentions
     assert own is not None and len(own) == 2 and own[0] is not None
+    unravel.verify_units(model, {"input_ids": ids, "output_attentions": True}, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_required_flag_is_read_off_and_read_again_on():
+    # SqueezeBERT's layer takes output_attentions positionally and returns a dict with the
+    # attention scores under it: read with the flag off, read again with it on
+    model, ids = _model("squeezebert"), _ids()
+    assert model(ids, output_attentions=True).attentions[0] is not None
     unravel.verify_units(model, {"input_ids": ids, "output_attentions": True}, rtol=1e-12, atol=1e-12)
 
 

@@ -77,6 +77,10 @@ class Conditions:
         if isinstance(v, _S) and v.kind == "self" and "training" not in v.value:
             return _static_value(self.m, v)
         if isinstance(v, _S) and v.kind == "param":
+            if isinstance(e, ast.Name) and self.params[v.value].default is inspect.Parameter.empty \
+                    and v.value not in self.given:
+                self.assume[v.value] = False  # a required flag (`if output_attentions:`): read as off
+                return False
             return self.argument(v.value)
         if isinstance(v, _T) and v.op not in ("item", "rest", "untuple"):
             return GIVEN  # a tensor the layer computed (an item of a module's output may be None)

@@ -128,6 +128,9 @@ class Reader(Conditions):
                 raise _Unreadable("unpacking a value that is not a module's output")
             for t, v in zip(target.elts, parts):
                 env[t.id] = v
+        elif (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)
+              and isinstance(env.get(target.value.id), dict) and isinstance(target.slice, ast.Constant)):
+            env[target.value.id] = {**env[target.value.id], target.slice.value: value}  # out["key"] = v
         else:
             raise _Unreadable("assignment target")
 
@@ -155,6 +158,8 @@ class Reader(Conditions):
         if isinstance(e, (ast.Tuple, ast.List)):
             out = [self.expr(x) for x in e.elts]
             return tuple(out) if isinstance(e, ast.Tuple) else out
+        if isinstance(e, ast.Dict) and all(isinstance(k, ast.Constant) for k in e.keys):
+            return {k.value: self.expr(v) for k, v in zip(e.keys, e.values)}
         if isinstance(e, ast.Subscript):
             return self.subscript(e)
         if isinstance(e, ast.BinOp):
@@ -172,6 +177,10 @@ class Reader(Conditions):
             return _S("self", v.value + (str(sl.value),))  # self.layers[0]: a ModuleList's item
         if isinstance(v, _S) and v.kind in ("param", "getitem", "self", "tattr"):
             return _S("getitem", (v, self.index(sl)))  # mask[:, 0], evaluated when run
+        if isinstance(sl, ast.Constant) and isinstance(v, dict) and sl.value in v:
+            return v[sl.value]
+        if isinstance(sl, ast.Constant) and isinstance(sl.value, str) and isinstance(v, _T) and v.op == "call":
+            return _T("item", v, index=sl.value)  # out["context_layer"] of a module's dict
         if isinstance(sl, ast.Constant) and type(sl.value) is int:
             if isinstance(v, _T) and v.op in ("call", "untuple"):
                 return _T("item", v, index=sl.value)  # outputs[0] of a module's tuple
@@ -319,7 +328,7 @@ class Reader(Conditions):
             self.adds = adds
         values = (*args, *kwargs.values())
         data = list({id(v): v for v in values if isinstance(v, _T)}.values())
-        sides = [v for v in data if v.op == "item" and v.index >= 1 and v.src.op == "call"]
+        sides = [v for v in data if v.op == "item" and type(v.index) is int and v.index >= 1 and v.src.op == "call"]
         if len(data) > 1 and len(data) - len(sides) == 1:  # a state another module returned: None when run
             side = {id(v): _S("side", (v.src.attr, v.index)) for v in sides}
             args = [side.get(id(v), v) for v in args]

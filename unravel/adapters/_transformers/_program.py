@@ -34,8 +34,10 @@ class _Program:
 
     def __init__(self, m, given=None):
         r = Reader(m, given)
-        single = not isinstance(r.ret, (tuple, list))
-        rets = (r.ret,) if single else tuple(r.ret)
+        self.keys = list(r.ret) if isinstance(r.ret, dict) else None  # a dict returned: its first value
+        ret = tuple(r.ret.values()) if self.keys is not None else r.ret
+        single = not isinstance(ret, (tuple, list))
+        rets = (ret,) if single else tuple(ret)
         state = rets[0] if rets else None
         if not isinstance(state, _T) or state.op == "rest" or any(
                 isinstance(v, _T) and v.op not in ("item", "rest") for v in rets[1:]):
@@ -43,7 +45,7 @@ class _Program:
         # what routing needs from the reading (the reader itself holds the module: not kept)
         self.input, self.star, self.assume, self.given = r.input, r.star, dict(r.assume), dict(given or {})
         self.params = {p: (None if v.default is inspect.Parameter.empty else v.default) for p, v in r.params.items()}
-        self.returns, self.single, self.list = rets, single, isinstance(r.ret, list)
+        self.returns, self.single, self.list = rets, single, isinstance(ret, list)
         self.units, self.chains = _chain(m, state)
         self.parts = []
         if not self.units:
@@ -256,6 +258,8 @@ class _ReadAdapter(Adapter):
                     out.extend(() if got is None else got[v.index:])
                 else:
                     out.append(_returned(m, v, frame, values))
+            if prog.keys is not None:
+                return dict(zip(prog.keys, out))
             return out if prog.list else tuple(out)
 
         return _route_frame(m, call_unit, calls, returns)
