@@ -33,18 +33,34 @@ transformers
     ``AutoModelForMaskedLM.from_config``. Each config is ``AutoConfig.for_model(model_type)`` with
     its sizes shrunk by one generic rule (:func:`tiny_config_kwargs`: hidden 64, 4 heads of 16, 2
     key/value heads, FFN 128, 2 layers or one of each layer type, vocabulary 128, 4 experts,
-    sub-configs shrunk alike), ``use_cache=False``. The input is ``{"input_ids": ids}``, ids of
-    shape [1, 8] below every special token id. A config that does not build (or builds over
+    sub-configs shrunk alike), ``use_cache=False``; where that does not build, the ``VARIANTS``
+    are tried in order (as many key/value heads as heads, one expert per token, a latent-attention
+    head of both parts, two of each layer type). ``CONFIG_FIXES`` adds the few values some
+    architectures' *default* configs lack (the library's default does not build: DBRX, LFM2-MoE,
+    Cohere-Compass, Qwen4-Exp); such rows carry ``config_fix``. The input is ``{"input_ids": ids}``,
+    ids of shape [1, 8] below every special token id. A config that does not build (or builds over
     ``MAX_HF_PARAMS`` parameters: the rule missed its size) is "build failed"; the goal is reported
     over all architectures and over those that built.
+
+    Beyond ``verify_units``, each transformers row checks (:func:`hf_exactness`), on the text model
+    (the nearest module above the layer stack whose forward takes ``input_ids``): deleting the first
+    unit restores the model bit for bit, and the exact path-length decomposition of a loss's
+    gradient at the first unit's input sums to autograd's (on a float64 copy, float32 where the
+    model does not run in float64; relative tolerance ``EXACT_TOL``, which allows for the steps
+    transformers computes in float32 whatever the dtype). A model whose units do not form one chain
+    (a branch skipping several units, a state passed between layers beside the stream, a layer run
+    twice) fails it. Where units of the text model do not run on text input (a vision tower
+    inside it) the decomposition is not checked (``exact_note``).
 
 Each model runs in a forked worker with ``--timeout`` seconds (default 60) for build, forward,
 ``find_units`` and ``verify_units`` (plus as much again for picking the smallest timm model);
 past it the row is "timeout".
 
 Statuses: ``verified`` (found, and ``verify_units`` passed; for transformers also every layer of
-the text stack holds a unit); ``partial`` (verified, but some text layers hold no unit: e.g. only
-a vision tower's blocks were recognised); ``unfaithful`` (found, routed
+the text stack holds a unit and no sum outside its units, and the exactness check passed);
+``partial`` (verified, but some text layers hold no unit, or add something outside their units:
+e.g. only a vision tower's blocks, or one submodule of a layer, were recognised); ``inexact``
+(routing faithful, but deletion or the exact decomposition failed); ``unfaithful`` (found, routed
 output differs: ``UnfaithfulAdapterError``); ``unsupported`` (``find_units`` or ``verify_units``
 raised ``UnsupportedModelError``: no adapter, or a block refused); ``error`` (found, but routing
 raised something else); ``build failed`` / ``forward failed`` (the model itself); ``timeout``.
@@ -113,10 +129,11 @@ def n_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def classify(model, inputs, coverage=None) -> dict:
+def classify(model, inputs, coverage=None, exact=None) -> dict:
     """find_units, then verify_units: the row's status, unit count and first error line.
     ``coverage(units)`` may give ``(covered, layers)``: a verified model where fewer than all its
-    layers hold a unit is ``partial``."""
+    layers hold a unit is ``partial``. ``exact(model, inputs)`` may check the exact decomposition
+    and deletion (a dict with ``ok`` and what it measured): where it fails the row is ``inexact``."""
     row: dict = {"found": False, "verified": False, "units": None}
     try:
         units = unravel.find_units(model)
@@ -138,7 +155,13 @@ def classify(model, inputs, coverage=None) -> dict:
         row["layers_covered"] = f"{cov[0]}/{cov[1]}"
         if cov[0] < cov[1]:
             return {**row, "status": "partial",
-                    "error": f"verified, but only {cov[0]} of the {cov[1]} decoder/encoder layers hold a unit"}
+                    "error": f"verified, but only {cov[0]} of the {cov[1]} decoder/encoder layers hold a unit "
+                             "for every sum in their code"}
+    if exact is not None:
+        got = exact(model, inputs)
+        row.update({k: v for k, v in got.items() if k not in ("ok", "why")})
+        if not got["ok"]:
+            return {**row, "status": "inexact", "error": got["why"]}
     return {**row, "verified": True, "status": "verified", "error": None}
 
 
@@ -262,7 +285,8 @@ def timm_tasks(only=None):
 HIDDEN, HEADS, HEAD_DIM, KV_HEADS, FFN, LAYERS, VOCAB = 64, 4, 16, 2, 128, 2, 128
 _SIZES = {
     **dict.fromkeys(["hidden_size", "n_embd", "d_model", "n_embed", "embed_dim", "word_embed_proj_dim",
-                     "embedding_size", "dim", "d_embed", "emb_dim", "d_latents", "embedding_dim", "proj_size"],
+                     "embedding_size", "dim", "d_embed", "emb_dim", "d_latents", "embedding_dim", "proj_size",
+                     "hidden_size_global", "adapter_in_dim", "adapter_out_dim", "adapter_input_size"],
                     HIDDEN),
     **dict.fromkeys(["num_attention_heads", "n_head", "n_heads", "num_heads", "decoder_attention_heads",
                      "encoder_attention_heads", "attention_heads", "num_self_attention_heads",
@@ -306,7 +330,24 @@ VARIANTS = [
     {"kv_heads": "heads"},
     {"experts_per_tok": 1},
     {"kv_heads": "heads", "experts_per_tok": 1},
+    {"kv_heads": "heads", "head_dim": "nope+rope"},  # latent attention whose head is both parts
+    {"repeat": 2},  # two of each layer type (a block shared by several layers)
 ]
+# values some architectures' default configs lack (the library's default does not build; real
+# checkpoints set them): model type -> (overrides, why). Each row built with one says so.
+CONFIG_FIXES = {
+    "lfm2_moe": ({"layer_types": ["conv", "full_attention"]}, "default config has layer_types=None, which the "
+                 "model indexes"),
+    "dbrx": ({"attn_config.rope_theta": 10000.0, "attn_config.clip_qkv": 8.0},
+             "DbrxAttention reads attn_config.rope_theta, which DbrxAttentionConfig does not define, and clamps "
+             "by attn_config.clip_qkv, None by default"),
+    **{t: ({f"{pre}indexer_{k}": v for k, v in dict(n_heads=2, kv_heads=1, head_dim=16, budget=8,
+                                                      compress_ratio=4).items()},
+           "default config leaves the QSA indexer sizes None, while every attention layer builds an indexer")
+       for t, pre in (("qwen4_exp", "text_config."), ("qwen4_exp_text", "config."))},
+    "cohere_compass_text": ({"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 10000.0}}},
+                            "default config has rope_parameters={}, which the model indexes by layer type"),
+}
 _KV_KEYS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads", "multi_query_group_num", "num_kv_groups",
             "kv_n_heads")
 _TOPK_KEYS = ("num_experts_per_tok", "moe_topk", "num_experts_per_token", "top_k", "moe_k", "top_k_experts")
@@ -336,7 +377,8 @@ def tiny_config_kwargs(d: dict, sub_configs=(), variant=None, causal=False) -> d
             continue
         out[k] = v
     if "qk_rope_head_dim" in out and "head_dim" in out:  # multi-head latent attention: rope dims
-        out["head_dim"] = out["qk_rope_head_dim"]
+        out["head_dim"] = out["qk_rope_head_dim"] + (out.get("qk_nope_head_dim", 0)
+                                                     if variant.get("head_dim") == "nope+rope" else 0)
     if any(k in d for k in ("ssm_state_size", "mamba_d_state", "n_groups", "mamba_n_heads")) and "expand" in d:
         out["expand"] = 1  # heads x head_dim == expand x hidden
     if variant.get("kv_heads") == "heads":
@@ -351,6 +393,7 @@ def tiny_config_kwargs(d: dict, sub_configs=(), variant=None, causal=False) -> d
     for key in ("hybrid_override_pattern", "block_pattern"):
         if isinstance(d.get(key), str) and d[key]:
             n = max(n, len(_layer_pattern(d[key].replace("-", ""))))
+    n *= variant.get("repeat", 1)
     for key in ("layer_types", "layers_block_type", "block_types", "attn_type_list"):
         if isinstance(d.get(key), list) and d[key] and all(isinstance(v, str) for v in d[key]):
             pattern = _layer_pattern(d[key])
@@ -405,7 +448,13 @@ def hf_config(model_type: str, variant=None, causal=False):
     d = base.to_dict()
     subs = [k for k, v in vars(base).items() if hasattr(v, "to_dict") and hasattr(v, "model_type")]
     kwargs = tiny_config_kwargs(d, subs, variant, causal)
+    fixes = CONFIG_FIXES.get(model_type, ({}, None))[0]
+    kwargs.update({k: v for k, v in fixes.items() if "." not in k})
     cfg = AutoConfig.for_model(model_type, **kwargs)
+    for k, v in fixes.items():
+        if "." in k:  # set on the built config ("config." is the config itself)
+            owner, _, name = k.rpartition(".")
+            setattr(cfg if owner == "config" else getattr(cfg, owner), name, v)
     for c in [cfg, *(getattr(cfg, k) for k in subs if hasattr(getattr(cfg, k, None), "model_type"))]:
         if hasattr(c, "use_cache"):
             c.use_cache = False
@@ -432,26 +481,152 @@ def hf_build(kind, model_type, cfg):
 _NOT_TEXT = ("vision", "visual", "audio", "image", "speech", "patcher", "vit", "mm_", "multi_modal")
 
 
-def hf_layer_coverage(model, cfg):
-    """``coverage`` for :func:`classify`: how many layers of the text stack (the first
-    ``nn.ModuleList`` as long as the text config's layer count, outside vision/audio towers)
-    hold a unit; ``None`` where no such list is found."""
+def _adds(cls) -> bool:
+    """Whether ``cls.forward``'s own source adds anything (``+`` or ``+=``); True where it cannot
+    be read (a sum may hide there)."""
+    import ast
+    import inspect
+    import textwrap
+
+    fn = getattr(cls, "forward", None)
+    while hasattr(fn, "__wrapped__"):
+        fn = fn.__wrapped__
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    except (OSError, TypeError, SyntaxError):
+        return True
+    return any(isinstance(n, (ast.BinOp, ast.AugAssign)) and isinstance(n.op, ast.Add) for n in ast.walk(tree))
+
+
+def _sums_read(module, hosts) -> bool:
+    """Whether every sum in ``module``'s code is inside a module whose units were found: the
+    module holds units itself (its whole forward was read), or neither its own forward nor those
+    of its ``transformers`` submodules add anything outside such modules."""
+    if module in hosts:
+        return True
+    cls = type(module)
+    if cls.__module__.startswith("torch.nn") and not isinstance(module, (torch.nn.ModuleList, torch.nn.ModuleDict,
+                                                                         torch.nn.Sequential)):
+        return True  # a torch layer (Linear, Dropout, an activation): no residual sum
+    if cls.__module__.startswith("transformers.") and _adds(cls):
+        return False
+    return all(_sums_read(c, hosts) for c in module.children())
+
+
+def hf_stack(model, cfg):
+    """``(name, ModuleList)`` of the text stack: the first ``nn.ModuleList`` as long as the text
+    config's layer count, outside vision/audio towers; None where there is none."""
     text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
     n = next((getattr(text, k) for k in _LAYER_KEYS if _is_int(getattr(text, k, None))), None)
     if not n:
         return None
-    stack = next((name for name, m in model.named_modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n
-                  and not any(w in name.lower() for w in _NOT_TEXT)), None)
+    return next(((name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.ModuleList)
+                 and len(m) == n and not any(w in name.lower() for w in _NOT_TEXT)), None)
+
+
+def hf_layer_coverage(model, cfg):
+    """``coverage`` for :func:`classify`: how many layers of the text stack (:func:`hf_stack`)
+    hold a unit, and no sum outside their units (:func:`_sums_read`: a layer whose units come
+    from some of its submodules while its own code, or another submodule's, adds something, is not
+    covered); ``None`` where no stack is found."""
+    stack = hf_stack(model, cfg)
     if stack is None:
         return None
+    n = len(stack[1])
 
     def coverage(units):
-        names = [u.name.split("/")[0] for u in units]
-        prefix = f"{stack}." if stack else ""
-        covered = sum(any(u == f"{prefix}{i}" or u.startswith(f"{prefix}{i}.") for u in names) for i in range(n))
+        hosts = {u.module for u in units}
+        covered = 0
+        for layer in stack[1]:
+            inside = {m for m in layer.modules()}
+            covered += bool(hosts & inside) and _sums_read(layer, hosts)
         return covered, n
 
     return coverage
+
+
+EXACT_TOL = {"float64": 5e-5, "float32": 1e-3}  # relative to the gradient's largest entry (float32 steps inside)
+
+
+def _first_unit_grad(model, call, loss):
+    """Autograd's gradient of ``loss`` at the first unit's input (the reference the exact
+    decomposition's parts sum to; everything else the units take is held fixed)."""
+    leaf = {}
+
+    def compute(unit, xin, position, **kw):
+        if position.index == 0:
+            xin = leaf.setdefault(0, xin.detach().requires_grad_())
+        return unit.forward(xin, **kw)
+
+    with unravel.intervene(model, compute=compute):
+        value = loss(call(model), None)
+    return torch.autograd.grad(value, leaf[0])[0]
+
+
+def hf_exactness(stack):
+    """``exact`` for :func:`classify`: on the text model (the nearest module above the layer
+    stack whose forward takes ``input_ids``; the whole model without a stack), deleting the first
+    unit restores the model bit for bit, and the exact decomposition of a loss's gradient at the
+    first unit's input sums to autograd's (a float64 copy; float32 where the model does not run in
+    float64; tolerances ``EXACT_TOL``). Units that do not run on text input leave it unchecked."""
+    import copy
+    import inspect
+
+    from unravel.errors import ArgumentError
+    from unravel.verify import output_tensors
+
+    def exact(model, inputs):
+        target, where = model, ""
+        if stack:
+            parts = stack.split(".")
+            for i in range(len(parts) - 1, -1, -1):
+                m = model.get_submodule(".".join(parts[:i]))
+                if list(inspect.signature(m.forward).parameters)[:1] == ["input_ids"]:
+                    target, where = m, ".".join(parts[:i])
+                    break
+        ids = inputs["input_ids"]
+        out = {"exact_on": where or "(the model)"}
+        before = {k: v.clone() for k, v in target.state_dict().items()}
+        with torch.no_grad():
+            own = output_tensors(target(**inputs))
+            with unravel.lesion.delete(target, [0]):
+                target(**inputs)
+            again = output_tensors(target(**inputs))
+        state = target.state_dict()
+        out["delete_restores"] = (all(torch.equal(before[k], state[k]) for k in before) and len(own) == len(again)
+                                  and all(torch.equal(a, b) for a, b in zip(own, again)))
+        if not out["delete_restores"]:
+            return {**out, "ok": False, "why": "deleting a unit did not restore the model bit for bit"}
+
+        def loss(o, _):
+            return output_tensors(o)[0].double().pow(2).mean()
+
+        for dtype in ("float64", "float32"):
+            m = copy.deepcopy(target).to(getattr(torch, dtype))
+            cfg = getattr(m, "config", None)
+            if cfg is not None and hasattr(cfg, "_experts_implementation"):
+                cfg._experts_implementation = "eager"  # grouped matmuls take no float64
+            try:
+                res = unravel.attribution.path_length_gradients(m, ids, loss=loss)
+                g = _first_unit_grad(m, lambda mod: mod(ids), loss)
+            except ArgumentError as e:
+                if "did not run" in str(e):
+                    return {**out, "ok": True, "exact_note": "not checked: " + first_line(e, 160)}
+                return {**out, "ok": False, "why": "exact decomposition: " + first_line(e)}
+            except (RuntimeError, TypeError, NotImplementedError) as e:
+                if dtype == "float64":
+                    continue
+                return {**out, "ok": False, "why": "exact decomposition: " + first_line(e)}
+            err = float(max((res.total - g).abs().max(), (res.by_length.sum(0) - g).abs().max()) / g.abs().max())
+            out.update(exact_dtype=dtype, exact_rel_err=float(f"{err:.3g}"))
+            if not err <= EXACT_TOL[dtype]:
+                return {**out, "ok": False, "why": f"the exact decomposition misses autograd's gradient at the first "
+                                                    f"unit's input by {err:.2g} (relative, {dtype}): the units are "
+                                                    "not one chain, or a path avoids them"}
+            return {**out, "ok": True}
+        return {**out, "ok": False, "why": "exact decomposition: no dtype runs"}
+
+    return exact
 
 
 def hf_task(task, send) -> dict:
@@ -490,7 +665,10 @@ def hf_task(task, send) -> dict:
             first = first or (stage, first_line(e))
             continue
         row.update(params=params, variant=variant, **{"class": type(model).__name__})
-        row.update(classify(model, inputs, hf_layer_coverage(model, cfg)))
+        if model_type in CONFIG_FIXES:
+            row["config_fix"] = CONFIG_FIXES[model_type][1]
+        stack = hf_stack(model, cfg)
+        row.update(classify(model, inputs, hf_layer_coverage(model, cfg), hf_exactness(stack and stack[0])))
         break
     else:
         row.update(status=first[0], found=False, verified=False, units=None, error=first[1])
@@ -689,13 +867,17 @@ def markdown(report) -> str:
                       f"{s['verified_pct_of_built']}% of built); goal >= {s['goal_pct']:.0f}%: "
                       f"{'met' if s['goal_met'] else 'not met'} over all, "
                       f"{'met' if s['goal_met_over_built'] else 'not met'} over built", "",
-                      "| model type | class | params | status | units | error |", "|---|---|---:|---|---:|---|"]
+                      "| model type | class | params | status | units | exact | error |",
+                      "|---|---|---:|---|---:|---|---|"]
             for r in report["hf"]["rows"]:
                 if r["kind"] != kind:
                     continue
                 params = f"{r['params'] / 1e6:.2f}M" if r.get("params") else ""
+                exact = (f"{r['exact_rel_err']:.1e} ({r['exact_dtype']})" if r.get("exact_rel_err") is not None
+                         else "not checked" if r.get("exact_note") else "")
+                note = r.get("error") or (f"config fixed: {r['config_fix']}" if r.get("config_fix") else None)
                 lines.append(f"| {r['model_type']} | {r.get('class') or ''} | {params} | {r['status']} | "
-                             f"{r['units'] if r['units'] is not None else ''} | {_md_cell(r.get('error'))} |")
+                             f"{r['units'] if r['units'] is not None else ''} | {exact} | {_md_cell(note)} |")
             lines.append("")
     return "\n".join(lines)
 

@@ -236,7 +236,7 @@ def test_cross_attention_call_is_refused():
 def test_layer_whose_forward_cannot_be_read_is_not_matched():
     from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
-    class Scaled(torch.nn.Module):  # a Llama-like layer that scales its input: no residual unit
+    class Scaled(torch.nn.Module):  # a Llama-like layer adding a function of its input: no residual unit
         __module__ = "transformers.models.fake.modeling_fake"
 
         def __init__(self, layer):
@@ -245,7 +245,7 @@ def test_layer_whose_forward_cannot_be_read_is_not_matched():
             self.post_attention_layernorm, self.mlp = layer.post_attention_layernorm, layer.mlp
 
         def forward(self, hidden_states, **kwargs):
-            return self.mlp(self.input_layernorm(hidden_states)) + hidden_states.float()
+            return self.mlp(self.input_layernorm(hidden_states)) + hidden_states.abs()
 
     layer = _model("llama").model.layers[0]
     with pytest.raises(UnsupportedModelError):

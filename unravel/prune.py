@@ -322,7 +322,7 @@ def _zero_plan(block, positions: Sequence[int], names: Sequence[str]) -> dict[st
                 if t.op in ("dropout", "mul", "item"):
                     index = t.index if t.op == "item" else index
                     t = t.src
-                elif t.op == "call" and index is None and _keeps_zero(getattr(block, t.attr)):
+                elif t.op == "call" and index is None and _keeps_zero(block.get_submodule(t.attr)):
                     t = t.src
                 else:
                     break
@@ -346,10 +346,11 @@ def _zero_sublayers(block, positions, names):
     from .adapters._transformers._read import _layer_idx
 
     for attr, z in _zero_plan(block, positions, names).items():
-        idx = _layer_idx(getattr(block, attr))
+        idx = _layer_idx(block.get_submodule(attr))
         if idx is not None:  # caches are checked by the layer index of what they are passed to
             z.layer_idx = idx
-        setattr(block, attr, z)
+        owner, _, name = attr.rpartition(".")  # a submodule read through: "attention.output.dense"
+        setattr(block.get_submodule(owner) if owner else block, name, z)
 
 
 # ------------------------------------------------------------------------------------------

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from ...errors import ArgumentError, UnsupportedModelError
 from ...units import UnitParts
 from .. import Adapter, Layout, original_class
-from ._program import _readable, _ReadAdapter
+from ._hyper import _DeepseekV4Adapter, _HYV4Adapter, _Qwen4ExpAdapter
+from ._program import _readable, _readable_layer, _ReadAdapter
 from ._read import _bind, _call, _renames, _route_frame, _source
 
 # ------------------------------------------------------------------------------------------
@@ -198,6 +199,9 @@ CLASSES = {
     f"{_P}opt.modeling_opt.OPTDecoderLayer": _OPTAdapter(),
     f"{_P}bloom.modeling_bloom.BloomBlock": _BloomAdapter(),
     f"{_P}falcon.modeling_falcon.FalconDecoderLayer": _FalconAdapter(),
+    f"{_P}deepseek_v4.modeling_deepseek_v4.DeepseekV4DecoderLayer": _DeepseekV4Adapter(),
+    f"{_P}hy_v4.modeling_hy_v4.HYV4DecoderLayer": _HYV4Adapter(),
+    f"{_P}qwen4_exp.modeling_qwen4_exp.Qwen4ExpTextDecoderLayer": _Qwen4ExpAdapter(),
 }
 LAYOUTS = [
     Layout("Llama-style decoder layer, read from its forward", _READ, module_prefix=_P,
@@ -210,4 +214,5 @@ LAYOUTS = [
            attributes=("layernorm_before", "attention", "layernorm_after"), predicate=_readable),
     Layout("BERT-style layer (BERT's code)", _BertLayerAdapter(), module_prefix=_P,
            attributes=("attention", "intermediate", "output"), predicate=_bert_like),
+    Layout("any layer whose forward reads as residual units", _READ, module_prefix=_P, predicate=_readable_layer),
 ]

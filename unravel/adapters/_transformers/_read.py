@@ -12,9 +12,6 @@ import functools
 import inspect
 import textwrap
 
-import torch.nn.functional as F
-from torch import nn
-
 from ...errors import ArgumentError
 from .. import original_class
 
@@ -103,7 +100,7 @@ def _route_frame(m, call_unit, calls, returns):
 
 
 # ------------------------------------------------------------------------------------------
-# Reading a forward: tensors as symbols, everything else as static values
+# The symbols a forward is read into (the reader is in ._interp)
 
 
 class _Unreadable(Exception):
@@ -111,7 +108,11 @@ class _Unreadable(Exception):
 
 
 class _T:
-    """A tensor of the forward: ``op`` in in/call/item/add/mul/dropout."""
+    """A tensor of the forward: ``op`` in in/call/item/add/mul/dropout, shift (``x + self.bias``),
+    ``meth`` (a tensor method
+    such as ``.to(dtype)``), ``untuple`` (a module's output, or its first item where it returns a
+    tuple) and ``rest`` (the items of a module's output from ``index`` on, returned beside the
+    layer's output). ``attr`` is a call's submodule, dotted from the layer."""
 
     __slots__ = ("op", "src", "attr", "args", "kwargs", "star", "index", "factor")
 
@@ -120,11 +121,20 @@ class _T:
         self.star, self.index, self.factor = star, index, factor
 
     def children(self):
-        return list(self.args) if self.op == "add" else [] if self.op == "in" else [self.src]
+        if self.op == "add":
+            return list(self.args)
+        if self.op == "in":
+            return []
+        # tensors a setting is read from (``view(residual.shape)``) count as inputs
+        return [self.src] + [t for s in (*self.args, *self.kwargs.values(), self.factor) for t in _tensors_in(s)]
 
 
 class _S:
-    """A non-tensor value: ``kind`` in param/const/self (a path of attributes of the layer)."""
+    """A non-tensor value: ``kind`` in param/const/self (a path of attributes of the layer), tattr
+    (``(tensor, attribute)``: a tensor's shape or dtype), smeth (``(self path, method)``: a
+    parameter's ``tanh()``, evaluated when run), getitem (``(value, index)``: ``mask[:, 0]``),
+    side (``(submodule, index)``: an output of one module that another takes, None when run), star
+    (the forward's ``**kwargs``)."""
 
     __slots__ = ("kind", "value")
 
@@ -132,8 +142,25 @@ class _S:
         self.kind, self.value = kind, value
 
 
+def _tensors_in(s):
+    """The tensors a non-tensor value is computed from (a shape, a slice bound, ...)."""
+    if isinstance(s, (tuple, list)):
+        return [t for v in s for t in _tensors_in(v)]
+    if isinstance(s, slice):
+        return _tensors_in((s.start, s.stop, s.step))
+    if not isinstance(s, _S):
+        return []
+    if s.kind == "tattr":
+        return [s.value[0]]
+    if s.kind in ("getitem", "smeth"):
+        return _tensors_in(s.value[0]) + _tensors_in(s.value[1])
+    if s.kind == "sbin":
+        return _tensors_in(s.value[1:])
+    return []
+
+
 _DATA = _S("data", None)
-_UNARY = ("call", "item", "mul", "dropout")
+_UNARY = ("call", "item", "mul", "div", "dropout", "meth", "untuple", "shift")
 
 
 @functools.lru_cache(maxsize=None)
@@ -145,172 +172,9 @@ def _source(fn):
     return body
 
 
-class _Reader:
-    """Interprets a layer's forward for one instance (conditions on its settings are evaluated)."""
-
-    def __init__(self, m):
-        self.m = m
-        _, fn, sig = _forward_of(original_class(m))
-        ps = list(sig.parameters.values())
-        if len(ps) < 2 or ps[1].kind not in (ps[1].POSITIONAL_ONLY, ps[1].POSITIONAL_OR_KEYWORD):
-            raise _Unreadable("forward takes no input tensor")
-        self.input = ps[1].name
-        self.params = {p.name: p for p in ps[2:] if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-        self.star = next((p.name for p in ps if p.kind == p.VAR_KEYWORD), None)
-        self.globals, self.fn = fn.__globals__, fn
-        self.env, self.calls, self.assume, self.ret = {}, [], set(), None
-        try:
-            body = _source(fn)
-        except (OSError, TypeError, SyntaxError) as e:
-            raise _Unreadable(f"no source ({e})") from None
-        self.block(body)
-        if self.ret is None:
-            raise _Unreadable("forward does not end in a return")
-
-    # statements
-    def block(self, body):
-        for s in body:
-            if self.ret is not None:
-                return
-            if isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant) or isinstance(s, ast.Pass):
-                continue
-            if isinstance(s, (ast.Assign, ast.AnnAssign)) and (not isinstance(s, ast.Assign) or len(s.targets) == 1):
-                if s.value is None:
-                    continue
-                self.assign(s.targets[0] if isinstance(s, ast.Assign) else s.target, self.expr(s.value))
-            elif isinstance(s, ast.AugAssign) and isinstance(s.target, ast.Name):
-                self.env[s.target.id] = self.binop(self.expr(ast.Name(s.target.id, ast.Load())), s.op, self.expr(s.value))
-            elif isinstance(s, ast.If):
-                self.block(s.body if self.static(s.test) else s.orelse)
-            elif isinstance(s, ast.Return) and s.value is not None:
-                self.ret = self.expr(s.value)
-            else:
-                raise _Unreadable(f"statement {ast.unparse(s)[:60]!r}")
-
-    def assign(self, target, value):
-        if isinstance(target, ast.Name):
-            self.env[target.id] = value
-        elif isinstance(target, (ast.Tuple, ast.List)) and all(isinstance(t, ast.Name) for t in target.elts):
-            if isinstance(value, _T) and value.op == "call":
-                parts = [_T("item", value, index=i) for i in range(len(target.elts))]
-            elif isinstance(value, tuple) and len(value) == len(target.elts):
-                parts = value
-            else:
-                raise _Unreadable("unpacking a value that is not a module's output")
-            for t, v in zip(target.elts, parts):
-                self.env[t.id] = v
-        else:
-            raise _Unreadable("assignment target")
-
-    # expressions
-    def expr(self, e):
-        if isinstance(e, ast.Name):
-            if e.id in self.env:
-                return self.env[e.id]
-            if e.id == self.input:
-                return self.env.setdefault(e.id, _T("in"))
-            if e.id in self.params:
-                return _S("param", e.id)
-            raise _Unreadable(f"name {e.id!r}")
-        if isinstance(e, ast.Constant):
-            return _S("const", e.value)
-        if isinstance(e, ast.Attribute):
-            base = self.expr(e.value) if not (isinstance(e.value, ast.Name) and e.value.id == "self") else _S("self", ())
-            if isinstance(base, _S) and base.kind == "self":
-                return _S("self", base.value + (e.attr,))
-            raise _Unreadable(f"attribute {ast.unparse(e)!r}")
-        if isinstance(e, ast.Tuple):
-            return tuple(self.expr(x) for x in e.elts)
-        if isinstance(e, ast.Subscript) and isinstance(e.slice, ast.Constant) and type(e.slice.value) is int:
-            v = self.expr(e.value)  # outputs[0] of a module's tuple
-            if isinstance(v, _T) and v.op == "call":
-                return _T("item", v, index=e.slice.value)
-        if isinstance(e, ast.BinOp):
-            return self.binop(self.expr(e.left), e.op, self.expr(e.right))
-        if isinstance(e, ast.IfExp):
-            return self.expr(e.body if self.static(e.test) else e.orelse)
-        if isinstance(e, ast.Call):
-            return self.call(e)
-        raise _Unreadable(f"expression {ast.unparse(e)[:60]!r}")
-
-    def binop(self, a, op, b):
-        if isinstance(op, ast.Add) and isinstance(a, _T) and isinstance(b, _T):
-            return _T("add", args=(a, b))
-        if isinstance(op, ast.Mult) and isinstance(a, _T) != isinstance(b, _T):
-            t, f = (a, b) if isinstance(a, _T) else (b, a)
-            return _T("mul", t, index=int(t is b), factor=f)
-        raise _Unreadable("an operation other than a sum of tensors or a scaling")
-
-    def call(self, e):
-        f = e.func
-        if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id == "self":
-            if not isinstance(getattr(self.m, f.attr, None), nn.Module):
-                raise _Unreadable(f"self.{f.attr}(...) is not a submodule")
-            args = [self.expr(a) for a in e.args]
-            kwargs, star = {}, False
-            for k in e.keywords:
-                if k.arg is None:
-                    if not (isinstance(k.value, ast.Name) and k.value.id == self.star):
-                        raise _Unreadable("** of something other than the forward's **kwargs")
-                    star = True
-                else:
-                    kwargs[k.arg] = self.expr(k.value)
-            data = [v for v in (*args, *kwargs.values()) if isinstance(v, _T)]
-            if len(data) != 1 or any(not isinstance(v, (_T, _S)) for v in (*args, *kwargs.values())):
-                raise _Unreadable(f"self.{f.attr}(...) does not take exactly one tensor of the layer")
-            t = _T("call", data[0], f.attr, [_DATA if isinstance(v, _T) else v for v in args],
-                   {k: _DATA if isinstance(v, _T) else v for k, v in kwargs.items()}, star)
-            self.calls.append(t)
-            return t
-        if self.resolve(f) is F.dropout and len(e.args) == 1:
-            kw = {k.arg: k.value for k in e.keywords}
-            if set(kw) != {"p", "training"} or ast.unparse(kw["training"]) != "self.training":
-                raise _Unreadable("dropout called with other arguments")
-            p = self.expr(kw["p"])
-            return _T("dropout", self.expr(e.args[0]), factor=p)
-        raise _Unreadable(f"call {ast.unparse(f)!r}")
-
-    def resolve(self, e):
-        if isinstance(e, ast.Name):
-            return self.globals.get(e.id)
-        if isinstance(e, ast.Attribute):
-            return getattr(self.resolve(e.value), e.attr, None)
-        return None
-
-    # conditions: the layer's settings, and parameters compared with None (read as None)
-    def static(self, e):
-        if isinstance(e, ast.Constant):
-            return e.value
-        if isinstance(e, ast.BoolOp):
-            for v in e.values:
-                r = self.static(v)
-                if isinstance(e.op, ast.And) != bool(r):
-                    return r
-            return r
-        if isinstance(e, ast.UnaryOp) and isinstance(e.op, ast.Not):
-            return not self.static(e.operand)
-        if isinstance(e, ast.Compare) and len(e.ops) == 1:
-            a, b = self.static(e.left), self.static(e.comparators[0])
-            ops = {ast.Eq: lambda: a == b, ast.NotEq: lambda: a != b, ast.Is: lambda: a is b,
-                   ast.IsNot: lambda: a is not b, ast.Lt: lambda: a < b, ast.Gt: lambda: a > b,
-                   ast.LtE: lambda: a <= b, ast.GtE: lambda: a >= b, ast.In: lambda: a in b}
-            if type(e.ops[0]) in ops:
-                return ops[type(e.ops[0])]()
-        if (isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id == "hasattr" and len(e.args) == 2
-                and ast.unparse(e.args[0]) == "self" and isinstance(e.args[1], ast.Constant)):
-            return hasattr(self.m, e.args[1].value)
-        v = self.expr(e)
-        if isinstance(v, _S) and v.kind == "const":
-            return v.value
-        if isinstance(v, _S) and v.kind == "self" and "training" not in v.value:
-            return _static_value(self.m, v)
-        if isinstance(v, _S) and v.kind == "param" and self.params[v.value].default is None:
-            self.assume.add(v.value)
-            return None
-        raise _Unreadable(f"condition {ast.unparse(e)[:60]!r}")
-
-
 def _static_value(m, s):
+    if s.kind == "smeth":
+        return getattr(_static_value(m, s.value[0]), s.value[1])()
     v = m
     for a in s.value:
         v = getattr(v, a)
