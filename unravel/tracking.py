@@ -1,22 +1,159 @@
-"""Tracking path lengths over training: a :class:`~unravel.train.Callback` that records the exact
-path-length histogram (and optionally the errors of random subnetworks) on a fixed probe batch.
+"""Tracking over training: :class:`~unravel.train.Callback` s that record the exact path-length
+histogram (:class:`PathLengthTracker`) and the errors of subnetworks (:class:`SubnetworkTracker`)
+at chosen steps, with the step schedule and parameter groups they use.
 
-Each record is :func:`unravel.attribution.path_length_gradients` on the probe; it does not check
-that the probe is representative of the training data.
+Each histogram is :func:`unravel.attribution.path_length_gradients` on a fixed probe batch; it does
+not check that the probe is representative of the training data.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Iterable
 
-from ._utils import check_int, model_device
+import numpy as np
+import torch
+
+from ._utils import check_choice, check_int, eval_mode, model_device, saved_modes
 from .attribution import path_length_gradients
-from .attribution._record import WRT
+from .attribution._record import MODES, WRT
 from .errors import ArgumentError, ArgumentTypeError
 from .train import Callback
 from .units import find_units
 
-__all__ = ["PathLengthTracker"]
+__all__ = ["PathLengthTracker", "SubnetworkTracker", "log_spaced_steps", "parameter_groups", "GROUPS"]
+
+#: Where a parameter sits: inside a residual unit, before the first unit, between units (a
+#: DenseNet's transitions), after the last unit (pooling and classifier), or never run.
+GROUPS = ("units", "stem", "between", "head", "unused")
+
+
+def log_spaced_steps(steps_per_epoch: int, epochs: int, base: float = 2.0) -> list[int]:
+    """Steps to record at: 0 (before training), then ``1, base, base**2, ...`` (rounded) within the
+    first epoch, then the last step of every epoch.
+
+    The start of training changes fastest, so it is sampled on a log scale; after the first epoch
+    once per epoch is enough. Step ``s`` is the network after ``s`` optimisation steps (what
+    :func:`unravel.train.fit` passes to ``on_step_end``).
+
+    Examples
+    --------
+    >>> from unravel.tracking import log_spaced_steps
+    >>> log_spaced_steps(40, 3)
+    [0, 1, 2, 4, 8, 16, 32, 40, 80, 120]
+    >>> log_spaced_steps(10, 2, base=3)
+    [0, 1, 3, 9, 10, 20]
+    """
+    steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, 1)
+    epochs = check_int("epochs", epochs, 1)
+    if isinstance(base, bool) or not isinstance(base, (int, float)) or not base > 1:
+        raise ArgumentError(f"base={base!r}: must be a number > 1 (the ratio of one record's step to the last's).")
+    steps, i = {0}, 0
+    while round(base ** i) < steps_per_epoch:
+        steps.add(int(round(base ** i)))
+        i += 1
+    steps.update(e * steps_per_epoch for e in range(1, epochs + 1))
+    return sorted(steps)
+
+
+def parameter_groups(model, inputs) -> dict:
+    """Each trainable parameter's place: ``"units"`` (inside a residual unit), ``"stem"`` (run
+    before the first unit), ``"between"`` (after one unit and before another, such as a
+    DenseNet's transitions), ``"head"`` (after the last unit) or ``"unused"``.
+
+    One forward pass of ``inputs`` in eval mode without gradients (modes restored) tells which
+    modules run where. In the exact decomposition (:func:`unravel.attribution.path_length_gradients`
+    with ``wrt="units"``) a unit's parameters carry the lengths of the paths through its own
+    residual branch (length 1 and more), the head's carry length 0 only and the stem's every
+    length of the paths above it: a histogram over all parameters mixes the three.
+
+    Examples
+    --------
+    >>> import torch, unravel
+    >>> net = unravel.models.resnet_cifar(8, width=4, dims=1, in_channels=1)
+    >>> groups = parameter_groups(net, torch.randn(2, 1, 12))
+    >>> groups["stem.0.weight"], groups["stage2.0.residual.0.weight"], groups["fc.bias"]
+    ('stem', 'units', 'head')
+    """
+    units = find_units(model)
+    names = {mod: name for name, mod in model.named_modules()}
+    prefixes = {names[u.module] for u in units}
+    params = [k for k, p in model.named_parameters() if p.requires_grad]
+
+    def in_unit(name):
+        return any(not p or name.startswith(p + ".") for p in prefixes)
+
+    owners = {}  # module -> its own trainable parameters outside units
+    for mname, mod in model.named_modules():
+        own = [f"{mname}.{k}" if mname else k for k, p in mod.named_parameters(recurse=False) if p.requires_grad]
+        own = [k for k in own if not in_unit(k)]
+        if own:
+            owners[mod] = own
+    unit_modules = list(dict.fromkeys(u.module for u in units))
+    state = {"started": 0, "finished": 0}
+    place = {}
+
+    def unit_pre(mod, args):
+        state["started"] += 1
+
+    def unit_post(mod, args, out):
+        state["finished"] += 1
+
+    def owner_pre(mod, args):
+        if mod in place:
+            return
+        if state["started"] == 0:
+            place[mod] = "stem"
+        elif state["finished"] >= len(unit_modules):
+            place[mod] = "head"
+        else:
+            place[mod] = "between"
+
+    hooks = [m.register_forward_pre_hook(unit_pre) for m in unit_modules]
+    hooks += [m.register_forward_hook(unit_post) for m in unit_modules]
+    hooks += [m.register_forward_pre_hook(owner_pre) for m in owners]
+    try:
+        with eval_mode(model), torch.no_grad():
+            x = inputs if isinstance(inputs, tuple) else (inputs,)
+            model(*[t.to(model_device(model)) for t in x])
+    finally:
+        for h in hooks:
+            h.remove()
+    out = {k: "units" for k in params if in_unit(k)}
+    for mod, own in owners.items():
+        out.update({k: place.get(mod, "unused") for k in own})
+    return {k: out[k] for k in params}
+
+
+def _schedule(steps):
+    if steps is None:
+        return None
+    try:
+        return frozenset(check_int("steps", s, 0) for s in steps)
+    except TypeError:
+        raise ArgumentTypeError(f"steps must be an iterable of step numbers (0: before training); got {steps!r}.") \
+            from None
+
+
+def _group_rows(res, groups, lengths, counts):
+    """Per parameter group, the norm of each length's part over the group's parameters."""
+    import pandas as pd
+
+    rows = []
+    for g in GROUPS[:-1]:
+        names = [k for k, v in groups.items() if v == g and k in res.param_by_length]
+        if not names:
+            continue
+        norms = sum(res.param_by_length[k].flatten(1).double().pow(2).sum(1) for k in names).sqrt().cpu()
+        total = float(norms.sum())
+        share = norms / total if total > 0 else torch.zeros_like(norms)
+        rows.append(pd.DataFrame({"length": lengths, "count": pd.Series(counts, dtype=object),
+                                  "norm": norms.tolist(), "per_path_norm": (norms / torch.tensor(counts,
+                                                                                                 dtype=norms.dtype)).tolist(),
+                                  "share": share.tolist(), "group": g, "parameters": len(names),
+                                  "mean_length": float((share * torch.tensor(lengths, dtype=share.dtype)).sum())}))
+    return rows
 
 
 class PathLengthTracker(Callback):
@@ -35,11 +172,31 @@ class PathLengthTracker(Callback):
         Default: the parameter gradient (what the shallow-subnetwork-first claim is about).
     subnetwork_units : iterable of int, optional
         Also measure the error of random subnetworks that keep k units (the others deleted,
-        via :func:`unravel.lesion.delete_random`), ``subnetwork_samples`` draws each, on the probe.
+        via :func:`unravel.lesion.delete_random`, with the trained BatchNorm statistics),
+        ``subnetwork_samples`` draws each, on the probe. :class:`SubnetworkTracker` recalibrates
+        the statistics first.
     probe_size : int
         A record costs about n(n+1)/2 single-unit VJPs with weight gradients on the probe, mostly
         per-call overhead at these sizes (a 15-unit MNIST-1D ResNet: 0.16 s on two CPU cores,
         0.06 s on an H100, about 13% of a 4,000-example epoch). ``every=2`` records half as often.
+    seed : int
+        Seeds the subnetworks' draws.
+    steps : iterable of int, optional
+        Record at exactly these steps (0: before training; see :func:`log_spaced_steps`) instead
+        of ``every``/``every_steps``.
+    mode : {"eval", "train"}
+        The forward pass of each record: ``"train"`` uses the probe's batch statistics, the
+        network training sees (BatchNorm's running statistics are put back afterwards);
+        ``"eval"`` the running statistics.
+    by_group : bool
+        For ``wrt="units"``, also one histogram per parameter group (:func:`parameter_groups`:
+        the units' parameters, the stem's, the head's, ...): rows with a ``group`` column, the
+        histogram over all parameters marked ``"all"``.
+
+    Attributes
+    ----------
+    seconds : float
+        Time spent in the records so far (what tracking adds to training).
 
     Examples
     --------
@@ -50,11 +207,20 @@ class PathLengthTracker(Callback):
     ...                       callbacks=[tracker], progress=False)
     >>> sorted(tracker.to_frame().epoch.unique().tolist())
     [0, 1, 2]
+    >>> tracker = unravel.tracking.PathLengthTracker(data, probe_size=32, steps=[0, 1, 3], mode="train",
+    ...                                              by_group=True)
+    >>> _ = unravel.train.fit(unravel.models.resmlp(16, 2, width=8, depth=3), data, epochs=2, batch_size=64,
+    ...                       callbacks=[tracker], progress=False)
+    >>> f = tracker.to_frame()
+    >>> sorted(f.step.unique().tolist()), sorted(f.group.unique())
+    ([0, 1, 3], ['all', 'head', 'stem', 'units'])
+    >>> float(f[(f.group == "units") & (f.step == 0)].share.iloc[0])  # no unit parameter is on a path of length 0
+    0.0
     """
 
     def __init__(self, probe, every: int = 1, every_steps: int | None = None, wrt: Iterable[str] = ("units",),
                  subnetwork_units: Iterable[int] | None = None, subnetwork_samples: int = 3, probe_size: int = 64,
-                 seed: int = 0):
+                 seed: int = 0, *, steps: Iterable[int] | None = None, mode: str = "eval", by_group: bool = False):
         from .data import DataSplit
 
         if isinstance(probe, DataSplit):
@@ -64,6 +230,9 @@ class PathLengthTracker(Callback):
         self.inputs, self.targets = probe
         self.every = check_int("every", every, 1)
         self.every_steps = check_int("every_steps", every_steps, 1, allow_none=True)
+        self.steps = _schedule(steps)
+        self.mode = check_choice("mode", mode, MODES)
+        self.by_group = bool(by_group)
         self.wrt = (wrt,) if isinstance(wrt, str) else tuple(wrt)
         for w in self.wrt:
             if w not in WRT:
@@ -72,53 +241,72 @@ class PathLengthTracker(Callback):
         self.subnetwork_samples, self.seed = subnetwork_samples, seed
         self.frames: list = []
         self.subnetwork_frames: list = []
+        self.seconds = 0.0
         self._epoch = 0
+        self._groups = None
 
     def _measure(self, model, epoch, step):
+        start = time.perf_counter()
         device = model_device(model)
         x, y = self.inputs.to(device), self.targets.to(device)
         for w in self.wrt:
-            res = path_length_gradients(model, x, y, wrt=w)
-            self.frames.append(res.to_frame().assign(epoch=epoch, step=step, loss=res.loss,
-                                                     mean_length=res.mean_length))
+            res = path_length_gradients(model, x, y, wrt=w, mode=self.mode)
+            frame = res.to_frame().assign(epoch=epoch, step=step, loss=res.loss, mean_length=res.mean_length)
+            if self.by_group and w == "units":
+                if self._groups is None:
+                    self._groups = parameter_groups(model, x[:2])
+                import pandas as pd
+
+                parts = _group_rows(res, self._groups, res.lengths.tolist(), res.counts)
+                frame = pd.concat([frame.assign(group="all", parameters=len(self._groups)),
+                                   *[p.assign(method=res.method, wrt=w, epoch=epoch, step=step, loss=res.loss)
+                                     for p in parts]], ignore_index=True)
+            self.frames.append(frame)
         if self.subnetwork_units:
-            from .lesion import delete_random
+            self._subnetworks(model, x, y, epoch, step)
+        self.seconds += time.perf_counter() - start
 
-            n = len(find_units(model))
-            ks = [n - k for k in self.subnetwork_units if 0 <= n - k <= n]
-            deleting = [k for k in ks if k >= 1]
-            if deleting:
-                df = delete_random(model, (x, y), ks=deleting, samples_per_k=self.subnetwork_samples,
-                                   seed=self.seed, progress=False)
-                df = df[df.variant >= 0]
-            else:
-                import pandas as pd
+    def _subnetworks(self, model, x, y, epoch, step):
+        import pandas as pd
 
-                df = pd.DataFrame(columns=["k", "error", "loss"])
-            if n in self.subnetwork_units:  # the whole network
-                from .train import evaluate
+        from .lesion import delete_random
 
-                m = evaluate(model, (x, y))
-                import pandas as pd
+        n = len(find_units(model))
+        ks = [n - k for k in self.subnetwork_units if 0 <= n - k <= n]
+        deleting = [k for k in ks if k >= 1]
+        if deleting:
+            df = delete_random(model, (x, y), ks=deleting, samples_per_k=self.subnetwork_samples,
+                               seed=self.seed, progress=False)
+            df = df[df.variant >= 0]
+        else:
+            df = pd.DataFrame(columns=["k", "error", "loss"])
+        if n in self.subnetwork_units:  # the whole network
+            from .train import evaluate
 
-                df = pd.concat([df, pd.DataFrame([{"k": 0, "error": m["error"], "loss": m["loss"]}])])
-            self.subnetwork_frames.append(df.assign(subnetwork_units=n - df.k, epoch=epoch, step=step))
+            m = evaluate(model, (x, y))
+            df = pd.concat([df, pd.DataFrame([{"k": 0, "error": m["error"], "loss": m["loss"]}])])
+        self.subnetwork_frames.append(df.assign(subnetwork_units=n - df.k, epoch=epoch, step=step))
 
     def on_train_begin(self, model):
         self._epoch = 0
-        self._measure(model, 0, 0)
+        if self.steps is None or 0 in self.steps:
+            self._measure(model, 0, 0)
 
     def on_step_end(self, model, step, metrics):
-        if self.every_steps and step % self.every_steps == 0:
+        if self.steps is not None:
+            if step in self.steps:
+                self._measure(model, metrics["epoch"], step)
+        elif self.every_steps and step % self.every_steps == 0:
             self._measure(model, metrics["epoch"], step)
 
     def on_epoch_end(self, model, metrics):
         self._epoch = metrics["epoch"]
-        if not self.every_steps and metrics["epoch"] % self.every == 0:
+        if self.steps is None and not self.every_steps and metrics["epoch"] % self.every == 0:
             self._measure(model, metrics["epoch"], None)
 
     def to_frame(self):
-        """All recorded histograms, one row per (epoch or step, wrt, length)."""
+        """All recorded histograms, one row per (epoch or step, wrt, length; with ``by_group``,
+        group)."""
         import pandas as pd
 
         return pd.concat(self.frames, ignore_index=True) if self.frames else pd.DataFrame()
@@ -130,3 +318,157 @@ class PathLengthTracker(Callback):
         return pd.concat(self.subnetwork_frames, ignore_index=True) if self.subnetwork_frames else pd.DataFrame()
 
 
+class SubnetworkTracker(Callback):
+    """The errors of random subnetworks of the network being trained, each with its BatchNorm
+    statistics recalibrated on training data (:func:`unravel.lesion.recalibrated_bn`), at chosen
+    steps of :func:`unravel.train.fit`.
+
+    A subnetwork keeping k of the n units is the network with the other units deleted
+    (:func:`unravel.lesion.delete`). Evaluated with the running statistics the whole network
+    kept, it is out of distribution, and small subnetworks sit at chance whatever they learned;
+    recalibrated, it is the best that subnetwork's weights can do without training. The draws
+    are fixed when training begins, so each one's error is a curve over training.
+
+    Parameters
+    ----------
+    evaluation : (inputs, targets) or DataSplit
+        Where errors are measured (a DataSplit: its test split).
+    calibration : DataSplit, Dataset, DataLoader or (inputs, targets)
+        What the statistics are recalibrated on (a DataSplit: its train split).
+    sizes : iterable of int
+        Units kept; ``n`` (all units) is the whole network, recalibrated alike.
+    samples : int
+        Random draws of each size (all subsets where there are fewer).
+    steps : iterable of int, optional
+        Record at these steps (0: before training; see :func:`log_spaced_steps`); default: before
+        training and after every epoch.
+    seed : int
+        Seeds the draws (a generator of its own: training's randomness is untouched).
+    calibration_examples : int, optional
+        Recalibrate on the first so many examples (default: all).
+    batch_size : int
+        Examples per forward pass when recalibrating and evaluating.
+
+    Attributes
+    ----------
+    seconds : float
+        Time spent in the records so far.
+
+    Examples
+    --------
+    >>> import unravel
+    >>> data = unravel.data.synthetic(200, num_classes=2)
+    >>> tracker = unravel.tracking.SubnetworkTracker(data, data, sizes=[1, 3], samples=2)
+    >>> _ = unravel.train.fit(unravel.models.resmlp(16, 2, width=8, depth=3), data, epochs=1,
+    ...                       callbacks=[tracker], progress=False)
+    >>> f = tracker.to_frame()
+    >>> sorted(f.subnetwork_units.unique().tolist()), sorted(f.step.unique().tolist()), tracker.items().shape
+    ([1, 3], [0, 2], (6, 40))
+    >>> f.columns.tolist()
+    ['epoch', 'step', 'subnetwork_units', 'draw', 'units', 'error', 'loss']
+    """
+
+    def __init__(self, evaluation, calibration, sizes: Iterable[int], *, samples: int = 3,
+                 steps: Iterable[int] | None = None, seed: int = 0, calibration_examples: int | None = None,
+                 batch_size: int = 256):
+        from .data import DataSplit
+
+        if isinstance(evaluation, DataSplit):
+            evaluation = evaluation.test.tensors
+        if not (isinstance(evaluation, (tuple, list)) and len(evaluation) == 2 and all(map(torch.is_tensor,
+                                                                                               evaluation))):
+            raise ArgumentTypeError("evaluation must be (inputs, targets) tensors or a DataSplit.")
+        self.inputs, self.targets = evaluation
+        self.calibration = calibration
+        try:
+            self.sizes = sorted({check_int("sizes", k, 1) for k in sizes})
+        except TypeError:
+            raise ArgumentTypeError(f"sizes must be an iterable of unit counts; got {sizes!r}.") from None
+        if not self.sizes:
+            raise ArgumentError("sizes is empty: give the numbers of units the subnetworks keep.")
+        self.samples = check_int("samples", samples, 1)
+        self.steps = _schedule(steps)
+        self.seed = seed
+        self.calibration_examples = check_int("calibration_examples", calibration_examples, 1, allow_none=True)
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.rows: list = []
+        self._items: list = []
+        self.draws: list = []
+        self.seconds = 0.0
+        self._step = 0
+
+    def _draw(self, n):
+        if self.sizes[-1] > n:
+            raise ArgumentError(f"sizes {self.sizes} ask for more units than the model's {n}.")
+        rng = np.random.default_rng(self.seed)
+        draws = []
+        for k in self.sizes:
+            if k == n:
+                draws.append((k, 0, tuple(range(n))))
+                continue
+            if math.comb(n, k) <= self.samples:
+                import itertools
+
+                kept = list(itertools.combinations(range(n), k))
+            else:
+                kept = []
+                while len(kept) < self.samples:
+                    s = tuple(sorted(rng.choice(n, size=k, replace=False).tolist()))
+                    if s not in kept:
+                        kept.append(s)
+            draws += [(k, j, s) for j, s in enumerate(kept)]
+        return draws
+
+    @torch.no_grad()
+    def _wrong(self, model, device):
+        wrong, loss = [], 0.0
+        for start in range(0, len(self.targets), self.batch_size):
+            x = self.inputs[start:start + self.batch_size].to(device)
+            y = self.targets[start:start + self.batch_size].to(device)
+            out = model(x)
+            loss += float(torch.nn.functional.cross_entropy(out, y, reduction="sum"))
+            wrong.append((out.argmax(1) != y).cpu())
+        return torch.cat(wrong).numpy(), loss / len(self.targets)
+
+    def _measure(self, model, epoch, step):
+        from .lesion import delete, recalibrated_bn
+
+        start = time.perf_counter()
+        device = model_device(model)
+        n = len(find_units(model))
+        with saved_modes(model):
+            for k, j, kept in self.draws:
+                deleted = [i for i in range(n) if i not in kept]
+                with delete(model, deleted), recalibrated_bn(model, self.calibration, batch_size=self.batch_size,
+                                                             max_examples=self.calibration_examples):
+                    model.eval()
+                    wrong, loss = self._wrong(model, device)
+                self.rows.append({"epoch": epoch, "step": step, "subnetwork_units": k, "draw": j,
+                                  "units": ",".join(map(str, kept)), "error": float(wrong.mean()), "loss": loss})
+                self._items.append(wrong)
+        self.seconds += time.perf_counter() - start
+
+    def on_train_begin(self, model):
+        self.draws, self._step = self._draw(len(find_units(model))), 0
+        if self.steps is None or 0 in self.steps:
+            self._measure(model, 0, 0)
+
+    def on_step_end(self, model, step, metrics):
+        self._step = step
+        if self.steps is not None and step in self.steps:
+            self._measure(model, metrics["epoch"], step)
+
+    def on_epoch_end(self, model, metrics):
+        if self.steps is None:
+            self._measure(model, metrics["epoch"], self._step)
+
+    def to_frame(self):
+        """One row per record and subnetwork: epoch, step, subnetwork_units, draw, units (kept),
+        error, loss."""
+        import pandas as pd
+
+        return pd.DataFrame(self.rows)
+
+    def items(self) -> np.ndarray:
+        """Per-example wrong flags, ``[rows of to_frame(), evaluation examples]``."""
+        return np.array(self._items, dtype=bool).reshape(len(self._items), len(self.targets))
