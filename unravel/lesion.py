@@ -302,7 +302,7 @@ def recalibrate_bn(model: nn.Module, data: Any, *, batch_size: int = 256, max_ex
 
     batch_size = check_int("batch_size", batch_size, 1)
     max_examples = check_int("max_examples", max_examples, 1, allow_none=True)
-    loader = as_loader(data, batch_size, split="train")
+    loader = _batches(data, batch_size) or as_loader(data, batch_size, split="train")
     device = model_device(model, device)
     layers = _norm_layers(model)
     momenta = [m.momentum for m in layers]
@@ -332,8 +332,25 @@ def recalibrate_bn(model: nn.Module, data: Any, *, batch_size: int = 256, max_ex
                     for b, v in zip(m.buffers(), old):
                         b.copy_(v)
     if seen == 0:
-        raise ArgumentError("recalibrate_bn got no examples: give data with at least one example.")
+        raise ArgumentError("recalibrate_bn got no examples (the data is empty): give data with at least one example.")
     return model
+
+
+def _batches(data, batch_size):
+    """Slices of the inputs where ``data`` holds them as one tensor (a DataSplit's train split, a
+    TensorDataset, a tuple): no per-example collation, which costs more than the forward here."""
+    from torch.utils.data import TensorDataset
+
+    from .data import DataSplit
+
+    if isinstance(data, DataSplit):
+        data = data.train
+    if isinstance(data, TensorDataset):
+        data = data.tensors
+    if isinstance(data, (tuple, list)) and data and all(torch.is_tensor(t) for t in data):
+        x = data[0]
+        return [(x[i:i + batch_size],) for i in range(0, len(x), batch_size)] or [(x,)]
+    return None
 
 
 @contextlib.contextmanager
