@@ -178,6 +178,7 @@ def _tiny(**analysis):
             "seeds": [0, 1]}
 
 
+@pytest.mark.slow
 def test_ssf_study_end_to_end(tmp_path):
     folder = study.run_study(_tiny(), tmp_path, progress=False)
     summary = json.loads((folder / "summary.json").read_text())
@@ -212,6 +213,18 @@ def test_ssf_study_end_to_end(tmp_path):
     for fig in ("mean_length", "heatmap_resnet", "heatmap_densenet", "groups_resnet", "subnetworks_resnet",
                 "shallow_nets", "histogram_distance"):
         assert (folder / f"{fig}.png").stat().st_size > 1000
+
+
+def test_ssf_study_with_a_resnet_alone(tmp_path):
+    """The kind without its optional nets: the ResNet's claims only, in the default suite."""
+    spec = _tiny(shallow_depths=[8])
+    spec["models"] = {"resnet": spec["models"]["resnet"]}
+    spec["train"]["epochs"] = 1
+    folder = study.run_study(spec, tmp_path, progress=False)
+    summary = json.loads((folder / "summary.json").read_text())
+    assert [c["id"] for c in summary["claims"]] == ["subnetworks-first", "shallow-nets-first", "short-paths-early"]
+    assert sorted(pd.read_csv(folder / "paths.csv").step.unique()) == [0, 1, 2, 4, 5]
+    assert not (folder / "histogram_distance.csv").exists()
 
 
 def test_ssf_spec_checks_its_settings():
