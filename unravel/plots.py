@@ -310,6 +310,8 @@ def over_training(frame, y: str, hue: str | None = None, x: str = "step", ylabel
     sns.lineplot(data=data, x=x, y=y, hue=hue, errorbar=("pi", 100), marker="o", markersize=3, ax=ax,
                  palette="viridis" if hue and _numeric(data[hue]) else None)
     ax.set_xscale("symlog", linthresh=1)
+    if data[x].min() >= 0:  # no room for negative steps
+        ax.set_xlim(left=-0.3, right=float(data[x].max()) * 1.15)
     ax.set_xlabel({"step": "optimisation step"}.get(x, x))
     ax.set_ylabel(ylabel or y)
     if hue:
