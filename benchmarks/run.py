@@ -12,7 +12,8 @@ Cases (see the README's performance section for the figures and goals):
 3. lesion     lesion engine vs the naive loop (deep copy, delete, full forward): delete_each
               (goal >= 1.8x) and delete_random for k = 1..20.
 4. memory     peak memory of the exact histogram vs one forward+backward, and with chunk_size.
-5. tracker    training with PathLengthTracker once per epoch vs without (goal <= 10% extra).
+5. tracker    the ssf-dynamics study's ResNet trained with its step-level histogram records vs without
+              (goal <= 10% extra); its recalibrated-subnetwork records reported apart.
 6. scaling    exact histogram time as the number of units grows; the exponent of a power fit.
 7. transformers  ViT-S- and GPT-2-small-shaped models: the exact histogram and delete_each.
 8. jacobian   ``jacobian_spectra(top=8)`` (Lanczos, every unit) vs one forward+backward of the same
@@ -220,45 +221,59 @@ def case_memory(cfg, device):
     return out
 
 
-class _TimedTracker(attribution.PathLengthTracker):
-    """The default tracker, with the seconds spent in its records summed."""
-    seconds = 0.0
-
-    def _measure(self, *args, **kwargs):
-        start = time.perf_counter()
-        super()._measure(*args, **kwargs)
-        self.seconds += time.perf_counter() - start
-
-
 def case_tracker(cfg, device):
-    data = unravel.data.mnist1d(num_samples=cfg["samples"])
-    spec = study.load_spec("quickstart")
-    mspec = dict(spec["analysis"]["veit-paths"]["models"]["residual"])
+    """The ssf-dynamics study's ResNet trained as the study trains it, without records, with its
+    step-level histogram records, and (once) with its recalibrated-subnetwork records."""
+    from unravel.tracking import PathLengthTracker, SubnetworkTracker, log_spaced_steps
 
-    def run(with_tracker):
+    spec = study.load_spec(cfg["study"], quick=cfg.get("quick", False))
+    checked = study.parse_spec(spec)
+    t, a = checked.train, checked.analysis
+    data = checked.data.load()
+    mspec = dict(spec["models"]["resnet"])
+    per_epoch = -(-len(data.train) // t.batch_size)
+    steps = log_spaced_steps(per_epoch, t.epochs, a.log_base)
+    probe = tuple(v.to(device) for v in data.batch(a.probe_size, split="train"))
+
+    def run(kind):
         torch.manual_seed(0)
         model = study.build_model(mspec, data).to(device)
-        cbs = [_TimedTracker(data, probe_size=cfg["probe"])] if with_tracker else []
+        n = len(unravel.find_units(model))
+        if kind == "histograms":
+            cbs = [PathLengthTracker(probe, steps=steps, mode="train", by_group=True)]
+        elif kind == "subnetworks":
+            sizes = sorted({max(1, int(round(f * n))) for f in a.subnetwork_fractions} | {n})
+            cbs = [SubnetworkTracker(tuple(v[: a.eval_examples] for v in data.test.tensors), data, sizes,
+                                     samples=a.subnetwork_samples, steps=steps, calibration_examples=a.calibration_examples)]
+        else:
+            cbs = []
         start = time.perf_counter()
-        train.fit(model, data, epochs=cfg["epochs"], optimizer="adam", lr=3e-3, device=device, callbacks=cbs,
-                  progress=False)
+        train.fit(model, data, epochs=t.epochs, optimizer=t.optimizer, lr=t.lr, batch_size=t.batch_size,
+                  weight_decay=t.decay, schedule=t.schedule, device=device, callbacks=cbs, progress=False)
         _sync(device)
-        return time.perf_counter() - start, (cbs[0].seconds if cbs else 0.0), (len(cbs[0].frames) if cbs else 0)
+        return time.perf_counter() - start, (cbs[0].seconds if cbs else 0.0)
 
-    run(False)  # warm-up
+    run(None)  # warm-up
     plain, tracked = [], []
     for _ in range(cfg["repeats"]):  # interleaved, so that a slow spell of the machine hits both
-        plain.append(run(False)[0])
-        tracked.append(run(True))
+        plain.append(run(None)[0])
+        tracked.append(run("histograms"))
     best = min(tracked)
-    return {"model": mspec, "epochs": cfg["epochs"], "probe": cfg["probe"], "repeats": cfg["repeats"],
-            "train_s": min(plain), "train_with_tracker_s": best[0], "records": best[2],
-            "tracker_records_s": best[1], "overhead_end_to_end": best[0] / min(plain) - 1,
+    subs = run("subnetworks")
+    return {"study": cfg["study"], "quick": cfg.get("quick", False), "model": mspec, "epochs": t.epochs,
+            "batch_size": t.batch_size, "train_examples": len(data.train), "steps_per_epoch": per_epoch,
+            "probe": a.probe_size, "records": len(steps), "record_steps": steps, "repeats": cfg["repeats"],
+            "train_s": min(plain), "train_with_histograms_s": best[0], "histogram_records_s": best[1],
+            "overhead_end_to_end": best[0] / min(plain) - 1,
             "overhead": best[1] / (best[0] - best[1]), "goal_overhead_at_most": 0.10,
-            "tracker": "default PathLengthTracker: parameter-gradient histogram on a probe batch, every epoch and "
-                       "once before training",
-            "how": "overhead = seconds inside the tracker's records / the rest of the tracked run (the end-to-end "
-                   "difference of two runs is also given: it is within the machine's noise)"}
+            "train_with_subnetworks_s": subs[0], "subnetwork_records_s": subs[1],
+            "subnetwork_overhead": subs[1] / (subs[0] - subs[1]),
+            "tracker": "PathLengthTracker(steps=log_spaced_steps(...), mode='train', by_group=True): the exact "
+                       "parameter-gradient histogram in train mode on a probe of training examples, before training, "
+                       "at log-spaced steps of the first epoch and after every epoch, as the study records it",
+            "how": "overhead = seconds inside the histogram records / the rest of the tracked run (the end-to-end "
+                   "difference of the fastest plain and tracked runs is also given); the subnetwork records "
+                   "(recalibrated BN, one run) are reported apart, without a goal"}
 
 
 def case_scaling(cfg, device):
@@ -374,7 +389,7 @@ FULL = {
     "overhead": {"depth": 110, "batch": 128, "runs": 1},
     "lesion": {"depth": 110, "inputs": 1024, "lesion_batch": 256, "max_k": 20, "samples_per_k": 1},
     "memory": {"depth": 110, "batch": 128},
-    "tracker": {"samples": 5000, "epochs": 6, "probe": 64, "repeats": 3},
+    "tracker": {"study": "ssf-dynamics", "repeats": 3},
     "scaling": {"depths": [20, 56, 110, 218], "batch": 32},
     "transformers": {"vit": {"image": 224, "layers": 12, "heads": 6, "width": 384, "batch": 8, "runs": 1},
                      "gpt2": {"tokens": 128, "layers": 12, "heads": 12, "width": 768, "batch": 4, "runs": 1}},
@@ -385,7 +400,7 @@ QUICK = {
     "overhead": {"depth": 8, "batch": 4, "runs": 1},
     "lesion": {"depth": 8, "inputs": 16, "lesion_batch": 8, "max_k": 2, "samples_per_k": 1},
     "memory": {"depth": 8, "batch": 4},
-    "tracker": {"samples": 200, "epochs": 1, "probe": 8, "repeats": 1},
+    "tracker": {"study": "ssf-dynamics", "quick": True, "repeats": 1},
     "scaling": {"depths": [8, 14], "batch": 2},
     "transformers": {"vit": {"image": 32, "layers": 2, "heads": 2, "width": 16, "batch": 2, "runs": 1},
                      "gpt2": {"tokens": 16, "layers": 2, "heads": 2, "width": 16, "batch": 2, "runs": 1}},

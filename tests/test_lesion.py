@@ -397,3 +397,91 @@ def test_sequence_outputs_are_scored_per_token(next_token):
     base = fast[fast.variant == -1].iloc[0]
     assert base.samples == int(keep.sum())
     assert base.error == pytest.approx(want_error) and base.loss == pytest.approx(want_loss, rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------------
+# Batch-norm recalibration of a lesioned network
+
+
+class _Zero(nn.Module):
+    """A residual branch that adds nothing: the naive lesioned unit computes post(shortcut(x))."""
+
+    def __init__(self, block):
+        super().__init__()
+        self.shortcut, self.dense = block.shortcut, block.kind == "dense"
+        self.out_channels = getattr(block.residual, "out_channels", None)
+
+    def forward(self, x):
+        if self.dense:  # a DenseNet layer adds zero channels
+            return x.new_zeros((x.shape[0], self.out_channels) + tuple(x.shape[2:]))
+        return torch.zeros_like(x if self.shortcut is None else self.shortcut(x))
+
+
+def _naive_lesioned_copy(model, deleted):
+    import copy
+
+    naive = copy.deepcopy(model)
+    for u in unravel.find_units(naive):
+        if u.index in deleted:
+            u.module.residual = _Zero(u.module)
+    return naive
+
+
+@pytest.mark.parametrize("build", [models.resnet_cifar, models.densenet_bc])
+def test_recalibrated_statistics_equal_one_pass_over_the_data(build):
+    """After recalibration inside a lesion, every BN layer's running mean and variance equal the
+    mean over batches of its input's batch mean and unbiased variance, computed in one pass over
+    the data with the subnetwork built by hand (float64); on exit every bit is back."""
+    torch.manual_seed(0)
+    model = _randomize_bn(build(14, width=4) if build is models.resnet_cifar else build(16, growth=4)).double()
+    x = torch.randn(96, 3, 8, 8, dtype=torch.float64)
+    y = torch.zeros(96, dtype=torch.long)
+    deleted = {1, 3}
+    before = state_hash(model)
+    old = {name: m.running_mean.clone() for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    # the reference: the naive lesioned copy in train mode, each BN layer's inputs per batch
+    naive = _naive_lesioned_copy(model, deleted).train()
+    seen = {}
+    hooks = [m.register_forward_pre_hook(lambda m, a, name=name: seen.setdefault(name, []).append(a[0].detach()))
+             for name, m in naive.named_modules() if isinstance(m, nn.BatchNorm2d)]
+    with torch.no_grad():
+        for start in range(0, 96, 32):
+            naive(x[start:start + 32])
+    for h in hooks:
+        h.remove()
+    model.eval()
+    with lesion.delete(model, sorted(deleted)), lesion.recalibrated_bn(model, (x, y), batch_size=32):
+        assert not model.training  # modes are restored
+        stats = {name: m for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
+        assert set(seen) < set(stats) and len(seen) > 4
+        for name, m in stats.items():
+            if name not in seen:  # in a deleted unit's branch: it did not run and keeps its statistics
+                assert torch.equal(m.running_mean, old[name]) and int(m.num_batches_tracked) == 0
+                continue
+            batches = seen[name]
+            mean = torch.stack([b.mean((0, 2, 3)) for b in batches]).mean(0)
+            var = torch.stack([b.var((0, 2, 3), unbiased=True) for b in batches]).mean(0)
+            assert torch.allclose(m.running_mean, mean, rtol=1e-10, atol=1e-12), name
+            assert torch.allclose(m.running_var, var, rtol=1e-10, atol=1e-12), name
+            assert int(m.num_batches_tracked) == 3 and m.momentum == 0.1
+        recal = model(x[:8])
+    assert state_hash(model) == before
+    with torch.no_grad(), lesion.delete(model, sorted(deleted)):
+        assert not torch.allclose(model(x[:8]), recal)  # the old statistics give another network
+
+
+def test_recalibrate_max_examples_and_bad_input():
+    torch.manual_seed(0)
+    model = models.resnet_cifar(8, width=4, dims=1, in_channels=1)
+    x = torch.randn(50, 1, 12)
+    data = (x, torch.zeros(50, dtype=torch.long))
+    lesion.recalibrate_bn(model, data, batch_size=64, max_examples=20)
+    stem_bn = model.stem[1]
+    with torch.no_grad():
+        inp = model.stem[0](x[:20])
+    assert torch.allclose(stem_bn.running_mean, inp.mean((0, 2)), atol=1e-6)
+    assert int(stem_bn.num_batches_tracked) == 1
+    with pytest.raises(ValueError, match="max_examples"):
+        lesion.recalibrate_bn(model, data, max_examples=0)
+    with pytest.raises(ValueError, match="empty"):
+        lesion.recalibrate_bn(model, (x[:0], torch.zeros(0, dtype=torch.long)))

@@ -17,13 +17,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._utils import as_tuple, eval_mode
+from ._utils import as_tuple, check_int, eval_mode, model_device, saved_modes
 from .errors import ArgumentError
 from .interventions import intervene
 from .units import ResidualUnit, find_units
 
-__all__ = ["delete", "reorder", "unit_shapes", "resolve_units", "delete_each", "delete_random", "reorder_random",
-           "COLUMNS"]
+__all__ = ["delete", "reorder", "unit_shapes", "resolve_units", "recalibrate_bn", "recalibrated_bn", "delete_each",
+           "delete_random", "reorder_random", "COLUMNS"]
 
 
 # ------------------------------------------------------------------------------------------
@@ -238,6 +238,145 @@ def reorder(model: nn.Module, order: Sequence[int], example_inputs=None):
     order = _check_order(units, order, shapes)
     with intervene(model, place={p: q for p, q in enumerate(order) if p != q}):
         yield model
+
+
+# ------------------------------------------------------------------------------------------
+# Batch-norm statistics of a lesioned network
+
+
+def _norm_layers(model: nn.Module) -> list:
+    return [m for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, data: Any, *, batch_size: int = 256, max_examples: int | None = None,
+                   device=None) -> nn.Module:
+    """Recompute every BatchNorm layer's running statistics from ``data``, in place, for the
+    network as it runs now (inside a lesion: the lesioned network).
+
+    A deleted unit changes what the layers after it receive, so the running statistics the
+    trained network kept no longer describe their inputs: evaluated with them, a subnetwork is
+    out of distribution (lesion damage rather than what the subnetwork computes). This resets
+    them and makes one pass over ``data`` with the BatchNorm layers in train mode and momentum
+    None (a cumulative average), every other module in eval mode (no dropout) and no
+    gradients; modes and momenta are restored, and a layer that did not run (in a deleted
+    unit's branch) keeps its statistics. :func:`recalibrated_bn` puts the old statistics
+    back afterwards.
+
+    Parameters
+    ----------
+    model : nn.Module
+    data : DataSplit, Dataset, DataLoader or (inputs, targets)
+        A DataSplit gives its train split; a DataLoader is used as it is.
+    batch_size : int
+        Examples per forward pass. The running mean (variance) becomes the mean over batches of
+        each batch's mean (unbiased variance): with one batch, exactly the data's.
+    max_examples : int, optional
+        Use only the first so many examples.
+    device : optional
+        Default: where the model is.
+
+    Returns
+    -------
+    nn.Module
+        The model.
+
+    Raises
+    ------
+    ArgumentError
+        If ``data`` is empty, or ``max_examples`` or ``batch_size`` is not a positive integer.
+
+    Examples
+    --------
+    >>> import torch, unravel
+    >>> net = unravel.models.resnet_cifar(8, width=4, dims=1, in_channels=1)
+    >>> x, y = torch.randn(64, 1, 40), torch.zeros(64, dtype=torch.long)
+    >>> with unravel.lesion.delete(net, [1]), unravel.lesion.recalibrated_bn(net, (x, y)):
+    ...     int(net.stage3[0].residual[1].num_batches_tracked)
+    1
+    >>> int(net.stage3[0].residual[1].num_batches_tracked)
+    0
+    """
+    from .train import as_loader
+
+    batch_size = check_int("batch_size", batch_size, 1)
+    max_examples = check_int("max_examples", max_examples, 1, allow_none=True)
+    loader = _batches(data, batch_size) or as_loader(data, batch_size, split="train")
+    device = model_device(model, device)
+    layers = _norm_layers(model)
+    momenta = [m.momentum for m in layers]
+    saved = [[b.detach().clone() for b in m.buffers()] for m in layers]
+    seen = 0
+    with saved_modes(model):
+        model.eval()
+        for m in layers:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the batches
+            m.train()
+        try:
+            for batch in loader:
+                x = batch[0] if isinstance(batch, (tuple, list)) else batch
+                if max_examples is not None:
+                    x = x[: max_examples - seen]
+                if len(x) == 0:
+                    break
+                model(x.to(device))
+                seen += len(x)
+                if max_examples is not None and seen >= max_examples:
+                    break
+        finally:
+            for m, momentum, old in zip(layers, momenta, saved):
+                m.momentum = momentum
+                if not int(m.num_batches_tracked):  # not run (a deleted unit's branch): as it was
+                    for b, v in zip(m.buffers(), old):
+                        b.copy_(v)
+    if seen == 0:
+        raise ArgumentError("recalibrate_bn got no examples (the data is empty): give data with at least one example.")
+    return model
+
+
+def _batches(data, batch_size):
+    """Slices of the inputs where ``data`` holds them as one tensor (a DataSplit's train split, a
+    TensorDataset, a tuple): no per-example collation, which costs more than the forward here."""
+    from torch.utils.data import TensorDataset
+
+    from .data import DataSplit
+
+    if isinstance(data, DataSplit):
+        data = data.train
+    if isinstance(data, TensorDataset):
+        data = data.tensors
+    if isinstance(data, (tuple, list)) and data and all(torch.is_tensor(t) for t in data):
+        x = data[0]
+        return [(x[i:i + batch_size],) for i in range(0, len(x), batch_size)] or [(x,)]
+    return None
+
+
+@contextlib.contextmanager
+def recalibrated_bn(model: nn.Module, data: Any, **kwargs):
+    """:func:`recalibrate_bn` inside; every BatchNorm buffer bit-exactly as before on exit (also
+    through an exception). Keyword arguments go to :func:`recalibrate_bn`.
+
+    Examples
+    --------
+    >>> import torch, unravel
+    >>> net = unravel.models.resnet_cifar(8, width=4, dims=1, in_channels=1)
+    >>> data = (torch.randn(32, 1, 40), torch.zeros(32, dtype=torch.long))
+    >>> before = {k: v.clone() for k, v in net.state_dict().items()}
+    >>> with unravel.lesion.delete(net, [0, 2]), unravel.lesion.recalibrated_bn(net, data):
+    ...     out = net.eval()(data[0])
+    >>> all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    True
+    """
+    saved = [(b, b.detach().clone()) for m in _norm_layers(model) for b in m.buffers()]
+    try:
+        recalibrate_bn(model, data, **kwargs)
+        yield model
+    finally:
+        with torch.no_grad():
+            for b, old in saved:
+                b.copy_(old)
 
 
 # The lesion studies live in unravel.sweeps; re-exported here, where users look for them.

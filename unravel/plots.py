@@ -11,7 +11,7 @@ from .errors import ArgumentError
 
 __all__ = ["path_length_distribution", "deletion_errors", "error_vs_k", "gradient_by_length",
            "length_heatmap", "norm_ratios", "subnetwork_errors", "by_epoch", "unit_spectra", "spectrum_distribution",
-           "draw_paths", "draw_graph", "save"]
+           "over_training", "draw_paths", "draw_graph", "save"]
 
 
 def _axes(ax, size=(6.0, 3.6)):
@@ -245,17 +245,18 @@ def gradient_by_length(frame, y: str = "per_path_norm", hue: str | None = "metho
     return _finish(ax)
 
 
-def length_heatmap(frame, value: str = "share", ax=None):
-    """Epoch-by-length heatmap of the gradient's distribution over path lengths (from
-    :meth:`PathLengthTracker.to_frame`, one ``wrt`` at a time)."""
+def length_heatmap(frame, value: str = "share", ax=None, index: str = "epoch"):
+    """Record-by-length heatmap of the gradient's distribution over path lengths (from
+    :meth:`PathLengthTracker.to_frame`, one ``wrt`` and group at a time), averaged over what
+    else the frame holds (seeds); ``index="step"`` for records at chosen steps."""
     import seaborn as sns
 
-    _require(frame, ["epoch", "length", value], "length_heatmap")
+    _require(frame, [index, "length", value], "length_heatmap")
     ax = _axes(ax, size=(6.5, 3.6))
-    table = frame.pivot_table(index="epoch", columns="length", values=value, aggfunc="mean")
+    table = frame.pivot_table(index=index, columns="length", values=value, aggfunc="mean")
     sns.heatmap(table, cmap="magma", ax=ax, cbar_kws={"label": value})
     ax.set_xlabel("path length")
-    ax.set_ylabel("epoch")
+    ax.set_ylabel(index)
     return ax
 
 
@@ -374,6 +375,45 @@ def spectrum_distribution(frame, hue: str | None = "net", style: str | None = "u
     ax.set_ylim(0, 1.01)
     ax.legend(fontsize=8, frameon=False)
     return _finish(ax)
+
+
+def over_training(frame, y: str, hue: str | None = None, x: str = "step", ylabel: str | None = None, ax=None):
+    """A quantity over training: per ``hue``, the mean over seeds at each ``x`` and a band from
+    the lowest to the highest seed (rows of one seed, ``hue`` and ``x`` are averaged first:
+    draws). Steps are on a symmetric-log axis, so the first steps and the last epochs both show.
+
+    Examples
+    --------
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> import pandas as pd, unravel
+    >>> f = pd.DataFrame({"seed": [0, 0, 1, 1], "step": [0, 10, 0, 10], "error": [0.9, 0.2, 0.8, 0.3]})
+    >>> unravel.plots.over_training(f, "error").get_xscale()
+    'symlog'
+    """
+    import seaborn as sns
+
+    _require(frame, ["seed", x, y] + ([hue] if hue else []), "over_training")
+    keys = ["seed", x] + ([hue] if hue else [])
+    data = frame.groupby(keys, as_index=False)[y].mean()
+    ax = _axes(ax)
+    sns.lineplot(data=data, x=x, y=y, hue=hue, errorbar=("pi", 100), marker="o", markersize=3, ax=ax,
+                 palette="viridis" if hue and _numeric(data[hue]) else None)
+    ax.set_xscale("symlog", linthresh=1)
+    if data[x].min() >= 0:  # no room for negative steps
+        ax.set_xlim(left=-0.3, right=float(data[x].max()) * 1.15)
+    ax.set_xlabel({"step": "optimisation step"}.get(x, x))
+    ax.set_ylabel(ylabel or y)
+    if hue:
+        ax.legend(title=hue, fontsize=8, frameon=False)
+    return _finish(ax)
+
+
+def _numeric(series) -> bool:
+    import pandas as pd
+
+    return pd.api.types.is_numeric_dtype(series)
+
+
 
 
 def save(ax_or_fig, path_without_suffix) -> list:

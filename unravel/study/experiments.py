@@ -17,7 +17,7 @@ from ..units import find_units
 from . import claims
 from .kinds import KINDS, register_kind
 from .stats import Trials
-from .spec import QuickstartAnalysis, SsfDynamicsAnalysis, VeitLesionAnalysis, VeitPathsAnalysis
+from .spec import QuickstartAnalysis, VeitLesionAnalysis, VeitPathsAnalysis
 
 __all__: list[str] = []
 
@@ -196,47 +196,6 @@ def _veit_paths(ctx) -> list:
     return out
 
 
-@register_kind("ssf-dynamics", roles=("resnet",), optional_roles=("densenet", "se_resnet"),
-               analysis=SsfDynamicsAnalysis)
-def _ssf_dynamics(ctx) -> list:
-    """Shallow subnetworks first: path-length shares and random subnetworks over training; every seed."""
-    a = ctx.analysis
-    roles = [r for r in ("resnet", "densenet", "se_resnet") if r in ctx.spec.models]
-    tfs, sfs, lasts, hist = {r: [] for r in roles}, {r: [] for r in roles}, [], []
-    for seed in _seed_bar(ctx, "seeds"):
-        for role in roles:
-            model = ctx.model(role, seed)
-            n = len(find_units(model))
-            subs = sorted({max(1, int(round(f * n))) for f in a.subnetwork_fractions})
-            tracker = attribution.PathLengthTracker(ctx.probe(), wrt=("units",), subnetwork_units=subs,
-                                                    subnetwork_samples=a.subnetwork_samples, seed=seed)
-            hist.append(ctx.fit(model, callbacks=[tracker], seed=seed).to_frame().assign(model=role, seed=seed))
-            tf = tracker.to_frame().assign(model=role, seed=seed)
-            tfs[role].append(tf)
-            sfs[role].append(tracker.subnetworks_frame().assign(model=role, seed=seed))
-            last = tf[tf.epoch == tf.epoch.max()]
-            lasts.append({"seed": seed, "model": role, "mean_length": float(last.mean_length.iloc[0]), "units": n})
-    _train_frames(ctx, "train", hist)
-    for role in roles:
-        tf = ctx.frame(f"paths_{role}", pd.concat(tfs[role], ignore_index=True))
-        sf = ctx.frame(f"subnetworks_{role}", pd.concat(sfs[role], ignore_index=True))
-        ctx.figure(f"heatmap_{role}", plots.length_heatmap(tf), f"{role}: share of the parameter gradient by path "
-                   "length, over training (mean over seeds)")
-        ctx.figure(f"subnetworks_{role}", plots.subnetwork_errors(sf), f"{role}: error of random subnetworks over "
-                   "training, mean and 95% interval over draws and seeds")
-    res_tf = pd.concat(tfs["resnet"], ignore_index=True)
-    records = res_tf.groupby(["seed", "epoch"], as_index=False).mean_length.first()
-    subnets = pd.concat(sfs["resnet"], ignore_index=True)
-    lasts = pd.DataFrame(lasts)
-    out = [claims.claim_shallow_first(Trials(subnets, draws=["subnetwork_units"], cluster="draw"),
-                                      n_boot=a.n_boot),
-           claims.claim_mean_length_moves(Trials(records), n_boot=a.n_boot)]
-    if "densenet" in roles:
-        out.append(claims.claim_dense_shallower(Trials(lasts[lasts.model.isin(["resnet", "densenet"])]),
-                                                n_boot=a.n_boot))
-    if "se_resnet" in roles:
-        out.append(claims.claim_alike(Trials(lasts[lasts.model.isin(["resnet", "se_resnet"])]), n_boot=a.n_boot))
-    return out
 
 
 @register_kind("quickstart", analysis=QuickstartAnalysis)

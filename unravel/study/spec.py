@@ -155,12 +155,25 @@ class VeitPathsAnalysis:
 
 @dataclass(frozen=True)
 class SsfDynamicsAnalysis:
-    """``analysis:`` of an ``ssf-dynamics`` study: probe batch and random subnetworks."""
+    """``analysis:`` of an ``ssf-dynamics`` study: the probe, the record steps, the random
+    subnetworks and the shallow nets trained alone."""
 
-    probe_size: int = setting(128, integer(1))
+    #: Training examples in the probe batch the histograms are recorded on, in train mode (its
+    #: batch statistics, as training sees them): best the training batch size.
+    probe_size: int = setting(64, integer(1))
+    #: Ratio between record steps in the first epoch (``log_spaced_steps``): 2 records after
+    #: steps 1, 2, 4, 8, ...; then after every epoch.
+    log_base: float = setting(2.0, number(1, open_low=True))
+    #: Units kept by the ResNet's random subnetworks, as fractions of its units (1: the whole net).
     subnetwork_fractions: tuple = setting((0.25, 0.5, 0.75, 1.0),
                                            list_of(number(0, 1, open_low=True), "fractions in (0, 1]"))
     subnetwork_samples: int = setting(3, integer(1))
+    #: Training examples the subnetworks' BatchNorm statistics are recalibrated on.
+    calibration_examples: int = setting(1024, integer(1))
+    #: Test examples every error is measured on.
+    eval_examples: int = setting(1000, integer(1))
+    #: Depths of the ResNet trained alone beside the spec's (the shallow nets); empty: none.
+    shallow_depths: tuple = setting((8, 14), list_of(integer(1), "depths"))
     n_boot: int = setting(1000, integer(10))
 
 
