@@ -27,7 +27,7 @@ from ._utils import check_int, eval_mode, logits_of, model_device
 from .errors import ArgumentError
 from .models.registry import register_model
 
-__all__ = ["gpt2", "LMTraining", "fit", "evaluate", "trained", "next_token_loss", "cache_key"]
+__all__ = ["gpt2", "LMTraining", "fit", "evaluate", "trained", "train_study_model", "next_token_loss", "cache_key"]
 
 
 def gpt2(num_classes: int = 256, context: int = 128, depth: int = 6, width: int = 256, heads: int = 4,
@@ -243,14 +243,14 @@ def _describe(model: nn.Module) -> dict:
 
 def cache_key(model: nn.Module, data, training: LMTraining, seed: int, device) -> str:
     """The settings a trained checkpoint is cached under (JSON): the model's class and config, the
-    data (its name, context, and the corpus fingerprint: the standard library differs between
+    data (its name, context, validation windows, and the corpus fingerprint: the standard library differs between
     machines), the training settings, the seed, the device type, the versions of torch and
     transformers, and a hash of the code the training depends on."""
     import transformers
 
     fp = data.corpus.fingerprint()
     return json.dumps({"model": _describe(model), "data": {"name": data.name, "context": int(data.input_shape[0]),
-                                                           "corpus": fp},
+                                                           "validation": len(data.validation), "corpus": fp},
                        "training": dataclasses.asdict(training), "seed": int(seed),
                        "device": torch.device(device).type if device is not None else "cpu",
                        "torch": torch.__version__, "transformers": transformers.__version__, "code": _code_hash()},
@@ -300,3 +300,34 @@ def trained(model: nn.Module, data, training: LMTraining | None = None, *, seed:
         os.replace(tmp, path)
     return model, history
 
+
+
+def train_study_model(seed: int = 0, *, study: str = "lm-ensemble", quick: bool = False, steps: int | None = None,
+                      device="cpu", cache: bool = True, progress: bool = True):
+    """``(model, history, data)``: the language model of a study spec (its ``models.lm``, data and
+    training settings; ``quick``: its quick overrides) trained from ``seed`` (or read from the
+    cache): what ``unravel lm train`` runs, and the very model the study then reuses.
+
+    Examples
+    --------
+    >>> import os, tempfile, unravel
+    >>> os.environ["UNRAVEL_CACHE"] = tempfile.mkdtemp()
+    >>> model, hist, data = unravel.lm.train_study_model(quick=True, steps=2, progress=False)
+    >>> len(unravel.find_units(model)), hist.step.tolist()[-1]
+    (8, 2)
+    """
+    from .study.spec import load_spec, parse_spec
+
+    spec = load_spec(study, quick=quick)
+    if steps is not None:
+        spec.setdefault("analysis", {})["steps"] = check_int("steps", steps, 1)
+    checked = parse_spec(spec)
+    if "lm" not in checked.models or not hasattr(checked.analysis, "training"):
+        raise ArgumentError(f"study {study!r} trains no language model (it needs models.lm and an lm-ensemble "
+                            "analysis).")
+    data = checked.data.load()
+    torch.manual_seed(seed)
+    model = checked.models["lm"].build(data).to(device)
+    model, history = trained(model, data, checked.analysis.training, seed=seed, device=device, cache=cache,
+                             progress=progress)
+    return model, history, data

@@ -55,7 +55,7 @@ def retained_accuracy(frame, layers=None) -> np.ndarray:
     >>> from unravel.study.lm_claims import retained_accuracy
     >>> f = pd.DataFrame({"variant": [-1, 0, 1], "layer": [-1, 0, 1], "error": [0.5, 0.75, 0.6]})
     >>> retained_accuracy(f).round(3).tolist(), retained_accuracy(f, [1]).round(3).tolist()
-    [[0.5, 0.8], [0.8]]
+    ([0.5, 0.8], [0.8])
     """
     v, e = frame.variant.to_numpy(), frame.error.to_numpy(float)
     base = 1.0 - float(e[v == -1].mean())
@@ -95,7 +95,7 @@ def claim_first_layer(layers: Trials, *, margin: float = 0.5, n_boot: int = 1000
     >>> c = claim_first_layer(Trials(pd.concat([f.assign(seed=0), f.assign(seed=1, error=f.error + 0.01)])),
     ...                       n_boot=50)
     >>> round(c["estimate"], 3), c["verdict"]
-    (0.175, 'supported')
+    (0.16, 'supported')
     """
     f = layers.frame
     _check_columns(f, ["seed", "variant", "layer", "error"], "claim_first_layer")
@@ -202,7 +202,7 @@ def claim_deeper_prunable(layers: Trials, n_layers: int, *, margin: float = 0.0,
     ...                   "error": [0.4, 0.9, 0.6, 0.55, 0.42, 0.41, 0.7]})
     >>> c = claim_deeper_prunable(Trials(pd.concat([f.assign(seed=0), f.assign(seed=1)])), 6, n_boot=50)
     >>> round(c["estimate"], 3), c["verdict"]
-    (0.208, 'supported')
+    (0.267, 'supported')
     """
     f = layers.frame
     _check_columns(f, ["seed", "variant", "layer", "error"], "claim_deeper_prunable")
