@@ -95,12 +95,12 @@ class LMTraining:
     ``lr`` and decayed by a cosine to a tenth of it; weight decay on the weight matrices only;
     gradients clipped to norm 1; the validation windows scored every ``eval_every`` steps."""
 
-    steps: int = 600
-    batch_size: int = 16
-    lr: float = 2e-3
-    warmup: int = 50
+    steps: int = 1500
+    batch_size: int = 8
+    lr: float = 1.5e-3
+    warmup: int = 100
     weight_decay: float = 0.1
-    eval_every: int = 100
+    eval_every: int = 250
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "eval_every"):

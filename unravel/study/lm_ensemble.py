@@ -37,12 +37,12 @@ class LmEnsembleAnalysis:
     :class:`unravel.lm.LMTraining`; the spec's ``train:`` section does not apply and is refused)
     and what is measured."""
 
-    steps: int = setting(600, integer(1))
-    batch_size: int = setting(16, integer(1))
-    lr: float = setting(2e-3, number(0, open_low=True))
-    warmup: int = setting(50, integer(0))
+    steps: int = setting(1500, integer(1))
+    batch_size: int = setting(8, integer(1))
+    lr: float = setting(1.5e-3, number(0, open_low=True))
+    warmup: int = setting(100, integer(0))
     weight_decay: float = setting(0.1, number(0))
-    eval_every: int = setting(100, integer(1))
+    eval_every: int = setting(250, integer(1))
     #: Numbers of random units deleted together (k = 1 is every single unit).
     ks: tuple = setting((2, 3, 4, 6, 8), list_of(integer(1), "positive integers"))
     samples_per_k: int = setting(20, integer(1))
