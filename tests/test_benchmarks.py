@@ -25,3 +25,17 @@ def test_benchmark_harness_quick(tmp_path):
     assert "== protocol" in proc.stdout
     for name in ("vit", "gpt2"):
         assert r["transformers"][name]["units"] == 4 and r["transformers"][name]["delete_each_speedup"] > 0
+
+
+@pytest.mark.slow
+def test_prune_benchmark_quick(tmp_path):
+    """benchmarks/prune.py --quick: both cases run, the greedy loop agrees with select()."""
+    out = tmp_path / "prune.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "prune.py"), "--quick", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads(out.read_text())["results"]
+    for name in ("resnet", "gpt2"):
+        assert r["greedy"][name]["same_choice"] and r["greedy"][name]["speedup"] > 0
+        rows = r["speedup"][name]["rows"]
+        assert rows[0]["speedup"] == 1 and rows[-1]["share_params_removed"] > 0

@@ -13,7 +13,7 @@ from unravel.errors import ArgumentError, SpecError
 from unravel.study import kinds
 from .conftest import state_hash
 
-STUDIES = ["veit-lesion", "veit-paths", "ssf-dynamics", "norm-preservation", "quickstart"]
+STUDIES = ["veit-lesion", "veit-paths", "ssf-dynamics", "norm-preservation", "quickstart", "lm-ensemble"]
 #: The quickest quick run stays in the default suite; the others are marked slow.
 FAST = "norm-preservation"
 
@@ -259,3 +259,42 @@ def test_a_registered_kind_runs_with_its_checked_settings(tmp_path, monkeypatch)
     with pytest.raises(SpecError, match="'models.teacher' is unknown"):
         study.run_study({**spec, "models": {**spec["models"], "teacher": {"name": "resmlp"}}}, tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["count-units"]  # nothing written for refused specs
+
+
+LM_CLAIMS = ["first-layer", "middle-layers", "middle-swaps", "deeper-prunable", "lm-smooth-growth", "mean-length",
+             "effective-fraction"]
+
+
+def test_lm_ensemble_end_to_end_on_a_tiny_model(tmp_path):
+    spec = study.load_spec("lm-ensemble", quick=True)
+    spec["data_options"] = {"context": 16, "train_windows": 4, "validation_windows": 4, "test_windows": 6}
+    spec["models"]["lm"].update(depth=4, width=16)
+    spec["analysis"].update(steps=3, eval_every=3, ks=[2, 3, 99], samples_per_k=2, probe_size=2, n_boot=20)
+    spec["seeds"] = [0, 1]
+    folder = study.run_study(spec, tmp_path, progress=False)
+    summary = json.loads((folder / "summary.json").read_text())
+    assert [c["id"] for c in summary["claims"]] == LM_CLAIMS
+    for c in summary["claims"]:  # an untrained model: every verdict inconclusive, and it says why
+        assert c["verdict"] == "inconclusive" and "did not learn the text" in c["why"] and c["seeds"] == [0, 1]
+    layers = pd.read_csv(folder / "delete_layer.csv")
+    each = pd.read_csv(folder / "delete_each.csv")
+    swaps = pd.read_csv(folder / "swap_adjacent.csv")
+    rnd = pd.read_csv(folder / "delete_random.csv")
+    assert len(layers) == 2 * 5 and len(each) == 2 * 9 and len(swaps) == 2 * 4  # rows and baselines, per seed
+    assert sorted(rnd.k.unique()) == [0, 1, 2, 3] and (rnd[rnd.k >= 2].groupby(["seed", "k"]).size() == 2).all()
+    assert set(layers.per) == {"token"} and (layers.samples == 6 * 15).all()
+    assert json.loads((folder / "corpus.json").read_text())["files"]["test"] > 0
+    assert "lm-ensemble" in study.list_studies()
+
+
+def test_lm_ensemble_spec_is_checked():
+    spec = study.load_spec("lm-ensemble", quick=True)
+    with pytest.raises(SpecError, match="'train' does not apply"):
+        study.parse_spec({**spec, "train": {"epochs": 2}})
+    with pytest.raises(SpecError, match="trains on 'stdlib'"):
+        study.parse_spec({**spec, "data": "digits", "data_options": {}})
+    with pytest.raises(SpecError, match="'analysis.step' is unknown"):
+        study.parse_spec({**spec, "analysis": {"step": 3}})
+    parsed = study.parse_spec(study.load_spec("lm-ensemble"))
+    assert parsed.seeds == (0, 1, 2) and parsed.analysis.samples_per_k >= 20
+    assert parsed.analysis.training.steps == parsed.analysis.steps

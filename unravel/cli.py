@@ -1,8 +1,8 @@
 """The ``unravel`` command line.
 
 ``unravel study run NAME|FILE``, ``unravel study list``, ``unravel train``, ``unravel lesion``,
-``unravel prune``, ``unravel paths``, ``unravel units``, ``unravel data`` and ``unravel demo``. Every option is checked
-before data is loaded or a model trained. A user's mistake (an :class:`~unravel.errors.UnravelError`)
+``unravel prune``, ``unravel paths``, ``unravel units``, ``unravel data``, ``unravel lm train`` and
+``unravel demo``. Every option is checked before data is loaded or a model trained. A user's mistake (an :class:`~unravel.errors.UnravelError`)
 is one line on stderr and exit status 2; anything else is a bug and keeps its traceback.
 """
 
@@ -207,7 +207,7 @@ def _cmd_train(args):
 
 
 def _cmd_lesion(args):
-    from . import lesion
+    from . import data as data_mod, lesion
     from .units import find_units
 
     d, model = _setup(args)
@@ -218,7 +218,7 @@ def _cmd_lesion(args):
                                 f"k must lie in 1..{n}")
     _prepare(args, model, d)
     # token ids are language-model data: the output at position t is scored against token t + 1
-    common = dict(progress=not args.no_progress, results=args.results, next_token=args.data == "token_ids")
+    common = dict(progress=not args.no_progress, results=args.results, next_token=args.data in data_mod.TOKENS)
     if args.kind == "delete_each":
         frame = lesion.delete_each(model, d, **common)
     else:
@@ -229,7 +229,7 @@ def _cmd_lesion(args):
 
 
 def _cmd_prune(args):
-    from . import prune, train
+    from . import data as data_mod, prune, train
     from .units import find_units
 
     if args.model_arg is not None:
@@ -239,10 +239,17 @@ def _cmd_prune(args):
         raise ArgumentError(f"--out {args.out!r} is a file; give a folder to write the pruned model and report into")
     d, model = _setup(args)
     _prepare(args, model, d)
+    tokens = args.data in data_mod.TOKENS
     sel = prune.select(model, d, budget=args.budget, strategy=args.strategy, metric=args.metric, group=args.group,
-                       max_units=args.max_units, batch_size=args.batch_size, next_token=args.data == "token_ids",
+                       max_units=args.max_units, batch_size=args.batch_size, next_token=tokens,
                        progress=not args.no_progress)
     pruned = prune.remove(model, sel.units)
+    healing = None
+    if args.heal:
+        before = prune.quality(pruned, d, "test", next_token=tokens)
+        h = prune.heal(pruned, d, steps=args.heal, lr=args.heal_lr, next_token=tokens, seed=args.seed,
+                       progress=not args.no_progress)
+        healing = (h, before, prune.quality(pruned, d, "test", next_token=tokens))
     out.mkdir(parents=True, exist_ok=True)
     sel.frame.to_csv(out / "selection.csv", index=False)
     if prune._is_hf(pruned):
@@ -254,16 +261,24 @@ def _cmd_prune(args):
         saved = train.save(pruned, out / "model.pt", {k: v for k, v in meta.items() if v is not None})
     units = find_units(model)
     before, after = (sum(p.numel() for p in m.parameters()) for m in (model, pruned))
-    (out / "report.md").write_text(_prune_report(args, sel, len(units), before, after, saved))
+    (out / "report.md").write_text(_prune_report(args, sel, len(units), before, after, saved, healing))
     last = sel.frame[sel.frame.units_removed == len(sel.units)].iloc[-1] if sel.units else sel.frame.iloc[0]
     print(f"removed {len(sel.units)} of {len(units)} units ({', '.join(sel.names) or 'none'}): {args.metric} "
           f"{sel.baseline[args.metric]:.4g} -> {last[args.metric]:.4g} (budget +{args.budget:g}); parameters "
           f"{before:,} -> {after:,}")
+    if healing:
+        print(_healing_line(*healing))
     print(f"wrote {saved}, {out / 'selection.csv'} and {out / 'report.md'}")
     return 0
 
 
-def _prune_report(args, sel, n_units, before, after, saved) -> str:
+def _healing_line(h, before, after) -> str:
+    return (f"healed {h.steps} steps (Adam, lr {h.lr:g}, batch {h.batch_size}) in {h.seconds:.1f} s: training loss "
+            f"{h.loss_before:.4g} -> {h.loss_after:.4g} (first {h.examples} training examples); test error "
+            f"{before['error']:.4g} -> {after['error']:.4g}, test loss {before['loss']:.4g} -> {after['loss']:.4g}")
+
+
+def _prune_report(args, sel, n_units, before, after, saved, healing=None) -> str:
     f = sel.frame
     cols = ["step", "units_removed", "removed", "error", "loss", "within_budget", "score"]
     lines = [f"# unravel prune: {args.model} on {args.data}", "",
@@ -275,7 +290,9 @@ def _prune_report(args, sel, n_units, before, after, saved) -> str:
              f"- pruned model: `{saved}`" + (" (load it with `unravel.prune.load(path, model)`, `model` the "
                                             "unpruned architecture)" if str(saved).endswith(".pt") else
                                             " (load it with `unravel.prune.from_pretrained(path)`)"),
-             "", "## Quality against units removed", "",
+             *([f"- {_healing_line(*healing)}; the saved model is the healed one"] if healing else []),
+             "", "## Quality against units removed (before healing)" if healing else "## Quality against units removed",
+             "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in f.iterrows():
         cells = [str(r.step), str(r.units_removed), r.removed or "-", f"{r.error:.4f}", f"{r.loss:.4f}",
@@ -325,6 +342,25 @@ def _cmd_study_run(args):
         print(f"[{c['verdict']:>12s}] {c['statement']}: {est} [{lo}, {hi}] ({c['direction']} {c['margin']:g}"
               f"{'; ' + c['why'] if c['verdict'] == 'inconclusive' else ''})")
     print(f"results: {folder}  (report: {folder / 'report.md'})")
+    return 0
+
+
+def _cmd_lm_train(args):
+    from . import lm
+
+    model, hist, data = lm.train_study_model(args.seed, study=args.study, quick=args.quick, steps=args.steps,
+                                             device=args.device, cache=not args.no_cache,
+                                             progress=not args.no_progress)
+    fp = data.corpus.fingerprint()
+    print(f"corpus: Python {fp['python']} standard library, files {fp['files']}, bytes {fp['bytes']}, "
+          f"sha256 {fp['sha256']}")
+    print(hist.round(4).to_string(index=False))
+    m = lm.evaluate(model, data, "test")
+    print(f"test: {m['loss']:.4f} nats per byte = {m['bits_per_byte']:.4f} bits per byte, next-byte error "
+          f"{m['error']:.4f} ({m['tokens']:,} tokens)")
+    if args.save:
+        model.save_pretrained(args.save)
+        print(f"saved {args.save} (load it with transformers.GPT2LMHeadModel.from_pretrained)")
     return 0
 
 
@@ -423,6 +459,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="candidates: single units, or all units of a module (a transformer layer)")
     q.add_argument("--max-units", type=_count(1), default=None, help="remove at most this many candidates")
     q.add_argument("--batch-size", type=_count(1), default=256)
+    q.add_argument("--heal", type=_count(0), default=0, metavar="STEPS",
+                   help="fine-tune the pruned model for this many Adam steps on the training split (default 0: none)")
+    q.add_argument("--heal-lr", type=_positive_float, default=1e-4, help="learning rate of --heal (default 1e-4)")
     q.add_argument("--out", default="pruned", help="folder for the pruned model, selection.csv and report.md "
                                                    "(default pruned)")
     q.set_defaults(func=_cmd_prune)
@@ -444,6 +483,19 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=_count(0), default=0, help="seed of the stratified train/test split")
     f.add_argument("--test-fraction", type=_fraction, default=1 / 6)
     f.set_defaults(func=_cmd_fetch_mnist)
+
+    q = sub.add_parser("lm", help="the language model trained here on the standard library's source")
+    lsub = q.add_subparsers(dest="lm_command", required=True, metavar="ACTION")
+    t = lsub.add_parser("train", help="train (or read from the cache) the GPT-2 of the lm-ensemble study")
+    t.add_argument("--study", default="lm-ensemble", help="the study spec whose model and settings to use")
+    t.add_argument("--quick", action="store_true", help="the spec's quick settings: a tiny model, a few steps")
+    t.add_argument("--steps", type=_count(1), default=None, help="training steps (default: the spec's)")
+    t.add_argument("--seed", type=_count(0), default=0)
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--save", default=None, metavar="DIR", help="also write the model with save_pretrained into DIR")
+    t.add_argument("--no-cache", action="store_true", help="train again instead of reading the cached model")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=_cmd_lm_train)
 
     q = sub.add_parser("study", help="run or list the studies that test published claims")
     ssub = q.add_subparsers(dest="study_command", required=True, metavar="ACTION")
@@ -472,6 +524,7 @@ def main(argv=None) -> int:
     --------
     >>> from unravel.cli import main
     >>> main(["study", "list"])  # doctest: +ELLIPSIS
+    lm-ensemble          Language models as ensembles of paths: ...
     norm-preservation    Norm preservation: Jacobian spectra of identity and transition units over training (TPAMI 2021)
     ...
     0

@@ -11,7 +11,7 @@ from .errors import ArgumentError
 
 __all__ = ["path_length_distribution", "deletion_errors", "error_vs_k", "gradient_by_length",
            "length_heatmap", "norm_ratios", "subnetwork_errors", "by_epoch", "unit_spectra", "spectrum_distribution",
-           "over_training", "draw_paths", "draw_graph", "save"]
+           "over_training", "lesion_effects", "training_curves", "draw_paths", "draw_graph", "save"]
 
 
 def _axes(ax, size=(6.0, 3.6)):
@@ -414,6 +414,59 @@ def _numeric(series) -> bool:
     return pd.api.types.is_numeric_dtype(series)
 
 
+
+
+def lesion_effects(frame, x: str, y: str = "retained", reference: float | None = 1.0, ax=None,
+                   xlabel: str | None = None, ylabel: str | None = None):
+    """One column per lesion: each seed's value as a grey point and their mean with a 95%
+    interval (over the seeds) in black; a dotted line at ``reference`` (1: the unlesioned model,
+    for retained accuracy).
+
+    Examples
+    --------
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> import pandas as pd, unravel
+    >>> f = pd.DataFrame({"lesion": ["L0", "L1"] * 2, "retained": [0.2, 0.9, 0.3, 0.95], "seed": [0, 0, 1, 1]})
+    >>> unravel.plots.lesion_effects(f, "lesion").get_ylabel()
+    'retained accuracy'
+    """
+    import seaborn as sns
+
+    _require(frame, [x, y], "lesion_effects")
+    ax = _axes(ax, size=(max(4.0, 0.45 * frame[x].nunique() + 1.5), 3.6))
+    order = list(dict.fromkeys(frame[x]))
+    sns.stripplot(data=frame, x=x, y=y, order=order, color="0.6", size=4, jitter=0.15, ax=ax)
+    sns.pointplot(data=frame, x=x, y=y, order=order, color="black", linestyle="none", errorbar=("ci", 95),
+                  markers="_", markersize=12, ax=ax)
+    if reference is not None:
+        ax.axhline(reference, ls=":", color="black", lw=1)
+    ax.tick_params(axis="x", labelrotation=60, labelsize=8)
+    ax.set_xlabel(xlabel or x)
+    ax.set_ylabel(ylabel or {"retained": "retained accuracy"}.get(y, y))
+    return _finish(ax)
+
+
+def training_curves(frame, y: str = "val_bits_per_byte", hue: str | None = "seed", ax=None):
+    """A metric against training steps (from :func:`unravel.lm.fit`'s history), one line per
+    ``hue`` value.
+
+    Examples
+    --------
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> import pandas as pd, unravel
+    >>> f = pd.DataFrame({"step": [1, 2], "val_bits_per_byte": [4.0, 3.0], "seed": 0})
+    >>> unravel.plots.training_curves(f).get_xlabel()
+    'training step'
+    """
+    import seaborn as sns
+
+    _require(frame, ["step", y], "training_curves")
+    hue = hue if hue and hue in frame.columns else None
+    ax = _axes(ax)
+    sns.lineplot(data=frame, x="step", y=y, hue=hue, marker="o", ax=ax)
+    ax.set_xlabel("training step")
+    ax.set_ylabel({"val_bits_per_byte": "validation bits per byte"}.get(y, y))
+    return _finish(ax)
 
 
 def save(ax_or_fig, path_without_suffix) -> list:

@@ -6,7 +6,8 @@ parameters and computes, bit for bit, what the model computes inside ``lesion.de
 same units. :func:`select` says which units to remove: it adds units to the removed set, one
 step at a time, while the error (or loss) stays within a budget of the unlesioned model's, by one
 of four strategies (a greedy search measured with the lesion-sweep engine, and three one-shot
-rankings from the literature on layer pruning).
+rankings from the literature on layer pruning). :func:`heal` fine-tunes a pruned model briefly and
+says what that cost.
 
 How a removed unit is represented (it computes ``post(shortcut(x))``, see :mod:`unravel.units`):
 
@@ -48,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._heal import Healing, heal, quality
 from ._utils import check_choice, check_int, eval_mode, logits_of, model_device
 from .adapters import adapter_for, original_class
 from .errors import ArgumentError, ArgumentTypeError, CheckpointError, InterventionError, UnsupportedModelError
@@ -55,8 +57,8 @@ from .interventions import active_interventions, intervene
 from .lesion import resolve_units
 from .units import ResidualUnit, _inplace, find_units
 
-__all__ = ["remove", "select", "Selection", "load", "from_pretrained", "Bypass", "BypassChain", "ZeroBranch",
-           "ZeroChannels", "STRATEGIES", "COLUMNS"]
+__all__ = ["remove", "select", "heal", "Healing", "quality", "Selection", "load", "from_pretrained", "Bypass", "BypassChain",
+           "ZeroBranch", "ZeroChannels", "STRATEGIES", "COLUMNS"]
 
 #: The strategies of :func:`select`.
 STRATEGIES = ("greedy", "block_influence", "angular", "gradient_share")

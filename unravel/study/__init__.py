@@ -19,9 +19,11 @@ Examples
 
 from ..errors import SpecError
 from ..models.registry import BUILDERS as MODEL_BUILDERS
-from . import experiments, norm, ssf  # noqa: F401  (register the built-in kinds)
+from . import experiments, lm_ensemble, norm, ssf  # noqa: F401  (register the built-in kinds)
 from .claims import *  # noqa: F401,F403
 from .claims import __all__ as _claims_all
+from .lm_claims import *  # noqa: F401,F403
+from .lm_claims import __all__ as _lm_claims_all
 from .norm_claims import *  # noqa: F401,F403
 from .norm_claims import __all__ as _norm_claims_all
 from .ssf_claims import *  # noqa: F401,F403
@@ -35,4 +37,5 @@ from .spec import (STUDY_DIRS, DataSpec, ModelSpec, StudySpec, TrainSpec, apply_
 __all__ = ["run_study", "load_spec", "list_studies", "SpecError", "KINDS", "MODEL_BUILDERS", "STUDY_DIRS",
            "build_model", "load_data", "validate_spec", "parse_spec", "apply_quick", "environment",
            "register_kind", "kind_names", "Kind", "Context", "StudySpec", "DataSpec", "ModelSpec", "TrainSpec",
-           "Trials", "bootstrap", "decide", "VERDICTS", *_claims_all, *_norm_claims_all, *_ssf_claims_all]
+           "Trials", "bootstrap", "decide", "VERDICTS", *_claims_all, *_lm_claims_all, *_norm_claims_all,
+           *_ssf_claims_all]

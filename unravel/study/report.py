@@ -100,10 +100,13 @@ def report_markdown(spec, claims: list, *, seeds, device, quick: bool, figures: 
     if quick:
         lines += ["*Quick run (`--quick`): tiny models and few epochs, a smoke test of the pipeline; "
                   "its verdicts are not evidence either way.*", ""]
-    t = spec.train
-    lines += [f"Data: `{spec.data.name}` {dict(spec.data.options) or ''}; training: {t.epochs} epochs of {t.optimizer} "
-              f"(lr {t.lr if t.lr is not None else 'default'}, {t.schedule} schedule, weight decay {t.decay:g}, batch "
-              f"{t.batch_size}); seeds {list(seeds)}; device `{device}`."]
+    t, steps = spec.train, getattr(spec.analysis, "training", None)
+    trained = (f"{t.epochs} epochs of {t.optimizer} (lr {t.lr if t.lr is not None else 'default'}, {t.schedule} "
+               f"schedule, weight decay {t.decay:g}, batch {t.batch_size})") if steps is None else (
+        f"{steps.steps} steps of AdamW (batch {steps.batch_size}, lr {steps.lr:g} after {steps.warmup} warm-up "
+        f"steps, cosine decay, weight decay {steps.weight_decay:g})")
+    lines += [f"Data: `{spec.data.name}` {dict(spec.data.options) or ''}; training: {trained}; seeds {list(seeds)}; "
+              f"device `{device}`."]
     if environment:
         rev = environment.get("git_revision")
         lines += [f"Code: unravel {environment.get('versions', {}).get('unravel')}, git revision "
