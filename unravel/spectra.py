@@ -25,7 +25,6 @@ __all__ = ["spectrum_summary", "recalibrated", "measure_spectra", "SpectraTracke
 
 #: The columns :func:`spectrum_summary` adds per unit and example (besides the unit's own).
 SUMMARY_COLUMNS = ["n_values", "dev", "mean_log", "within", "q05", "q25", "q50", "q75", "q95", "min", "max"]
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 def spectrum_summary(spectra, band: float = 0.1, floor: float = 1e-4):
@@ -91,7 +90,8 @@ def recalibrated(model: nn.Module, inputs, batch_size: int = 512) -> nn.Module:
     """A copy of ``model`` whose BatchNorm running statistics are those of ``inputs``.
 
     Each BatchNorm layer's statistics are reset and averaged (with equal weight per batch of
-    ``batch_size``) over a no-gradient, train-mode pass of ``inputs``: in eval mode the copy then
+    ``batch_size``) over a no-gradient pass of ``inputs`` (:func:`unravel.lesion.recalibrate_bn`:
+    BatchNorm in train mode, every other module in eval mode): in eval mode the copy then
     normalises as training did at these weights, not with statistics left from earlier weights
     (or, before training, with the initial mean 0 and variance 1, where BatchNorm is the
     identity). ``model`` itself is not changed.
@@ -108,11 +108,14 @@ def recalibrated(model: nn.Module, inputs, batch_size: int = 512) -> nn.Module:
     >>> torch.allclose(first_copy.running_mean, net.stem(x).mean((0, 2)), atol=1e-5)
     True
     """
+    from .lesion import recalibrate_bn
+
     batch_size = check_int("batch_size", batch_size, 1)
+    if not torch.is_tensor(inputs) or inputs.dim() == 0 or inputs.shape[0] == 0:
+        raise ArgumentError("recalibrated needs a non-empty batch of inputs (a tensor).")
     copied = copy.deepcopy(model)
-    bns = [m for m in copied.modules() if isinstance(m, _BN) and m.track_running_stats]
-    if not bns:
-        return copied
+    recalibrate_bn(copied, (inputs,), batch_size=batch_size)  # one implementation of the recalibration
+    return copied.eval()
     if not torch.is_tensor(inputs) or inputs.dim() == 0 or inputs.shape[0] == 0:
         raise ArgumentError("recalibrated needs a non-empty batch of inputs (a tensor).")
     x = inputs.to(model_device(copied))
