@@ -116,21 +116,6 @@ def recalibrated(model: nn.Module, inputs, batch_size: int = 512) -> nn.Module:
     copied = copy.deepcopy(model)
     recalibrate_bn(copied, (inputs,), batch_size=batch_size)  # one implementation of the recalibration
     return copied.eval()
-    if not torch.is_tensor(inputs) or inputs.dim() == 0 or inputs.shape[0] == 0:
-        raise ArgumentError("recalibrated needs a non-empty batch of inputs (a tensor).")
-    x = inputs.to(model_device(copied))
-    momenta = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average over the calibration batches
-    copied.train()
-    with torch.no_grad():
-        for chunk in x.split(batch_size):
-            copied(chunk)
-    copied.eval()
-    for m, momentum in zip(bns, momenta):
-        m.momentum = momentum
-    return copied
 
 
 def measure_spectra(model: nn.Module, inputs, *, calibration=None, units=None, band: float = 0.1,
