@@ -2,6 +2,7 @@
 
     python docs/publish_study.py results/full/veit-lesion/<stamp> [more folders...]
     python docs/publish_study.py --readme     # only rewrite the README's verdict table
+    python docs/publish_study.py FOLDER --revision REV   # a run made from a copy without git
 
 
 Each folder goes to ``docs/_static/studies/<study>/``: figures (PNG), tidy CSVs, per-example
@@ -11,7 +12,9 @@ beside ours). It refuses a quick run and a run whose code had local changes, so 
 in the docs comes from a committed revision. After publishing it rewrites the README's verdict
 table (between the ``verdicts:start``/``verdicts:end`` markers) from every published
 ``summary.json``, so the README and the studies page never disagree (``tests/test_docs.py``
-checks it).
+checks it). A run made from a copy of the tree without git (a GPU machine, a cluster node)
+records no revision, only its ``source_hash``: ``--revision REV`` publishes it once the sources
+of ``unravel/`` at commit REV hash the same, and records REV with how it was checked.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import yaml
@@ -57,13 +62,60 @@ def verdict_table(summary: dict, env: dict, folder: Path | None = None) -> str:
     return "\n".join(lines)
 
 
-def publish(folder: Path, force: bool = False) -> Path:
+def committed_source_hash(revision: str) -> tuple[str, str]:
+    """``(full commit, source hash)`` of ``unravel/`` at a commit, hashed as
+    ``unravel.study.runner.source_hash`` hashes a working copy."""
+    sys.path.insert(0, str(HERE.parent))
+    from unravel.study.runner import _hash_sources
+
+    root = HERE.parent
+    try:
+        full = subprocess.run(["git", "rev-parse", "--verify", f"{revision}^{{commit}}"], cwd=root, check=True,
+                              capture_output=True, text=True).stdout.strip()
+        tar = subprocess.run(["git", "archive", "--format=tar", full, "unravel"], cwd=root, check=True,
+                             capture_output=True).stdout
+    except subprocess.CalledProcessError as e:
+        raise SystemExit(f"--revision {revision!r}: not a commit of this repository ({e.stderr.strip()})") from None
+    import io
+
+    items = []
+    with tarfile.open(fileobj=io.BytesIO(tar)) as t:
+        for m in t.getmembers():
+            if m.isfile() and m.name.endswith((".py", ".yaml")) and "__pycache__" not in m.name:
+                items.append((m.name.split("/", 1)[1], t.extractfile(m).read()))
+    return full, _hash_sources(items)
+
+
+def _provenance(folder: Path, env: dict, revision: str | None, force: bool) -> dict:
+    """The environment to publish: a run without a git revision gets ``revision`` once its
+    recorded ``source_hash`` equals that commit's."""
+    if env.get("git_revision") or revision is None:
+        if revision is not None and env.get("git_revision") and not env["git_revision"].startswith(revision):
+            raise SystemExit(f"{folder}: the run recorded revision {env['git_revision']}, not {revision}")
+        return env
+    recorded = env.get("source_hash")
+    if recorded is None:
+        raise SystemExit(f"{folder}: the run recorded neither a git revision nor a source_hash; it cannot be tied "
+                         "to a commit")
+    full, committed = committed_source_hash(revision)
+    if committed != recorded and not force:
+        raise SystemExit(f"{folder}: its sources (source_hash {recorded[:12]}) differ from unravel/ at {full[:10]} "
+                         f"({committed[:12]}); give the commit the run was made from")
+    return {**env, "git_revision": full, "git_dirty": committed != recorded,
+            "revision_from": f"source_hash of unravel/ equals that of commit {full[:10]} (checked when published)"}
+
+
+def publish(folder: Path, force: bool = False, revision: str | None = None) -> Path:
     folder = Path(folder)
     summary = json.loads((folder / "summary.json").read_text())
     env = json.loads((folder / "environment.json").read_text())
     config = yaml.safe_load((folder / "config.yaml").read_text())
     if config.get("quick") and not force:
         raise SystemExit(f"{folder}: a quick run; the docs show full runs (--force to publish anyway)")
+    if not env.get("git_revision") and revision is None and not force:
+        raise SystemExit(f"{folder}: the run recorded no git revision (made from a copy without git); give "
+                         "--revision COMMIT, the commit it was made from (its source_hash is checked)")
+    env = _provenance(folder, env, revision, force)
     if env.get("git_dirty") and not force:
         raise SystemExit(f"{folder}: run with local changes to the code; re-run on a committed revision")
     dest = HERE / "_static" / "studies" / summary["study"]
@@ -73,6 +125,7 @@ def publish(folder: Path, force: bool = False) -> Path:
     for pattern in KEEP:
         for f in folder.glob(pattern):
             shutil.copy2(f, dest / f.name)
+    (dest / "environment.json").write_text(json.dumps(env, indent=2) + "\n")
     (dest / "verdicts.md").write_text(verdict_table(summary, env, folder))
     return dest
 
@@ -117,11 +170,13 @@ def main(argv=None) -> int:
     parser.add_argument("folders", nargs="*", type=Path)
     parser.add_argument("--readme", action="store_true", help="only rewrite the README's verdict table")
     parser.add_argument("--force", action="store_true", help="publish a quick or locally changed run anyway")
+    parser.add_argument("--revision", default=None, metavar="COMMIT",
+                        help="the commit a run without a git revision was made from (its source_hash is checked)")
     args = parser.parse_args(argv)
     if not args.folders and not args.readme:
         parser.error("give the results folders to publish, or --readme")
     for f in args.folders:
-        print(f"{f} -> {publish(f, args.force)}")
+        print(f"{f} -> {publish(f, args.force, args.revision)}")
     print(f"verdict table -> {update_readme()}")
     return 0
 

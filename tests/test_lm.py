@@ -148,6 +148,27 @@ def test_fit_lowers_the_validation_loss_and_is_seeded(small):
         lm.LMTraining(lr=0)
 
 
+def test_bf16_training_autocasts_the_steps_and_keeps_float32_weights(small):
+    """``precision="bf16"`` trains under bfloat16 autocast: the weights stay float32, the run
+    differs from float32 training (the autocast is applied), still learns, and is cached apart."""
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        t = lm.LMTraining(steps=20, batch_size=8, lr=3e-3, warmup=5, eval_every=20, precision=precision)
+        torch.manual_seed(0)
+        m = _tiny()
+        before = lm.evaluate(m, small, "validation")["loss"]
+        h = lm.fit(m, small, t, seed=1, progress=False)
+        assert all(p.dtype == torch.float32 for p in m.parameters())
+        assert h.val_loss.iloc[-1] < before - 0.3
+        runs[precision] = m
+    assert not all(torch.equal(p, q) for p, q in zip(runs["fp32"].parameters(), runs["bf16"].parameters()))
+    t = lm.LMTraining(steps=3)
+    assert lm.cache_key(_tiny(), small, t, 0, "cpu") != lm.cache_key(
+        _tiny(), small, lm.LMTraining(steps=3, precision="bf16"), 0, "cpu")
+    with pytest.raises(ArgumentError, match="precision='fp16' is not one of fp32, bf16"):
+        lm.LMTraining(precision="fp16")
+
+
 def test_trained_models_are_cached_by_settings(small, monkeypatch):
     t = lm.LMTraining(steps=3, batch_size=2, eval_every=3)
     torch.manual_seed(0)

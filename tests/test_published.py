@@ -37,3 +37,33 @@ def test_published_runs_are_full_committed_and_tabled(folder):
     assert (folder / "verdicts.md").read_text() == publish.verdict_table(summary, env, folder)
     for claim in summary["claims"]:
         assert claim["verdict"] in ("supported", "contradicted", "inconclusive")
+
+
+def test_a_run_without_git_is_tied_to_a_commit_by_its_source_hash(tmp_path):
+    """A run made from a copy without git records only ``source_hash``; ``--revision`` accepts it
+    when the commit's sources hash the same, and refuses otherwise."""
+    import subprocess
+    import tarfile
+
+    from unravel.study.runner import source_hash
+
+    publish = _publish_module()
+    full, committed = publish.committed_source_hash("HEAD")
+    tar = tmp_path / "head.tar"
+    tar.write_bytes(subprocess.run(["git", "archive", "--format=tar", full, "unravel"], cwd=ROOT, check=True,
+                                   capture_output=True).stdout)
+    with tarfile.open(tar) as t:
+        t.extractall(tmp_path / "copy", filter="data")
+    # the copy's hash, computed as a run computes it, equals the commit's, computed from git
+    assert source_hash(tmp_path / "copy" / "unravel") == committed
+    (tmp_path / "copy" / "unravel" / "lm.py").write_text("# changed\n", encoding="utf-8")
+    assert source_hash(tmp_path / "copy" / "unravel") != committed
+
+    env = publish._provenance(tmp_path, {"git_revision": None, "source_hash": committed}, "HEAD", False)
+    assert env["git_revision"] == full and env["git_dirty"] is False and "source_hash" in env["revision_from"]
+    with pytest.raises(SystemExit, match="differ from unravel/"):
+        publish._provenance(tmp_path, {"git_revision": None, "source_hash": "0" * 64}, "HEAD", False)
+    with pytest.raises(SystemExit, match="neither a git revision nor a source_hash"):
+        publish._provenance(tmp_path, {"git_revision": None}, "HEAD", False)
+    with pytest.raises(SystemExit, match="not a commit"):
+        publish._provenance(tmp_path, {"git_revision": None, "source_hash": committed}, "no-such-commit", False)

@@ -13,7 +13,8 @@ from unravel.errors import ArgumentError, SpecError
 from unravel.study import kinds
 from .conftest import state_hash
 
-STUDIES = ["veit-lesion", "veit-paths", "ssf-dynamics", "norm-preservation", "quickstart", "lm-ensemble"]
+STUDIES = ["veit-lesion", "veit-paths", "ssf-dynamics", "norm-preservation", "quickstart", "lm-ensemble",
+           "lm-ensemble-gpu"]
 #: The quickest quick run stays in the default suite; the others are marked slow.
 FAST = "norm-preservation"
 
@@ -216,6 +217,19 @@ def test_data_problems_name_the_data(tmp_path):
         study.load_data({"data": "mnist"})
     with pytest.raises(ArgumentError, match="data 'mnist1d': num_samples=3"):
         study.load_data({"data_options": {"num_samples": 3}})
+    with pytest.raises(SpecError, match="'data_root' does not apply to data 'mnist1d'"):
+        study.load_data({"data": "mnist1d", "data_root": str(tmp_path)})
+
+
+def test_stdlib_reads_another_folder_given_as_data_root(tmp_path):
+    """``data_root`` points the stdlib corpus at another folder of .py files (a copy of another
+    Python's standard library): it is read, not silently replaced by this Python's."""
+    for i in range(60):
+        (tmp_path / f"m{i}.py").write_text(f"x_{i} = {i}\n" * 40)
+    opts = {"context": 16, "train_windows": 4, "validation_windows": 2, "test_windows": 2}
+    data = study.load_data({"data": "stdlib", "data_root": str(tmp_path), "data_options": opts})
+    assert data.corpus.root == str(tmp_path.resolve())
+    assert set(bytes(data.train.tensors[0].flatten().tolist())) <= set(b"x_0123456789 =\n")
 
 
 # ------------------------------------------------------------------------------------------
@@ -298,3 +312,6 @@ def test_lm_ensemble_spec_is_checked():
     parsed = study.parse_spec(study.load_spec("lm-ensemble"))
     assert parsed.seeds == (0, 1, 2) and parsed.analysis.samples_per_k >= 20
     assert parsed.analysis.training.steps == parsed.analysis.steps
+    gpu = study.parse_spec(study.load_spec("lm-ensemble-gpu"))
+    # the GPU size has enough units (attention and MLP per layer) for the effective-paths claim
+    assert 2 * gpu.models["lm"].options["depth"] >= gpu.analysis.min_units

@@ -10,6 +10,7 @@ model trained long enough for an analysis to mean anything (the history says how
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -88,12 +89,19 @@ def next_token_loss(out, ids, reduction: str = "mean") -> torch.Tensor:
     return F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten(), reduction=reduction)
 
 
+#: What :class:`LMTraining` ``precision`` allows: float32 throughout, or bfloat16 autocast.
+PRECISIONS = ("fp32", "bf16")
+
+
 @dataclasses.dataclass(frozen=True)
 class LMTraining:
     """How :func:`fit` trains: ``steps`` AdamW updates (betas 0.9, 0.95) on batches of
     ``batch_size`` random windows, the learning rate warmed up linearly over ``warmup`` steps to
     ``lr`` and decayed by a cosine to a tenth of it; weight decay on the weight matrices only;
-    gradients clipped to norm 1; the validation windows scored every ``eval_every`` steps."""
+    gradients clipped to norm 1; the validation windows scored every ``eval_every`` steps.
+    ``precision="bf16"`` runs the training steps' forward passes under bfloat16 autocast (the
+    weights and optimiser stay float32; evaluation and every later measurement run in float32):
+    the usual mixed precision of language-model training, several times faster on a GPU."""
 
     steps: int = 1500
     batch_size: int = 8
@@ -101,6 +109,7 @@ class LMTraining:
     warmup: int = 100
     weight_decay: float = 0.1
     eval_every: int = 250
+    precision: str = "fp32"
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "eval_every"):
@@ -110,6 +119,8 @@ class LMTraining:
             raise ArgumentError(f"lr={self.lr!r} must be a number > 0.")
         if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
             raise ArgumentError(f"weight_decay={self.weight_decay!r} must be a number >= 0.")
+        if self.precision not in PRECISIONS:
+            raise ArgumentError(f"precision={self.precision!r} is not one of {', '.join(PRECISIONS)}.")
 
 
 def _windows(data, split):
@@ -195,6 +206,8 @@ def fit(model: nn.Module, data, training: LMTraining | None = None, *, seed: int
         return warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(1, t.steps - 1))))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if t.precision == "bf16"
+                else contextlib.nullcontext())
     from tqdm.auto import tqdm
 
     rows, losses, start = [], [], time.perf_counter()
@@ -204,7 +217,8 @@ def fit(model: nn.Module, data, training: LMTraining | None = None, *, seed: int
     try:
         for step in bar:
             x = next(batches).to(device)
-            loss = next_token_loss(model(x), x)
+            with autocast:
+                loss = next_token_loss(model(x), x)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

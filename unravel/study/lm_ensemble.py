@@ -24,7 +24,7 @@ from .._engine import Variant
 from ..errors import SpecError
 from ..units import find_units
 from . import claims, lm_claims
-from ._schema import integer, list_of, number, section, setting
+from ._schema import choice, integer, list_of, number, section, setting
 from .kinds import register_kind
 from .stats import Trials
 
@@ -43,6 +43,9 @@ class LmEnsembleAnalysis:
     warmup: int = setting(100, integer(0))
     weight_decay: float = setting(0.1, number(0))
     eval_every: int = setting(250, integer(1))
+    #: ``bf16``: bfloat16 autocast in the training steps (a GPU's usual mixed precision); the
+    #: measurements always run in float32.
+    precision: str = setting("fp32", choice(lambda: lm.PRECISIONS))
     #: Numbers of random units deleted together (k = 1 is every single unit).
     ks: tuple = setting((2, 3, 4, 6, 8), list_of(integer(1), "positive integers"))
     samples_per_k: int = setting(20, integer(1))

@@ -238,6 +238,31 @@ def _git_dirty():
     return bool(_git("status", "--porcelain", "--untracked-files=no", "--", package))
 
 
+def source_hash(root=None) -> str:
+    """A SHA-256 of the package's sources (every ``.py`` and ``.yaml`` file under ``unravel/``,
+    by relative path): it identifies the code of a run made from a copy without git (a cluster
+    node, a GPU machine), and ``docs/publish_study.py --revision`` checks it against a commit.
+
+    Examples
+    --------
+    >>> from unravel.study.runner import source_hash
+    >>> len(source_hash())
+    64
+    """
+    root = Path(root) if root is not None else Path(__file__).resolve().parent.parent
+    return _hash_sources((str(p.relative_to(root)).replace(os.sep, "/"), p.read_bytes())
+                         for p in root.rglob("*") if p.suffix in (".py", ".yaml") and p.is_file()
+                         and "__pycache__" not in p.parts)
+
+
+def _hash_sources(items) -> str:
+    """SHA-256 of ``(relative path, bytes)`` pairs, in path order."""
+    h = hashlib.sha256()
+    for rel, data in sorted(items):
+        h.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
+    return h.hexdigest()
+
+
 def environment(seed, device) -> dict:
     """Versions, seed, device and git revision: what ``environment.json`` holds.
 
@@ -250,7 +275,7 @@ def environment(seed, device) -> dict:
     """
     versions = {}
     for pkg in ("unravel", "torch", "numpy", "pandas", "networkx", "scipy", "seaborn", "matplotlib", "mnist1d",
-                "scikit-learn", "torchvision"):
+                "scikit-learn", "torchvision", "transformers", "timm"):
         try:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -259,7 +284,7 @@ def environment(seed, device) -> dict:
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "versions": versions,
             "seed": seed, "device": str(device),
             "cuda": torch.cuda.get_device_name(0) if str(device).startswith("cuda") else None,
-            "git_revision": _git_revision(), "git_dirty": _git_dirty(),
+            "git_revision": _git_revision(), "git_dirty": _git_dirty(), "source_hash": source_hash(),
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 

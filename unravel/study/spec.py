@@ -80,6 +80,9 @@ class DataSpec:
             raise SpecError(f"spec field {join(path, 'data_root')!r} is required for data {name!r}: the folder of "
                             "its local files")
         params = inspect.signature(data_mod.DATASETS[name]).parameters
+        if root is not None and name not in data_mod.ROOTED and "root" not in params:
+            raise SpecError(f"spec field {join(path, 'data_root')!r} does not apply to data {name!r}: it is made "
+                            "here, not read from a folder")
         options = keys(spec.get("data_options"), join(path, "data_options"), [p for p in params if p != "root"])
         return cls(name, None if root is None else str(root), dict(options))
 
@@ -88,7 +91,10 @@ class DataSpec:
         :class:`~unravel.errors.ArgumentError` that names the data."""
         loader = data_mod.DATASETS[self.name]
         try:
-            return loader(self.root, **self.options) if self.name in data_mod.ROOTED else loader(**self.options)
+            if self.name in data_mod.ROOTED:
+                return loader(self.root, **self.options)
+            # a dataset with a default folder (stdlib: this Python's standard library) reads another one
+            return loader(**self.options) if self.root is None else loader(root=self.root, **self.options)
         except (UnravelError, OSError) as e:  # bad options, missing or unreadable files
             raise ArgumentError(f"data {self.name!r}: {str(e).splitlines()[0]}") from e
 
