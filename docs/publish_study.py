@@ -13,8 +13,9 @@ in the docs comes from a committed revision. After publishing it rewrites the RE
 table (between the ``verdicts:start``/``verdicts:end`` markers) from every published
 ``summary.json``, so the README and the studies page never disagree (``tests/test_docs.py``
 checks it). A run made from a copy of the tree without git (a GPU machine, a cluster node)
-records no revision, only its ``source_hash``: ``--revision REV`` publishes it once the sources
-of ``unravel/`` at commit REV hash the same, and records REV with how it was checked.
+records no revision (or the stale one of a copied ``.git``), but always its ``source_hash``:
+``--revision REV`` publishes it once the sources of ``unravel/`` at commit REV hash the same,
+and records REV with how it was checked.
 """
 
 from __future__ import annotations
@@ -87,22 +88,27 @@ def committed_source_hash(revision: str) -> tuple[str, str]:
 
 
 def _provenance(folder: Path, env: dict, revision: str | None, force: bool) -> dict:
-    """The environment to publish: a run without a git revision gets ``revision`` once its
-    recorded ``source_hash`` equals that commit's."""
-    if env.get("git_revision") or revision is None:
-        if revision is not None and env.get("git_revision") and not env["git_revision"].startswith(revision):
-            raise SystemExit(f"{folder}: the run recorded revision {env['git_revision']}, not {revision}")
+    """The environment to publish. With ``revision``, the run's recorded ``source_hash`` must
+    equal that commit's: the sources decide, not the run's own git reading (a copy of the tree
+    sent to another machine can carry an older ``.git``, or none)."""
+    if revision is None:
         return env
     recorded = env.get("source_hash")
     if recorded is None:
+        if (env.get("git_revision") or "").startswith(revision) and env.get("git_dirty") is False:
+            return env
         raise SystemExit(f"{folder}: the run recorded neither a git revision nor a source_hash; it cannot be tied "
-                         "to a commit")
+                         f"to {revision}")
     full, committed = committed_source_hash(revision)
     if committed != recorded and not force:
         raise SystemExit(f"{folder}: its sources (source_hash {recorded[:12]}) differ from unravel/ at {full[:10]} "
                          f"({committed[:12]}); give the commit the run was made from")
+    seen = env.get("git_revision")
     return {**env, "git_revision": full, "git_dirty": committed != recorded,
-            "revision_from": f"source_hash of unravel/ equals that of commit {full[:10]} (checked when published)"}
+            "revision_from": f"source_hash of unravel/ equals that of commit {full[:10]} (checked when published)"
+                             + (f"; the run itself read git revision {seen[:10]}"
+                                f"{' with local changes' if env.get('git_dirty') else ''} from the copy it ran in"
+                                if seen and not seen.startswith(full) else "")}
 
 
 def publish(folder: Path, force: bool = False, revision: str | None = None) -> Path:
@@ -115,6 +121,9 @@ def publish(folder: Path, force: bool = False, revision: str | None = None) -> P
     if not env.get("git_revision") and revision is None and not force:
         raise SystemExit(f"{folder}: the run recorded no git revision (made from a copy without git); give "
                          "--revision COMMIT, the commit it was made from (its source_hash is checked)")
+    if env.get("git_dirty") and env.get("source_hash") and revision is None and not force:
+        raise SystemExit(f"{folder}: run with local changes to the code, or from a copy whose .git is not its "
+                         "revision; give --revision COMMIT if it was made from a commit (its source_hash is checked)")
     env = _provenance(folder, env, revision, force)
     if env.get("git_dirty") and not force:
         raise SystemExit(f"{folder}: run with local changes to the code; re-run on a committed revision")

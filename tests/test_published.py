@@ -63,6 +63,10 @@ def test_a_run_without_git_is_tied_to_a_commit_by_its_source_hash(tmp_path):
     assert env["git_revision"] == full and env["git_dirty"] is False and "source_hash" in env["revision_from"]
     with pytest.raises(SystemExit, match="differ from unravel/"):
         publish._provenance(tmp_path, {"git_revision": None, "source_hash": "0" * 64}, "HEAD", False)
+    # a copy with an older .git: the run read a stale, dirty revision; the sources decide
+    env = publish._provenance(tmp_path, {"git_revision": "f" * 40, "git_dirty": True, "source_hash": committed},
+                              "HEAD", False)
+    assert env["git_revision"] == full and env["git_dirty"] is False and "ffffffffff" in env["revision_from"]
     with pytest.raises(SystemExit, match="neither a git revision nor a source_hash"):
         publish._provenance(tmp_path, {"git_revision": None}, "HEAD", False)
     with pytest.raises(SystemExit, match="not a commit"):

@@ -352,7 +352,8 @@ def _cmd_lm_train(args):
                                              device=args.device, cache=not args.no_cache,
                                              progress=not args.no_progress)
     fp = data.corpus.fingerprint()
-    print(f"corpus: Python {fp['python']} standard library, files {fp['files']}, bytes {fp['bytes']}, "
+    what = f"Python {fp['python']} standard library" if fp["python"] else f".py files under {data.corpus.root}"
+    print(f"corpus: {what}, files {fp['files']}, bytes {fp['bytes']}, "
           f"sha256 {fp['sha256']}")
     print(hist.round(4).to_string(index=False))
     m = lm.evaluate(model, data, "test")

@@ -137,7 +137,8 @@ class Corpus:
             yield stream[starts + offsets].long()
 
     def fingerprint(self) -> dict:
-        """What identifies this corpus: Python's version, the number of files and bytes per split,
+        """What identifies this corpus: Python's version (None when the corpus is another folder
+        than this Python's standard library, such as a copy of another Python's), the number of files and bytes per split,
         and a SHA-256 over every file's path and content (in split and path order). Record it
         with results: the standard library differs between Python versions and installations.
 
@@ -154,7 +155,8 @@ class Corpus:
                 content = (Path(self.root) / rel).read_bytes()
                 h.update(f"{split}\0{rel}\0{len(content)}\0".encode())
                 h.update(content)
-        return {"python": sys.version.split()[0], "files": {s: len(self.files[s]) for s in SPLITS},
+        own = Path(self.root).resolve() == Path(sysconfig.get_paths()["stdlib"]).resolve()
+        return {"python": sys.version.split()[0] if own else None, "files": {s: len(self.files[s]) for s in SPLITS},
                 "bytes": {s: self.num_bytes(s) for s in SPLITS}, "sha256": h.hexdigest()[:16]}
 
 
