@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 import unravel  # noqa: E402
 from unravel import lesion, lm, models, prune  # noqa: E402
 from unravel._engine import make_scorer  # noqa: E402
+from unravel.study.runner import source_hash  # noqa: E402
 
 
 def _resnet(cfg, device):
@@ -181,6 +182,7 @@ def main(argv=None):
                           "cuda": torch.cuda.get_device_name(0) if device.type == "cuda" else None},
               "versions": {"python": platform.python_version(), "torch": torch.__version__,
                            "unravel": unravel.__version__},
+              "source_hash": source_hash(),
               "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "device": str(device), "quick": args.quick,
               "settings": settings, "results": {}}
     for name in args.only or list(CASES):

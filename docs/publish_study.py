@@ -56,10 +56,14 @@ def verdict_table(summary: dict, env: dict, folder: Path | None = None) -> str:
     if folder is not None and train.is_file():
         import pandas as pd
 
-        took += (f"; training its models took {pd.read_csv(train).seconds.sum() / 60:.0f} min, recorded when each was "
+        hist = pd.read_csv(train)
+        # epoch rows hold each epoch's seconds; step rows (a language model's) the seconds so far
+        seconds = hist.groupby("seed").seconds.max().sum() if "step" in hist else hist.seconds.sum()
+        took += (f"; training its models took {seconds / 60:.0f} min, recorded when each was "
                  "trained (models trained before with the same settings and code come from the cache)")
-    lines += ["", f"*Seeds {summary['seeds']}; {env.get('device')} ({env.get('cpu_count')} cores, torch threads: "
-                  f"{env.get('torch_threads')}){took}; unravel revision `{rev}`; run {env.get('date')}.*", ""]
+    where = (f"{env['cuda']} GPU ({env.get('cpu_count')} CPU cores)" if env.get("cuda") else
+             f"{env.get('device')} ({env.get('cpu_count')} cores, torch threads: {env.get('torch_threads')})")
+    lines += ["", f"*Seeds {summary['seeds']}; {where}{took}; unravel revision `{rev}`; run {env.get('date')}.*", ""]
     return "\n".join(lines)
 
 
@@ -135,12 +139,18 @@ def publish(folder: Path, force: bool = False, revision: str | None = None) -> P
         for f in folder.glob(pattern):
             shutil.copy2(f, dest / f.name)
     (dest / "environment.json").write_text(json.dumps(env, indent=2) + "\n")
+    if env.get("revision_from"):  # the report names the revision the run read; name the one checked
+        report = dest / "report.md"
+        if report.is_file():
+            lines = [f"Code: git revision `{env['git_revision']}`: {env['revision_from']}." if line.startswith("Code: ")
+                     else line for line in report.read_text().splitlines()]
+            report.write_text("\n".join(lines) + "\n")
     (dest / "verdicts.md").write_text(verdict_table(summary, env, folder))
     return dest
 
 
 #: The order of the studies in the README's table (others follow, by name).
-ORDER = ("veit-lesion", "veit-paths", "lm-ensemble", "ssf-dynamics", "norm-preservation")
+ORDER = ("veit-lesion", "veit-paths", "lm-ensemble", "lm-ensemble-gpu", "ssf-dynamics", "norm-preservation")
 START, END = "<!-- verdicts:start -->", "<!-- verdicts:end -->"
 
 

@@ -104,13 +104,15 @@ def report_markdown(spec, claims: list, *, seeds, device, quick: bool, figures: 
     trained = (f"{t.epochs} epochs of {t.optimizer} (lr {t.lr if t.lr is not None else 'default'}, {t.schedule} "
                f"schedule, weight decay {t.decay:g}, batch {t.batch_size})") if steps is None else (
         f"{steps.steps} steps of AdamW (batch {steps.batch_size}, lr {steps.lr:g} after {steps.warmup} warm-up "
-        f"steps, cosine decay, weight decay {steps.weight_decay:g})")
+        f"steps, cosine decay, weight decay {steps.weight_decay:g}"
+        f"{', bfloat16 autocast' if getattr(steps, 'precision', 'fp32') == 'bf16' else ''})")
     lines += [f"Data: `{spec.data.name}` {dict(spec.data.options) or ''}; training: {trained}; seeds {list(seeds)}; "
               f"device `{device}`."]
     if environment:
         rev = environment.get("git_revision")
         lines += [f"Code: unravel {environment.get('versions', {}).get('unravel')}, git revision "
-                  f"`{rev or 'unknown'}`{' with local changes' if environment.get('git_dirty') else ''}."]
+                  f"`{rev or 'unknown'}`{' with local changes' if environment.get('git_dirty') else ''}"
+                  f"{', source hash `' + environment['source_hash'][:12] + '`' if environment.get('source_hash') else ''}."]
     lines += ["", "## Verdicts", "",
               "Each claim is judged by an effect estimate, its 95% interval (Student's t over the training seeds, "
               "plus a bootstrap over test examples and random draws where the study kept them) and a stated margin: "
