@@ -11,7 +11,9 @@ Re-parameterisable blocks (RepVGG, MobileOne) are units in their multi-branch (t
 their shortcut the identity branch's BatchNorm (a projection); once fused they hold none.
 
 Each adapter mirrors its block's forward (timm 1.0.31) in eval mode; ``benchmarks/coverage.py``
-and ``tests/test_adapters_timm_more.py`` check it.
+and ``tests/test_adapters_timm_more.py`` check it. In train mode the random masks are drawn in the
+same places, in the same order, except in ResNeSt with both DropBlock and stochastic depth on:
+its ``drop_path`` acts on the shortcut, which a unit computes before the residual branch.
 """
 
 from __future__ import annotations
