@@ -70,7 +70,8 @@ def _maxxvit(name):
 
     cfg = maxxvit.model_cfgs[name]
     cfg = replace(cfg, embed_dim=(8, 16, 16, 32), depths=(1, 1, 1, 1), stem_width=8,
-                  conv_cfg=replace(cfg.conv_cfg, init_values=0.5) if hasattr(cfg.conv_cfg, "init_values") else cfg.conv_cfg,
+                  conv_cfg=(replace(cfg.conv_cfg, init_values=0.5) if hasattr(cfg.conv_cfg, "init_values")
+                            else cfg.conv_cfg),
                   transformer_cfg=replace(cfg.transformer_cfg, dim_head=8, window_size=(2, 2), grid_size=(2, 2),
                                           init_values=0.5))
     return maxxvit.MaxxVit(cfg, img_size=64, num_classes=CLASSES)
@@ -135,6 +136,12 @@ def _cspnet(name):
                      out_chs=tuple(c // 16 for c in cfg.stages.out_chs))
     cfg = replace(cfg, stem=replace(cfg.stem, out_chs=8), stages=stages)
     return cspnet.CspNet(cfg, num_classes=CLASSES)
+
+
+def _dla_block(name):
+    from timm.models import dla
+
+    return getattr(dla, name)
 
 
 def _senet(*blocks):
@@ -302,7 +309,8 @@ MODELS = {
     "xcit": (lambda: _create("xcit_nano_12_p8_224", **_VIT, cls_attn_layers=1, eta=0.5), 32,
              ["XCABlock", "ClassAttentionBlock"], True),
     "sequencer": (lambda: _create("sequencer2d_s", img_size=32, layers=(1, 1, 1, 1), patch_sizes=(4, 2, 1, 1),
-                                  embed_dims=(8, 16, 16, 16), hidden_sizes=(4, 8, 8, 8)), 32, ["Sequencer2dBlock"], True),
+                                  embed_dims=(8, 16, 16, 16), hidden_sizes=(4, 8, 8, 8)), 32,
+                  ["Sequencer2dBlock"], True),
     "levit": (lambda: _create("levit_128s", img_size=64), 64, ["LevitBlock", "LevitDownsample"], True),
     "efficientformer": (lambda: _model("efficientformer", "EfficientFormer", depths=(1, 1, 1, 2),
                                        embed_dims=(8, 8, 16, 16), num_vit=1), 224, ["MetaBlock2d", "MetaBlock1d"], True),
@@ -405,7 +413,8 @@ MODELS = {
     "convmixer": (lambda: _model("convmixer", "ConvMixer", dim=16, depth=3, kernel_size=3, patch_size=4), 16,
                   ["Residual"], True),
     "vitamin-blocks": (lambda: _Chain(8, 16, *_blocks("vitamin", [("MbConvLNBlock", 8, 8), ("MbConvLNBlock", 8, 16, 2),
-                                                                   ("MbConvLNBlock", 16, 16)])), 16, ["MbConvLNBlock"], True),
+                                                                   ("MbConvLNBlock", 16, 16)])), 16,
+                       ["MbConvLNBlock"], True),
     "swiftformer": (lambda: _create("swiftformer_xs", layers=(1, 1, 1, 2), embed_dims=(8, 16, 24, 32)), 32,
                     ["ConvEncoder", "Block"], True),
     "cpubone": (lambda: _create("cpubone_nano", width_list=(8, 8, 16, 16, 24, 32), depth_list=(1, 1, 1, 1, 1, 1),
@@ -445,6 +454,10 @@ MODELS = {
                            num_init_features=8), 32, ["DualPathBlock"], True),
     "dla": (lambda: _model("dla", "DLA", levels=(1, 1, 1, 2, 1, 1), channels=(8, 8, 8, 16, 16, 16)), 32, [],
             False),  # the roots aggregate the blocks' outputs
+    "dla-bottleneck": (lambda: _model("dla", "DLA", levels=(1, 1, 1, 2, 1, 1), channels=(8, 8, 16, 16, 32, 32),
+                                      block=_dla_block("DlaBottleneck")), 32, [], False),
+    "dla-basic": (lambda: _model("dla", "DLA", levels=(1, 1, 1, 1, 1, 1), channels=(8, 8, 8, 16, 16, 16),
+                                 block=_dla_block("DlaBasic")), 32, [], False),
     "dla-res2net": (lambda: _model("dla", "DLA", levels=(1, 1, 1, 1, 1, 1), channels=(16, 32, 64, 64, 128, 128),
                                    base_width=8), 32, [], False),
 }
@@ -626,7 +639,8 @@ def _residual_drop(model, p):
     return model
 
 
-@pytest.mark.parametrize("name", ["beit", "byobnet", "metaformer", pytest.param("efficientvit-msra", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", ["beit", "byobnet", "metaformer",
+                                  pytest.param("efficientvit-msra", marks=pytest.mark.slow)])
 def test_train_mode_stochastic_depth_sits_in_the_residual_branch(name):
     # in train mode the routed model draws the same random masks in the same places as the
     # model's own forward: stochastic depth is in the residual branch, nowhere else

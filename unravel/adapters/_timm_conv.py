@@ -11,7 +11,9 @@ Re-parameterisable blocks (RepVGG, MobileOne) are units in their multi-branch (t
 their shortcut the identity branch's BatchNorm (a projection); once fused they hold none.
 
 Each adapter mirrors its block's forward (timm 1.0.31) in eval mode; ``benchmarks/coverage.py``
-and ``tests/test_adapters_timm_more.py`` check it.
+and ``tests/test_adapters_timm_more.py`` check it. In train mode the random masks are drawn in the
+same places, in the same order, except in ResNeSt with both DropBlock and stochastic depth on:
+its ``drop_path`` acts on the shortcut, which a unit computes before the residual branch.
 """
 
 from __future__ import annotations
@@ -223,8 +225,9 @@ CLASSES = {
     _M + "byobnet.SelfAttnBlock": _byob("conv1_1x1", "conv2_kxk", "self_attn", "post_attn", "conv3_1x1"),
     _M + "byobnet.RepVggBlock": Spec(Unit([_sum_branches, "drop_path"], shortcut="identity", when=_training_form,
                                           post=lambda m, y: m.act(m.attn(y)), projection=True)),
-    _M + "byobnet.MobileOneBlock": Spec(Unit([_mobileone_branches, "drop_path"], shortcut="identity", when=_training_form,
-                                             post=lambda m, y: m.act(m.attn(y)), projection=True)),
+    _M + "byobnet.MobileOneBlock": Spec(Unit([_mobileone_branches, "drop_path"], shortcut="identity",
+                                             when=_training_form, post=lambda m, y: m.act(m.attn(y)),
+                                             projection=True)),
     _M + "fastvit.MobileOneBlock": Spec(Unit([_mobileone_branches], shortcut="identity", when=_training_form,
                                              post=lambda m, y: m.act(m.se(y)), projection=True)),
     # CSPNet, CSPNeXt: inside a cross stage the stage holds these blocks' units, on its whole
@@ -235,8 +238,8 @@ CLASSES = {
     _M + "cspnext.CspNextBlock": Spec(Unit(["conv1", "conv2", "drop_path"], when=lambda m: m.add_identity)),
     # ResNet relatives
     _M + "res2net.Bottle2neck": _resnet_like(_res2net, post="relu"),
-    _M + "resnest.ResNestBottleneck": Spec(Unit(["conv1", "bn1", "act1", "avd_first", "conv2", "bn2", "drop_block", "act2",
-                                                 "avd_last", "conv3", "bn3"], shortcut=_resnest_shortcut,
+    _M + "resnest.ResNestBottleneck": Spec(Unit(["conv1", "bn1", "act1", "avd_first", "conv2", "bn2", "drop_block",
+                                                 "act2", "avd_last", "conv3", "bn3"], shortcut=_resnest_shortcut,
                                                 shortcut_when=lambda m: m.downsample is not None, post="act3")),
     _M + "sknet.SelectiveKernelBasic": _resnet_like("conv1", "conv2", "se", "drop_path"),
     _M + "sknet.SelectiveKernelBottleneck": _resnet_like("conv1", "conv2", "conv3", "se", "drop_path"),
@@ -280,7 +283,8 @@ CLASSES = {
     _M + "vitamin.MbConvLNBlock": Spec(Unit(["pre_norm", "down", "conv1_1x1", "act1", "conv2_kxk", "act2", "conv3_1x1",
                                              "drop_path"], shortcut="shortcut")),
     _M + "maxxvit.ConvNeXtBlock": Spec(Unit([_maxxvit_convnext], shortcut="shortcut")),
-    _M + "swiftformer.ConvEncoder": Spec(Unit(["dwconv", "norm", "pwconv1", "act", "pwconv2", "layer_scale", "drop_path"])),
+    _M + "swiftformer.ConvEncoder": Spec(Unit(["dwconv", "norm", "pwconv1", "act", "pwconv2", "layer_scale",
+                                               "drop_path"])),
     # wrappers: x + f(x) around another module
     _M + "cpubone.ResidualBlock": _RESIDUAL_BLOCK,
     _M + "lowformer.ResidualBlock": _RESIDUAL_BLOCK,

@@ -283,7 +283,11 @@ def _dla_branch(block):
     if hasattr(block, "convs"):  # DlaBottle2neck
         return lambda x, **_: _res2net(block, x)
     if hasattr(block, "conv3"):  # DlaBottleneck
-        return lambda x, **_: block.bn3(block.conv3(block.relu(block.bn2(block.conv2(block.relu(block.bn1(block.conv1(x))))))))
+        def bottleneck(x, **_):
+            x = block.relu(block.bn2(block.conv2(block.relu(block.bn1(block.conv1(x))))))
+            return block.bn3(block.conv3(x))
+
+        return bottleneck
     return lambda x, **_: block.bn2(block.conv2(block.relu(block.bn1(block.conv1(x)))))  # DlaBasic
 
 
@@ -325,7 +329,8 @@ CLASSES = {
         Unit(["norm2", "mlp", "mlp_drop_path"], label="mlp")),
     _M + "repvit.RepViTBlock": Spec(*_repvit_units()),
     _M + "repvit.RepVitDownsample": Spec(*_repvit_units("pre_block."),
-                                         Unit(["ffn"], label="ffn", before=["spatial_downsample", "channel_downsample"])),
+                                         Unit(["ffn"], label="ffn",
+                                              before=["spatial_downsample", "channel_downsample"])),
     _M + "fastvit.RepMixerBlock": Spec(
         Unit([_repmixer], label="token-mixer", when=lambda m: m.token_mixer.reparam_conv is None,
              otherwise=["token_mixer"]),
