@@ -132,6 +132,7 @@ _ATTENTION = ("attn", "attention", "attend")
 _MLP = ("mlp", "ffn", "feed_forward", "moe", "expert", "intermediate")
 _MLP_CLASS = ("mlp", "ffn", "feedforward", "expert", "intermediate")  # "moe" only at the end: model names hold it
 _LEAF = (nn.Linear, nn.Conv1d, nn.Identity)
+_GENERIC = ("self", "output", "layer", "block", "module")  # names that say nothing of what a call does
 
 
 def _role(m, attr):
@@ -153,7 +154,7 @@ def _role(m, attr):
     if isinstance(sub, _LEAF) or name == "conv1d" or type(sub).__module__.endswith("activations") \
             or type(sub).__module__.startswith("torch.nn.modules.activation"):
         return "leaf"
-    return parts[-1]
+    return next((a for a in reversed(parts) if a not in _GENERIC), parts[-1])
 
 
 def _label(roles):
