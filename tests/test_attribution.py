@@ -429,3 +429,43 @@ def test_inplace_post_and_model_outputs():
     x0 = x.clone().requires_grad_()
     g, = torch.autograd.grad(net(x0)["logits"].pow(2).sum(), x0)
     assert torch.allclose(custom.total, g, rtol=1e-10, atol=1e-14)
+
+
+class _OffChain(nn.Module):
+    """A resmlp whose blocks do not form a chain: ``route="head"`` adds unit 0's output to the
+    last one before the head (a skip to the head); ``route="aggregate"`` feeds unit 2 the sum of
+    units 0 and 1 (a DLA-style aggregation node)."""
+
+    def __init__(self, route):
+        super().__init__()
+        base = models.resmlp(6, 3, width=6, depth=3).double()
+        self.stem, self.blocks, self.head, self.route = base.stem, base.blocks, base.head, route
+
+    def forward(self, x):
+        h0 = self.blocks[0](self.stem(x))
+        h1 = self.blocks[1](h0)
+        h2 = self.blocks[2](h1 + h0 if self.route == "aggregate" else h1)
+        return self.head(h2 + h0 if self.route == "head" else h2)
+
+
+@pytest.mark.parametrize("route, where", [("head", "the loss"), ("aggregate", r"the input of unit 2 \(blocks.2\)")])
+def test_units_that_do_not_form_a_chain_are_refused(route, where):
+    """Gradient that travels outside the chain (here through unit 0's output) would be left out
+    of the parts: every decomposition refuses, naming where and which unit, even inside a
+    lesion; the same blocks wired as a chain are accepted."""
+    torch.manual_seed(0)
+    net = _OffChain(route)
+    x, y = torch.randn(4, 6, dtype=torch.float64), torch.tensor([0, 1, 2, 0])
+    before = state_hash(net)
+    for call in (lambda: attribution.path_length_gradients(net, x, y),
+                 lambda: attribution.path_length_gradients(net, x, y, wrt="units"),
+                 lambda: attribution.path_length_gradients(net, x, y, method="sample", num_samples=2)):
+        with pytest.raises(unravel.errors.ArgumentError,
+                           match=f"do not form a chain: {where} is computed from unit 0"):
+            call()
+    with unravel.lesion.delete(net, [1]), pytest.raises(unravel.errors.ArgumentError, match="do not form a chain"):
+        attribution.path_length_gradients(net, x, y)
+    assert state_hash(net) == before
+    net.route = "chain"
+    res = attribution.path_length_gradients(net, x, y)
+    assert torch.allclose(res.by_length.sum(0), autograd_input_grad(net, x, y), rtol=1e-10, atol=1e-14)

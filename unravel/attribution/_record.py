@@ -4,8 +4,9 @@ norm ratios are built on it.
 
 The recording is an intervention (:func:`unravel.intervene`), so it sees the network that active
 lesions produced: a deleted unit is recorded with no residual branch, a moved unit at its new
-position. It does not check that nothing outside the units connects one unit's output to a later
-one (the units must form a chain; DenseNet layers do, their concatenation being a unit).
+position. :func:`check_chain` refuses units that do not form a chain (a unit's output reaching a
+later unit, or the loss, other than through the next unit); DenseNet layers do form one, their
+concatenation being a unit.
 """
 
 from __future__ import annotations
@@ -120,7 +121,72 @@ def record(model, units, inputs, targets, loss):
         raise ArgumentError(f"units {missing} did not run in the forward pass; cannot attribute through them.")
     if L.dim() != 0:
         raise ArgumentError(f"the loss must be a scalar, got shape {tuple(L.shape)}.")
-    return [records[p] for p in order], out, L
+    ran = [records[p] for p in order]
+    check_chain(ran, L)
+    return ran, out, L
+
+
+def _reaches(t, leaves: dict) -> set:
+    """Which recorded leaves ``t`` was computed from: ``leaves`` maps the ``id`` of each leaf of
+    the recording (a unit's input copy ``x``, its ``zl``, its output ``y_out``) to ``(tensor,
+    (position, kind))``. The walk stops at every leaf."""
+    if id(t) in leaves and leaves[id(t)][0] is t:
+        return {leaves[id(t)][1]}
+    found, seen, stack = set(), set(), [t.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None or id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        var = getattr(fn, "variable", None)  # AccumulateGrad: a leaf
+        if var is not None:
+            hit = leaves.get(id(var))
+            if hit is not None and hit[0] is var:
+                found.add(hit[1])
+            continue
+        stack.extend(f for f, _ in fn.next_functions)
+    return found
+
+
+def check_chain(records, L):
+    """Raise unless the recorded units form a chain, the structure the path decompositions
+    assume: each unit's input computed from the previous unit's output, its branches from its own
+    input and its post from their sum, and the loss from the last unit's output, with nothing
+    else computed from a unit. A DLA's aggregation nodes, a parallel block reading two streams, a
+    skip from an early layer to the head, a side output computed inside a block and read later:
+    each carries gradient outside the chain, which the parts would leave out. What depends on no
+    unit is held fixed, as the partial derivative at the first unit's input holds it (masks,
+    position embeddings, the embeddings that Zamba's shared blocks read again).
+
+    The check walks the recorded autograd graphs (no extra forward or backward pass)."""
+    leaves = {}
+    for i, rec in enumerate(records):
+        for kind in ("x", "zl", "y_out"):
+            t = getattr(rec, kind)
+            leaves[id(t)] = (t, (i, kind))
+
+    def refuse(what, extra):
+        units = sorted({i for i, _ in extra})
+        got = ", ".join(f"unit {records[i].unit.index} ({records[i].unit.name})" for i in units)
+        raise ArgumentError(
+            f"the units do not form a chain: {what} is computed from {got} besides the chain. Path-length "
+            "attribution needs each unit's input to come from the previous unit's output (and the loss from the last "
+            "unit's): gradient travelling outside the chain would be left out of the parts. Lesions still work on "
+            "this model; for attribution, give an adapter whose units form a chain (unravel.register_adapter), or "
+            "attribute a part of the model whose blocks run one after another.")
+
+    for i, rec in enumerate(records):
+        label = f"unit {rec.unit.index} ({rec.unit.name})"
+        extra = _reaches(rec.x_in, leaves) - ({(i - 1, "y_out")} if i else set())
+        if extra:
+            refuse(f"the input of {label}", extra)
+        for part, t, own in (("residual branch", rec.r, "x"), ("shortcut", rec.s, "x"), ("output", rec.y, "zl")):
+            extra = set() if t is None else _reaches(t, leaves) - {(i, own)}
+            if extra:
+                refuse(f"the {part} of {label}", extra)
+    extra = _reaches(L, leaves) - {(len(records) - 1, "y_out")}
+    if extra:
+        refuse("the loss", extra)
 
 
 AUTO_CHUNK_BYTES = 512 * 2**20

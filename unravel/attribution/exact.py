@@ -4,8 +4,9 @@ The terms of the chain rule, grouped by how many residual branches they traverse
 the output to the first unit as length channels with one batched vector-Jacobian product per unit
 (the recursion is in :func:`path_length_gradients`). Exact for the gradient -- the linearisation
 at the recorded activations -- not a claim that the network's function is a sum of independent
-paths. Inside a lesion it decomposes the lesioned network's gradient. It does not check that the
-units form a chain (see :mod:`unravel.attribution._record`).
+paths. Inside a lesion it decomposes the lesioned network's gradient. It refuses units that do
+not form a chain (:func:`unravel.attribution._record.check_chain`); it does not check that a
+registered adapter's branches are the block's (``find_units(..., verify=True)`` does).
 """
 
 from __future__ import annotations
@@ -141,8 +142,10 @@ def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Calla
     Parameters
     ----------
     model : nn.Module
-        Any model :func:`unravel.find_units` supports; its units must form a chain (a DenseNet's
-        layers do). Never changed: modes and buffers are restored.
+        Any model :func:`unravel.find_units` supports whose units form a chain: each unit's input
+        computed from the previous unit's output, the loss from the last one's (a DenseNet's
+        layers do; a DLA's or HRNet's do not, and are refused). Never changed: modes and buffers
+        are restored.
     inputs : tensor or tuple of tensors
         One batch.
     targets : tensor, optional
@@ -189,8 +192,8 @@ def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Calla
     ------
     ArgumentError
         For an unknown ``method``/``wrt``/``mode``, ``method="sample"`` with ``wrt="units"``, an
-        empty batch, a model whose units do not run exactly once, or a ``batch_size`` that cannot
-        split the loss.
+        empty batch, a model whose units do not run exactly once or do not form a chain, or a
+        ``batch_size`` that cannot split the loss.
 
     Examples
     --------
