@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import unravel
 from unravel.errors import ArgumentError, InterventionError, UnsupportedModelError
@@ -466,3 +467,42 @@ def test_cli_prune_checks_its_options():
 
     assert main(["prune", "resmlp", "--budget", "-1"]) == 2
     assert main(["prune", "resmlp", "--budget", "0.1", "--strategy", "nope"]) == 2
+
+
+
+class _Ordered(nn.Module):
+    """The blocks of ``net`` registered in the order ``registered`` (original block numbers) but
+    run in their original order: ``find_units`` (without example inputs) lists them as
+    registered, the recording walks them as they ran."""
+
+    def __init__(self, net, registered):
+        super().__init__()
+        self.stem, self.head = net.stem, net.head
+        self.b = nn.ModuleList([net.blocks[i] for i in registered])
+        self.run = [list(registered).index(k) for k in range(len(registered))]
+
+    def forward(self, x):
+        h = self.stem(x)
+        for i in self.run:
+            h = self.b[i](h)
+        return self.head(h)
+
+
+def test_scores_follow_units_not_positions_when_registration_and_run_orders_differ():
+    """gradient_share scores and norm ratios belong to the unit that ran, not to the unit
+    registered at that position (timm's Twins registers some blocks after the others)."""
+    net, data = _trained_mlp(depth=3)
+    net = net.double().eval()
+    x, y = data.test.tensors
+    x = x.double()
+    plain, moved = _Ordered(net, (0, 1, 2)), _Ordered(net, (2, 0, 1))  # moved: b.1 runs first, then b.2, b.0
+    want = select(plain, (x, y), budget=10.0, strategy="gradient_share", max_units=1).scores
+    got = select(moved, (x, y), budget=10.0, strategy="gradient_share", max_units=1).scores
+    assert len(set(want.values())) == 3  # three different scores: a mix-up would show
+    for m, p in ((1, 0), (2, 1), (0, 2)):
+        assert got[(m,)] == pytest.approx(want[(p,)], rel=1e-12)
+    ratios = unravel.attribution.norm_ratios(moved, x, y)
+    assert ratios["index"].tolist() == [1, 2, 0] and ratios["unit"].tolist() == [0, 1, 2]
+    assert ratios["name"].tolist() == [u.name for u in (unravel.find_units(moved)[i] for i in (1, 2, 0))]
+    ref = unravel.attribution.norm_ratios(plain, x, y)
+    np.testing.assert_allclose(ratios.ratio, ref.ratio, rtol=1e-12)

@@ -820,15 +820,16 @@ def _gradient_share(model, units, groups, loader, device, loss_fn, next_token):
             skip = None
             for l in range(len(units) - 1, -1, -1):
                 rec = records[l]
-                if l in end:
+                u = rec.unit.index  # groups hold unit indices; records are in the order the units ran
+                if u in end:
                     skip = g
                 gz = g if rec.y is rec.zl else vjp(rec.y, rec.zl, g)
                 gx = vjp(rec.z, rec.x, gz)
                 if skip is not None:
                     sz = skip if rec.y is rec.zl else vjp(rec.y, rec.zl, skip)
                     skip = vjp(rec.s, rec.x, sz) if rec.s is not None else torch.zeros_like(rec.x)
-                if l in start:
-                    j = start[l]
+                if u in start:
+                    j = start[u]
                     R[j] += float((gx - skip).double().pow(2).sum())
                     S[j] += float(skip.double().pow(2).sum())
                     skip = None

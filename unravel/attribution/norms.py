@@ -22,7 +22,8 @@ __all__ = ["norm_ratios"]
 def norm_ratios(model: nn.Module, inputs, targets=None, *, loss: Callable | None = None, mode: str = "eval"):
     """Per unit, ``||dL/dx_l|| / ||dL/dx_{l+1}||``: the norm-preservation measure [1]_.
 
-    Returns a tidy frame: unit (position), name (the unit that ran there), projection, kind,
+    Returns a tidy frame: unit (position in the order the units ran), index (that unit's index in
+    :func:`unravel.find_units`), name (the unit that ran there), projection, kind,
     deleted (inside a lesion: the unit's residual branch was removed), grad_in (``||dL/dx_l||``), grad_out
     (``||dL/dx_{l+1}||``), ratio. Ratios near 1 mean the backward signal keeps its norm.
 
@@ -31,7 +32,7 @@ def norm_ratios(model: nn.Module, inputs, targets=None, *, loss: Callable | None
     >>> import torch, unravel
     >>> frame = unravel.attribution.norm_ratios(unravel.models.resmlp(8, 3, width=8, depth=3), torch.randn(4, 8))
     >>> frame.columns.tolist()
-    ['unit', 'name', 'projection', 'kind', 'deleted', 'grad_in', 'grad_out', 'ratio']
+    ['unit', 'index', 'name', 'projection', 'kind', 'deleted', 'grad_in', 'grad_out', 'ratio']
 
     References
     ----------
@@ -53,7 +54,7 @@ def norm_ratios(model: nn.Module, inputs, targets=None, *, loss: Callable | None
             gz = g if rec.y is rec.zl else torch.autograd.grad(rec.y, rec.zl, g, retain_graph=True)[0]
             gx, = torch.autograd.grad(rec.z, rec.x, gz, retain_graph=True)
             u = rec.unit
-            rows.append(dict(unit=l, name=u.name, projection=u.projection, kind=u.kind, deleted=u.deleted,
+            rows.append(dict(unit=l, index=u.index, name=u.name, projection=u.projection, kind=u.kind, deleted=u.deleted,
                              grad_in=float(gx.norm()), grad_out=float(g.norm())))
             g = gx
             if l > 0:
