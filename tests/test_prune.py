@@ -506,3 +506,47 @@ def test_scores_follow_units_not_positions_when_registration_and_run_orders_diff
     assert ratios["name"].tolist() == [u.name for u in (unravel.find_units(moved)[i] for i in (1, 2, 0))]
     ref = unravel.attribution.norm_ratios(plain, x, y)
     np.testing.assert_allclose(ratios.ratio, ref.ratio, rtol=1e-12)
+
+
+TIMM_CASES = {  # name: (create_model kwargs, input size, "blocks": whole blocks, else single units)
+    "resnet18": ({}, 32, "units"),
+    "efficientnet_b0": ({}, 32, "units"),
+    "regnetx_002": ({}, 32, "units"),
+    "convnext_atto": ({}, 32, "units"),
+    "vit_tiny_patch16_224": ({"img_size": 32, "patch_size": 8}, 32, "blocks"),
+    "swin_tiny_patch4_window7_224": ({"img_size": 56, "window_size": 7}, 56, "blocks"),
+    "mixer_s16_224": ({"img_size": 32}, 32, "blocks"),
+}
+
+
+@pytest.mark.parametrize("name", list(TIMM_CASES))
+def test_timm_remove_equals_the_lesion_bit_for_bit(name):
+    """timm models: units of convolutional nets, and whole transformer / mixer blocks (their
+    attention and MLP units together), removed physically; the copy computes what the lesion
+    does, bit for bit, with fewer parameters. A transformer block's single sublayer is refused
+    with a clear error (lesion.delete handles it)."""
+    import timm
+    kwargs, size, what = TIMM_CASES[name]
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False, num_classes=5, **kwargs).eval()
+    units = unravel.find_units(model)
+    groups = {}
+    for u in units:
+        groups.setdefault(id(u.module), []).append(u.index)
+    groups = list(groups.values())
+    if what == "blocks":
+        pick = groups[1] + groups[-2]
+        with pytest.raises(UnsupportedModelError, match="cannot remove .* physically"):
+            remove(model, [groups[1][-1]])
+    else:
+        pick = [u.index for u in units if not u.projection][1::3][:3]
+    x = torch.randn(2, 3, size, size)
+    before = state_hash(model)
+    small = remove(model, pick).eval()
+    with torch.no_grad(), unravel.lesion.delete(model, pick):
+        want = model(x)
+    with torch.no_grad():
+        assert torch.equal(small(x), want)
+    assert state_hash(model) == before
+    assert len(unravel.find_units(small)) == len(units) - len(pick)
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in model.parameters())
