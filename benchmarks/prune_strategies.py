@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import unravel  # noqa: E402
 from unravel import lm, models, prune, train  # noqa: E402
+from unravel.study.runner import source_hash  # noqa: E402
 
 STRATEGIES = ("greedy", "block_influence", "angular", "gradient_share")
 
@@ -86,7 +87,8 @@ def main(argv=None):
     report = {"machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                           "torch_threads": torch.get_num_threads()},
               "versions": {"python": platform.python_version(), "torch": torch.__version__},
-              "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "quick": args.quick, "results": {}}
+              "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "quick": args.quick,
+              "source_hash": source_hash(), "results": {}}
     for name, fn in (("resnet", resnet), ("lm", language_model)):
         r = fn(args.quick)
         report["results"][name] = r
