@@ -485,3 +485,31 @@ def test_recalibrate_max_examples_and_bad_input():
         lesion.recalibrate_bn(model, data, max_examples=0)
     with pytest.raises(ValueError, match="empty"):
         lesion.recalibrate_bn(model, (x[:0], torch.zeros(0, dtype=torch.long)))
+
+
+@pytest.mark.parametrize("family", ["resnet", "transformer-preln", "densenet", "plain"])
+def test_engine_resuming_from_a_lesioned_base_equals_naive_loop(family):
+    """A greedy step's sweep (every variant deletes the chosen ``base`` units and one more)
+    resumes from the states of the network without ``base``: the tallies equal the naive loop's,
+    and the base is checked."""
+    from unravel._engine import Engine, Tally, Variant, make_scorer
+    from unravel.train import as_loader
+
+    model, x, classes = _family(family)
+    y = torch.randint(0, classes, (len(x),))
+    n = len(unravel.find_units(model))
+    engine = Engine(model, unravel.find_units(model), as_loader((x, y), 8), torch.device("cpu"),
+                    make_scorer(torch.nn.functional.cross_entropy), max_rows=16)
+    for base in ([0], [n - 1], [1, n - 2]):
+        variants = [Variant(id=c, k=len(base) + 1, deleted=tuple(sorted(set(base) | {c})))
+                    for c in range(n) if c not in base]
+        with torch.no_grad():
+            fast = engine.run(variants, None, base)
+            naive = engine.run_naive(variants, None)
+        for v in variants:
+            f, g = fast[v.id].metrics(), naive[v.id].metrics()
+            assert f["error"] == g["error"] and abs(f["loss"] - g["loss"]) < 1e-5, (base, v.deleted)
+    with pytest.raises(ValueError, match="every variant deletes the base units"):
+        engine.run([Variant(id=0, k=1, deleted=(1,))], None, [0])
+    with pytest.raises(ValueError, match="baseline tally"):
+        engine.run([Variant(id=0, k=1, deleted=(0,))], Tally(), [0])

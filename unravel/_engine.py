@@ -121,13 +121,20 @@ def _rows_of(value, rows, stacked: int):
     return value
 
 
-def _stacked_compute(units, variants, cache, batch):
+def _first(v: Variant, base: frozenset) -> int:
+    """The first position where ``v`` computes differently from the network with ``base`` deleted."""
+    if not base:
+        return v.first
+    changed = [p for p in v.deleted if p not in base]
+    return min(changed) if changed else 10**9
+
+
+def _stacked_compute(units, variants, cache, batch, f):
     """The ``compute`` of a routing layer that runs ``variants`` (all with the same first change
-    ``f``) stacked on the batch dimension: before ``f`` every unit returns its cached unlesioned
-    output instead of computing; from ``f`` on each variant runs its own units."""
+    ``f``) stacked on the batch dimension: before ``f`` every unit returns its cached output (of
+    the network the cache recorded) instead of computing; from ``f`` on each variant runs its own
+    units."""
     V = len(variants)
-    f = variants[0].first
-    assert all(v.first == f for v in variants)
 
     def compute(unit, x, position, **kw):
         p = position.index
@@ -145,7 +152,15 @@ def _stacked_compute(units, variants, cache, batch):
 
         if len(groups) == 1:
             return run(next(iter(groups)), x, kw)
+        # the largest group runs on the whole stack (no gather, no scatter of its rows; its few
+        # extra rows are overwritten below) when it holds most rows; the others on their own rows
+        major, majority = max(groups.items(), key=lambda kv: len(kv[1]))
         out = None
+        if 2 * len(majority) > V:
+            out = run(major, x, kw)
+            if out.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
+                out = out.clone()  # the rows written below must not change x, which the others read
+            groups = {a: js for a, js in groups.items() if a != major}
         for action, js in groups.items():
             rows = torch.cat([torch.arange(j * batch, (j + 1) * batch, device=x.device) for j in js])
             # per-example keyword tensors (attention masks, rotary tables) follow their rows
@@ -165,18 +180,29 @@ class Engine:
         self.model, self.units, self.loader, self.device = model, units, loader, device
         self.score, self.max_rows, self.keep_items = score, max_rows, keep_items
 
-    def run(self, variants: list[Variant], baseline: Tally | None):
-        """Tallies for ``variants`` (and the unlesioned net into ``baseline`` when given)."""
+    def run(self, variants: list[Variant], baseline: Tally | None, base=()):
+        """Tallies for ``variants`` (and the unlesioned net into ``baseline`` when given).
+
+        ``base``: units that every variant deletes (a greedy search's chosen units). The states
+        are then recorded on the network with ``base`` deleted, and each variant resumes from
+        them at its first unit outside ``base``: a greedy step costs what deleting each unit of
+        that network costs, not a full forward per candidate."""
+        base = frozenset(base)
+        if base:
+            if baseline is not None:
+                raise ArgumentError("Engine.run: a baseline tally is the unlesioned network's; give base=() for it")
+            if any(v.order is not None or not base <= set(v.deleted) for v in variants):
+                raise ArgumentError("Engine.run: with base, every variant deletes the base units and reorders none")
         tallies = {v.id: Tally(self.keep_items) for v in variants}
         by_first: dict[int, list[Variant]] = {}
         for v in variants:
-            by_first.setdefault(v.first, []).append(v)
+            by_first.setdefault(_first(v, base), []).append(v)
         for x, y in self.loader:
             x, y = x.to(self.device), y.to(self.device)
             cache: dict[int, torch.Tensor] = {}
 
             def record(unit, xin, position, **kw):
-                out = unit.forward(xin, **kw)
+                out = unit.bypass(xin) if position.index in base else unit.forward(xin, **kw)
                 cache[position.index] = out
                 return out
 
@@ -185,13 +211,13 @@ class Engine:
             if baseline is not None:
                 baseline.add(out, y, self.score)
             per_chunk = max(1, self.max_rows // len(y))
-            chunks = [same[i:i + per_chunk] for same in by_first.values() for i in range(0, len(same), per_chunk)]
-            for chunk in chunks:
-                if chunk[0].first >= len(self.units):  # nothing changed (swaps that undo each other)
+            chunks = [(f, same[i:i + per_chunk]) for f, same in by_first.items() for i in range(0, len(same), per_chunk)]
+            for f, chunk in chunks:
+                if f >= len(self.units):  # nothing changed (swaps that undo each other)
                     for v in chunk:
                         tallies[v.id].add(out, y, self.score)
                     continue
-                with intervene(self.model, compute=_stacked_compute(self.units, chunk, cache, len(y))):
+                with intervene(self.model, compute=_stacked_compute(self.units, chunk, cache, len(y), f)):
                     stacked = self.model(x if len(chunk) == 1 else x.repeat((len(chunk),) + (1,) * (x.dim() - 1)))
                 stacked = logits_of(stacked)
                 stacked = stacked.view((len(chunk), len(y)) + tuple(stacked.shape[1:]))

@@ -972,9 +972,9 @@ def select(model: nn.Module, data, *, budget: float, strategy: str = "greedy", m
     other = "loss" if metric == "error" else "error"
     from tqdm.auto import tqdm
 
-    def evaluate(sets):
+    def evaluate(sets, base=()):
         variants = [Variant(id=i, k=len(s), deleted=tuple(sorted(s))) for i, s in enumerate(sets)]
-        tallies = engine.run(variants, None)
+        tallies = engine.run(variants, None, base)
         return [tallies[v.id].metrics() for v in variants]
 
     rows = []
@@ -998,7 +998,8 @@ def select(model: nn.Module, data, *, budget: float, strategy: str = "greedy", m
         if strategy == "greedy":
             remaining = list(groups)
             while remaining and len(rows) - 1 < limit:
-                got = evaluate([chosen + list(g) for g in remaining])
+                # every candidate resumes from the states of the network without the chosen units
+                got = evaluate([chosen + list(g) for g in remaining], base=chosen)
                 best = min(range(len(remaining)), key=lambda i: (got[i][metric], got[i][other], remaining[i]))
                 r = row(len(rows), chosen + list(remaining[best]), got[best], float("nan"))
                 bar.update(1)
