@@ -321,7 +321,7 @@ def _cmd_study_list(args):
 
     from . import study
 
-    for name, path in study.list_studies().items():
+    for name, path in sorted(study.list_studies().items()):
         title = (yaml.safe_load(path.read_text()) or {}).get("title", "")
         print(f"{name:20s} {title}")
     return 0
@@ -526,6 +526,7 @@ def main(argv=None) -> int:
     >>> from unravel.cli import main
     >>> main(["study", "list"])  # doctest: +ELLIPSIS
     lm-ensemble          Language models as ensembles of paths: ...
+    lm-ensemble-gpu      Language models as ensembles of paths, GPU size: ...
     norm-preservation    Norm preservation: Jacobian spectra of identity and transition units over training (TPAMI 2021)
     ...
     0

@@ -362,7 +362,7 @@ def list_studies() -> dict:
     --------
     >>> from unravel.study import list_studies
     >>> sorted(list_studies())
-    ['lm-ensemble', 'norm-preservation', 'quickstart', 'ssf-dynamics', 'veit-lesion', 'veit-lesion-mnist', 'veit-paths']
+    ['lm-ensemble', 'lm-ensemble-gpu', 'norm-preservation', 'quickstart', 'ssf-dynamics', 'veit-lesion', 'veit-lesion-mnist', 'veit-paths']
     """
     found: dict = {}
     for folder in STUDY_DIRS:
