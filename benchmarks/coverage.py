@@ -239,12 +239,56 @@ def timm_measure(name: str) -> dict:
             continue
         row.update(kwargs=kwargs, input=list(size), params=n_params(model))
         row.update(classify(model, x))
+        if row.get("verified"):
+            row.update(timm_attribution(model, x))
         break
     else:
         stage = "build failed" if all(s == "build failed" for s, _ in failures) else "forward failed"
         row.update(status=stage, found=False, verified=False, units=None, error=failures[-1][1])
     row["seconds"] = round(time.perf_counter() - t1, 2)
     return row
+
+
+#: Above this many parameters the attribution check is skipped (it costs about (n + 1) / 2
+#: backward passes in float64, and the sweep's per-model time limit must hold).
+ATTRIBUTION_MAX_PARAMS = 60_000_000
+
+
+def timm_attribution(model, x) -> dict:
+    """Whether path-length attribution runs on a verified timm model, and exactly: the exact
+    decomposition of a loss's gradient at the first unit's input (a float64 copy; float32 where
+    the model does not run in float64) against autograd's. ``attribution`` is ``exact``,
+    ``not a chain`` (the decompositions refuse the model: a unit's output leaves the chain),
+    ``inexact``, ``error`` or ``not checked``. It does not change the row's status: that counts
+    the units found and routed, which lesions need."""
+    import copy
+
+    from unravel.errors import ArgumentError
+
+    if n_params(model) > ATTRIBUTION_MAX_PARAMS:
+        return {"attribution": "not checked", "attribution_note": f"over {ATTRIBUTION_MAX_PARAMS:,} parameters"}
+
+    def loss(o, _):
+        return unravel._utils.logits_of(o).double().pow(2).mean()
+
+    for dtype in ("float64", "float32"):
+        m = copy.deepcopy(model).to(getattr(torch, dtype))
+        xx = x.to(getattr(torch, dtype))
+        try:
+            res = unravel.attribution.path_length_gradients(m, xx, loss=loss)
+            g = _first_unit_grad(m, lambda mod: mod(xx), loss)
+        except ArgumentError as e:
+            if "do not form a chain" in str(e):
+                return {"attribution": "not a chain", "attribution_note": first_line(e, 200)}
+            return {"attribution": "error", "attribution_note": first_line(e, 200)}
+        except (RuntimeError, TypeError, NotImplementedError) as e:
+            if dtype == "float64":
+                continue
+            return {"attribution": "error", "attribution_note": first_line(e, 200)}
+        err = float(max((res.total - g).abs().max(), (res.by_length.sum(0) - g).abs().max()) / g.abs().max())
+        ok = err <= EXACT_TOL[dtype]
+        return {"attribution": "exact" if ok else "inexact", "exact_dtype": dtype, "exact_rel_err": float(f"{err:.3g}")}
+    return {"attribution": "error", "attribution_note": "no dtype runs"}
 
 
 def timm_task(family: str, send) -> dict:
@@ -796,6 +840,7 @@ def timm_summary(rows):
         "goal_pct": 100 * GOAL,
         "goal_met": bool(residual) and len(verified) >= GOAL * len(residual),
         "by_status": _count(r["status"] for r in rows),
+        "attribution": _count(r.get("attribution", "not checked") for r in verified),
     }
 
 
@@ -847,17 +892,22 @@ def markdown(report) -> str:
                   f"(non-residual: {', '.join(s['non_residual_families']) or 'none'}); "
                   f"found {s['found']} ({s['found_pct']}%), verified {s['verified']} ({s['verified_pct']}%; "
                   f"{s['verified_pct_of_built']}% of the {s['built']} that built); goal >= {s['goal_pct']:.0f}%: "
-                  f"{'met' if s['goal_met'] else 'not met'}", "",
-                  "| family | model | params | input | residual | status | units | error |",
-                  "|---|---|---:|---|---|---|---:|---|"]
+                  f"{'met' if s['goal_met'] else 'not met'}; attribution on the verified: "
+                  f"{', '.join(f'{k} {v}' for k, v in s.get('attribution', {}).items()) or 'not checked'}", "",
+                  "| family | model | params | input | residual | status | units | attribution | error |",
+                  "|---|---|---:|---|---|---|---:|---|---|"]
         for r in report["timm"]["rows"]:
             res = "no" if r["family"] in NON_RESIDUAL_TIMM and not r["found"] else "yes"
             size = "x".join(map(str, r["input"][1:])) if r.get("input") else ""
             params = f"{r['params'] / 1e6:.2f}M" if r.get("params") else ""
             model = (r.get("model") or "") + (f" (after {len(r['passed_over'])} using no skip)"
                                               if r.get("passed_over") else "")
+            att = r.get("attribution", "")
+            if r.get("exact_rel_err") is not None:
+                att += f" ({r['exact_rel_err']:.1e}, {r['exact_dtype']})"
             lines.append(f"| {r['family']} | {model} | {params} | {size} | {res} | {r['status']} | "
-                         f"{r['units'] if r['units'] is not None else ''} | {_md_cell(r.get('error'))} |")
+                         f"{r['units'] if r['units'] is not None else ''} | {att} | "
+                         f"{_md_cell(r.get('error') or r.get('attribution_note'))} |")
         lines.append("")
     if "hf" in report:
         for kind, s in report["hf"]["summary"].items():
