@@ -38,6 +38,26 @@ def _script():
     return cov
 
 
+def test_timm_rows_say_whether_attribution_runs_exactly():
+    """A chain (a ResNet) is decomposed exactly in float64; a DLA, whose aggregation nodes read
+    earlier blocks, is routed and verified but refused by attribution, and the row says why."""
+    import timm
+
+    cov = _script()
+    torch = cov.torch
+    x = torch.randn(1, 3, 64, 64)
+    torch.manual_seed(0)
+    chain = cov.timm_attribution(timm.create_model("resnet10t", pretrained=False).eval(), x)
+    assert chain["attribution"] == "exact" and chain["exact_dtype"] == "float64" and chain["exact_rel_err"] < 1e-10
+    dla = timm.create_model("dla34", pretrained=False).eval()
+    row = cov.classify(dla, x)
+    assert row["status"] == "verified"
+    got = cov.timm_attribution(dla, x)
+    assert got["attribution"] == "not a chain" and "level3.tree1/tree1" in got["attribution_note"]
+    assert cov.timm_summary([{"family": "resnet", "found": True, "verified": True, "status": "verified",
+                              **chain}])["attribution"] == {"exact": 1}
+
+
 def test_hf_row_checks_deletion_and_the_exact_decomposition():
     pytest.importorskip("transformers")
     cov = _script()
