@@ -273,6 +273,10 @@ def timm_attribution(model, x) -> dict:
 
     for dtype in ("float64", "float32"):
         m = copy.deepcopy(model).to(getattr(torch, dtype))
+        with torch.no_grad():  # a zero-initialised head (timm's gMLP, Hiera, ...) zeroes every gradient
+            for p in m.parameters():
+                if p.dim() >= 2 and not p.any():
+                    torch.nn.init.normal_(p, std=0.02, generator=torch.Generator().manual_seed(0))
         xx = x.to(getattr(torch, dtype))
         try:
             res = unravel.attribution.path_length_gradients(m, xx, loss=loss)
