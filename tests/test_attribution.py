@@ -469,3 +469,40 @@ def test_units_that_do_not_form_a_chain_are_refused(route, where):
     net.route = "chain"
     res = attribution.path_length_gradients(net, x, y)
     assert torch.allclose(res.by_length.sum(0), autograd_input_grad(net, x, y), rtol=1e-10, atol=1e-14)
+
+
+def test_parts_match_finite_differences_where_autograd_is_given_transposed_cotangents():
+    """timm's EfficientFormer hands transposed gradients between its units; fed such a cotangent,
+    a backward kernel of torch (2.14, CPU) returns wrong values, so autograd's own gradient at the
+    first unit's input misses a central finite difference. unravel passes contiguous cotangents:
+    its parts sum to the finite difference."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("efficientformer_l1", pretrained=False).eval().double()
+    x = torch.randn(1, 3, 224, 224, dtype=torch.float64)
+
+    def loss(out, _):
+        return out.pow(2).mean()
+
+    res = attribution.path_length_gradients(model, x, loss=loss)
+    first = {}
+
+    def run(x0):
+        def compute(unit, xin, position, **kw):
+            if not first.get("done"):
+                first["done"] = True
+                first["x"] = xin.detach()
+                xin = x0 if x0 is not None else xin
+            return unit.forward(xin, **kw)
+
+        first.pop("done", None)
+        with torch.no_grad(), unravel.intervene(model, compute=compute):
+            return float(loss(model(x), None))
+
+    run(None)
+    x0 = first["x"]
+    d = torch.randn_like(x0)
+    eps = 1e-5
+    fd = (run(x0 + eps * d) - run(x0 - eps * d)) / (2 * eps)
+    assert float((res.total * d).sum()) == pytest.approx(fd, rel=1e-6)

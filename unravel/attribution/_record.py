@@ -208,7 +208,7 @@ def grad(outputs, inputs, grads, chunk_size=None):
     for start in range(0, K, chunk_size):
         g = grads[start:start + chunk_size]
         if g.shape[0] == 1:
-            got = torch.autograd.grad(outputs, inputs, g[0], retain_graph=True, allow_unused=True)
+            got = torch.autograd.grad(outputs, inputs, g[0].contiguous(), retain_graph=True, allow_unused=True)
             got = [None if t is None else t.unsqueeze(0) for t in got]
         else:
             got = torch.autograd.grad(outputs, inputs, g, retain_graph=True, allow_unused=True, is_grads_batched=True)
@@ -245,7 +245,10 @@ def vjps(outputs, inputs, channels, chunk_size=None):
     for start in range(0, len(live), chunk_size):
         idx = live[start:start + chunk_size]
         if len(idx) == 1:
-            got = torch.autograd.grad(outputs, inputs, channels[idx[0]], retain_graph=True, allow_unused=True)
+            # a contiguous cotangent: some backward kernels of torch 2.14 on a CPU (TinyViT's
+            # transpose-reshape-conv between units) return wrong values for a transposed one
+            got = torch.autograd.grad(outputs, inputs, channels[idx[0]].contiguous(), retain_graph=True,
+                                      allow_unused=True)
             for i, t in enumerate(got):
                 out[i][idx[0]] = t
         else:
