@@ -471,15 +471,17 @@ def test_units_that_do_not_form_a_chain_are_refused(route, where):
     assert torch.allclose(res.by_length.sum(0), autograd_input_grad(net, x, y), rtol=1e-10, atol=1e-14)
 
 
-def test_parts_match_finite_differences_where_autograd_is_given_transposed_cotangents():
-    """timm's EfficientFormer hands transposed gradients between its units; fed such a cotangent,
-    a backward kernel of torch (2.14, CPU) returns wrong values, so autograd's own gradient at the
-    first unit's input misses a central finite difference. unravel passes contiguous cotangents:
-    its parts sum to the finite difference."""
+@pytest.mark.parametrize("name", ["efficientformer_l1", "tiny_vit_5m_224"])
+def test_parts_match_finite_differences_where_cotangent_layouts_differ(name):
+    """Some backward kernels of torch (2.14, CPU) return wrong values when the cotangent is laid
+    out in memory unlike the output: EfficientFormer hands transposed gradients between its units
+    (autograd's own gradient at the first unit's input then misses a central finite difference),
+    TinyViT permutes its states around ``local_conv``. unravel lays each cotangent out like its
+    output: the parts sum to the finite difference on both."""
     import timm
 
     torch.manual_seed(0)
-    model = timm.create_model("efficientformer_l1", pretrained=False).eval().double()
+    model = timm.create_model(name, pretrained=False).eval().double()
     x = torch.randn(1, 3, 224, 224, dtype=torch.float64)
 
     def loss(out, _):

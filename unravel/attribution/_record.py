@@ -208,7 +208,7 @@ def grad(outputs, inputs, grads, chunk_size=None):
     for start in range(0, K, chunk_size):
         g = grads[start:start + chunk_size]
         if g.shape[0] == 1:
-            got = torch.autograd.grad(outputs, inputs, g[0].contiguous(), retain_graph=True, allow_unused=True)
+            got = torch.autograd.grad(outputs, inputs, like(outputs, g[0]), retain_graph=True, allow_unused=True)
             got = [None if t is None else t.unsqueeze(0) for t in got]
         else:
             got = torch.autograd.grad(outputs, inputs, g, retain_graph=True, allow_unused=True, is_grads_batched=True)
@@ -231,6 +231,15 @@ def prepare(model, inputs, targets, loss):
     return inputs, (loss if loss is not None else default_loss(targets))
 
 
+def like(output, g):
+    """The cotangent ``g`` laid out in memory as ``output`` is: some backward kernels of torch 2.14
+    on a CPU return wrong values when the two differ (a transposed gradient for a contiguous
+    output in EfficientFormer, a contiguous one for a permuted output in TinyViT)."""
+    if g.shape != output.shape or g.stride() == output.stride():
+        return g
+    return torch.empty_like(output).copy_(g)  # empty_like keeps a dense output's strides
+
+
 def vjps(outputs, inputs, channels, chunk_size=None):
     """VJPs of a list of length channels (None: an exactly-zero channel, skipped). Returns, per
     input, a list over channels (None where the channel or the input's gradient is zero). On a
@@ -247,7 +256,7 @@ def vjps(outputs, inputs, channels, chunk_size=None):
         if len(idx) == 1:
             # a contiguous cotangent: some backward kernels of torch 2.14 on a CPU (TinyViT's
             # transpose-reshape-conv between units) return wrong values for a transposed one
-            got = torch.autograd.grad(outputs, inputs, channels[idx[0]].contiguous(), retain_graph=True,
+            got = torch.autograd.grad(outputs, inputs, like(outputs, channels[idx[0]]), retain_graph=True,
                                       allow_unused=True)
             for i, t in enumerate(got):
                 out[i][idx[0]] = t
