@@ -471,8 +471,9 @@ def test_units_that_do_not_form_a_chain_are_refused(route, where):
     assert torch.allclose(res.by_length.sum(0), autograd_input_grad(net, x, y), rtol=1e-10, atol=1e-14)
 
 
-@pytest.mark.parametrize("name", ["efficientformer_l1", "tiny_vit_5m_224"])
-def test_parts_match_finite_differences_where_cotangent_layouts_differ(name):
+@pytest.mark.parametrize("name, chunk_size", [("efficientformer_l1", None), ("tiny_vit_5m_224", None),
+                                              ("tiny_vit_5m_224", 8)])
+def test_parts_match_finite_differences_where_cotangent_layouts_differ(name, chunk_size):
     """Some backward kernels of torch (2.14, CPU) return wrong values when the cotangent is laid
     out in memory unlike the output: EfficientFormer hands transposed gradients between its units
     (autograd's own gradient at the first unit's input then misses a central finite difference),
@@ -487,7 +488,7 @@ def test_parts_match_finite_differences_where_cotangent_layouts_differ(name):
     def loss(out, _):
         return out.pow(2).mean()
 
-    res = attribution.path_length_gradients(model, x, loss=loss)
+    res = attribution.path_length_gradients(model, x, loss=loss, chunk_size=chunk_size)  # 8: batched VJPs
     first = {}
 
     def run(x0):

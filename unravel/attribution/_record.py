@@ -211,7 +211,8 @@ def grad(outputs, inputs, grads, chunk_size=None):
             got = torch.autograd.grad(outputs, inputs, like(outputs, g[0]), retain_graph=True, allow_unused=True)
             got = [None if t is None else t.unsqueeze(0) for t in got]
         else:
-            got = torch.autograd.grad(outputs, inputs, g, retain_graph=True, allow_unused=True, is_grads_batched=True)
+            got = torch.autograd.grad(outputs, inputs, stack_like(outputs, g), retain_graph=True, allow_unused=True,
+                                      is_grads_batched=True)
         pieces.append(got)
     if len(pieces) == 1:
         return list(pieces[0])
@@ -240,6 +241,19 @@ def like(output, g):
     return torch.empty_like(output).copy_(g)  # empty_like keeps a dense output's strides
 
 
+def stack_like(output, gs):
+    """Cotangents stacked ``[K, *output.shape]`` for a batched VJP, each slice laid out in memory
+    as ``output`` is (see :func:`like`; ``torch.stack`` alone would make them contiguous)."""
+    span = 1 + sum((n - 1) * st for n, st in zip(output.shape, output.stride()))
+    if output.is_contiguous() or span != output.numel():  # contiguous, or not dense: as they come
+        return torch.stack(list(gs))
+    out = torch.empty_strided((len(gs),) + tuple(output.shape), (output.numel(),) + tuple(output.stride()),
+                              dtype=gs[0].dtype, device=gs[0].device)
+    for i, g in enumerate(gs):
+        out[i].copy_(g)
+    return out
+
+
 def vjps(outputs, inputs, channels, chunk_size=None):
     """VJPs of a list of length channels (None: an exactly-zero channel, skipped). Returns, per
     input, a list over channels (None where the channel or the input's gradient is zero). On a
@@ -261,7 +275,8 @@ def vjps(outputs, inputs, channels, chunk_size=None):
             for i, t in enumerate(got):
                 out[i][idx[0]] = t
         else:
-            got = torch.autograd.grad(outputs, inputs, torch.stack([channels[j] for j in idx]), retain_graph=True,
+            stacked = stack_like(outputs, [channels[j] for j in idx])
+            got = torch.autograd.grad(outputs, inputs, stacked, retain_graph=True,
                                       allow_unused=True, is_grads_batched=True)
             for i, t in enumerate(got):
                 if t is not None:
