@@ -27,7 +27,7 @@ from ...units import UnitParts
 from .. import Adapter, Layout, original_class
 from ._hyper import _DeepseekV4Adapter, _HYV4Adapter, _Qwen4ExpAdapter
 from ._program import _readable, _readable_layer, _ReadAdapter
-from ._read import _bind, _call, _renames, _route_frame, _source
+from ._read import _bind, _call, _check_signature, _known_args, _renames, _route_frame, _source
 
 # ------------------------------------------------------------------------------------------
 # Hand-written adapters: post-LN BERT, OPT, BLOOM, Falcon
@@ -37,9 +37,13 @@ class _BertLayerAdapter(Adapter):
     """``LayerNorm(x + dropout(dense(self_attention(x))))`` then the same around the MLP; post-LN,
     so post is each LayerNorm. Decoder layers called with encoder states are refused."""
 
+    KNOWN = ("attention_mask", "encoder_hidden_states", "encoder_attention_mask", "cache")
+    REQUIRED = ("hidden_states", "attention_mask")
+
     def parts(self, m):
         from transformers.pytorch_utils import apply_chunking_to_forward
 
+        _check_signature(m, self.KNOWN, self.REQUIRED)
         if not _bert_like(m):
             cls = original_class(m)
             raise UnsupportedModelError(f"{cls.__module__}.{cls.__qualname__} does not run BERT's code (its forward or "
@@ -65,14 +69,19 @@ class _BertLayerAdapter(Adapter):
         if v.get("encoder_hidden_states") is not None and m.is_decoder:
             raise ArgumentError(f"{type(m).__name__} with encoder_hidden_states (cross-attention) is not routed; "
                                 "unravel reads its self-attention and MLP units only.")
-        kw = {"attention_mask": v["attention_mask"], "cache": v.get("cache"), **v.get("kwargs", {})}
+        given = _known_args(v, self.KNOWN)
+        kw = {"attention_mask": given["attention_mask"], "cache": given.get("cache"), **v.get("kwargs", {})}
         return _route_frame(m, call_unit, [v["hidden_states"], (0, kw), (1, {})], lambda x, _: x)
 
 
 class _OPTAdapter(Adapter):
     """Pre-LN (``do_layer_norm_before``) or post-LN (OPT-350m: post is the LayerNorm)."""
 
+    KNOWN = ("attention_mask", "cache", "use_cache", "position_ids")
+    REQUIRED = ("hidden_states", "attention_mask")
+
     def parts(self, m):
+        _check_signature(m, self.KNOWN, self.REQUIRED)
         before = m.do_layer_norm_before
 
         def attend(x, attention_mask=None, cache=None, position_ids=None, **kw):
@@ -89,8 +98,9 @@ class _OPTAdapter(Adapter):
 
     def route(self, m, call_unit, *args, **kwargs):
         v = _bind(m, args, kwargs)
-        kw = {"attention_mask": v["attention_mask"], "cache": v["cache"], "position_ids": v["position_ids"],
-              **v["kwargs"]}
+        given = _known_args(v, self.KNOWN)
+        kw = {**{k: given[k] for k in ("attention_mask", "cache", "position_ids") if k in given},
+              **v.get("kwargs", {})}
         return _route_frame(m, call_unit, [v["hidden_states"], (0, kw), (1, {})], lambda x, _: x)
 
 
@@ -99,7 +109,11 @@ class _BloomAdapter(Adapter):
     residual they return the branch alone. With ``apply_residual_connection_post_layernorm`` the
     shortcut is the LayerNorm of the input (a projection shortcut)."""
 
+    KNOWN = ("alibi", "attention_mask", "layer_past", "use_cache", "output_attentions")
+    REQUIRED = ("hidden_states", "alibi", "attention_mask")
+
     def parts(self, m):
+        _check_signature(m, self.KNOWN, self.REQUIRED)
         ln_short = m.apply_residual_connection_post_layernorm
 
         def attend(x, alibi=None, attention_mask=None, layer_past=None, use_cache=False, output_attentions=False, **_):
@@ -115,7 +129,7 @@ class _BloomAdapter(Adapter):
 
     def route(self, m, call_unit, *args, **kwargs):
         v = _bind(m, args, kwargs)
-        kw = {k: v[k] for k in ("alibi", "attention_mask", "layer_past", "use_cache", "output_attentions")}
+        kw = _known_args(v, self.KNOWN)
         return _route_frame(m, call_unit, [v["hidden_states"], (0, kw), (1, {})],
                             lambda x, frame: (x, frame["attn"][1] if "attn" in frame else None))
 
@@ -126,17 +140,22 @@ def _falcon_parallel(c) -> bool:
 
 class _FalconAdapter(Adapter):
     """Sequential (two units) or parallel attention (``new_decoder_architecture`` or
-    ``parallel_attn``: one unit, ``x + dropout(mlp(ln(x)) + attn(ln(x)))``)."""
+    ``parallel_attn``: one unit, ``x + dropout(mlp(ln(x)) + attn(ln(x)))``). The attention gets
+    exactly the arguments the layer's own ``forward`` takes of :attr:`KNOWN`: transformers 5.25
+    dropped ``alibi`` from the layer (and its attention), earlier releases pass it on."""
+
+    KNOWN = ("attention_mask", "position_ids", "layer_past", "alibi", "use_cache", "output_attentions",
+             "position_embeddings")
+    REQUIRED = ("hidden_states", "attention_mask")
 
     def parts(self, m):
+        _check_signature(m, self.KNOWN, self.REQUIRED)
         c = m.config
         two_ln = c.new_decoder_architecture and c.num_ln_in_parallel_attn == 2
 
         def attn(x, kw):
             ln = m.ln_attn(x) if two_ln else m.input_layernorm(x)
-            names = ("layer_past", "attention_mask", "position_ids", "alibi", "use_cache", "output_attentions",
-                     "position_embeddings")
-            return ln, _call(m.self_attention, ln, _side="attn", **{k: kw.get(k) for k in names})[0]
+            return ln, _call(m.self_attention, ln, _side="attn", **kw)[0]
 
         if _falcon_parallel(c):
             def both(x, **kw):
@@ -155,8 +174,7 @@ class _FalconAdapter(Adapter):
 
     def route(self, m, call_unit, *args, **kwargs):
         v = _bind(m, args, kwargs)
-        kw = {k: v[k] for k in ("layer_past", "attention_mask", "position_ids", "alibi", "use_cache",
-                                "output_attentions", "position_embeddings")}
+        kw = _known_args(v, self.KNOWN)
         calls = [v["hidden_states"], (0, kw)] + ([] if _falcon_parallel(m.config) else [(1, {})])
         return _route_frame(m, call_unit, calls, lambda x, frame: (x, frame["attn"][1] if "attn" in frame else None))
 

@@ -17,14 +17,19 @@ import torch
 
 from ...units import UnitParts
 from .. import Adapter
-from ._read import _bind, _call, _route_frame
+from ._read import _bind, _call, _check_signature, _known_args, _route_frame
 
 
 class _DeepseekV4Adapter(Adapter):
     """``DeepseekV4DecoderLayer``: ``post * f(norm(collapsed)) + comb^T x`` around attention,
     then the MLP (which takes ``input_ids`` for hash routing)."""
 
+    KNOWN = ("input_ids",)
+    REQUIRED = ("hidden_states", "input_ids")
+
     def parts(self, m):
+        _check_signature(m, self.KNOWN, self.REQUIRED)
+
         def unit(hc, norm, core, label, first):
             def branch(x, post, collapsed, kw):
                 out = _call(core, norm(collapsed), **kw)
@@ -49,7 +54,7 @@ class _DeepseekV4Adapter(Adapter):
 
     def route(self, m, call_unit, *args, **kwargs):
         v = _bind(m, args, kwargs)
-        return _route_frame(m, call_unit, [v["hidden_states"], (0, dict(v["kwargs"])),
+        return _route_frame(m, call_unit, [v["hidden_states"], (0, dict(v.get("kwargs", {}))),
                                            (1, {"input_ids": v["input_ids"]})], lambda x, _: x)
 
 
@@ -57,7 +62,12 @@ class _HYV4Adapter(Adapter):
     """``HYV4DecoderLayer``: ``(post * f(norm(collapsed)) + x).to(dtype)`` in float32 around
     attention (which also returns the top-k indices the layer passes on) and the MLP."""
 
+    KNOWN = ("attention_mask", "position_ids", "cache", "use_cache", "position_embeddings", "prev_topk_indices")
+    REQUIRED = ("hidden_states",)
+
     def parts(self, m):
+        _check_signature(m, self.KNOWN, self.REQUIRED)
+
         def cast_back(z):  # the layer casts back to its input's dtype, the dtype of its weights
             return z.to(m.input_layernorm.weight.dtype)
 
@@ -79,9 +89,8 @@ class _HYV4Adapter(Adapter):
 
     def route(self, m, call_unit, *args, **kwargs):
         v = _bind(m, args, kwargs)
-        kw = {k: v[k] for k in ("attention_mask", "position_ids", "cache", "use_cache", "position_embeddings",
-                                "prev_topk_indices")}
-        return _route_frame(m, call_unit, [v["hidden_states"], (0, {**kw, **v["kwargs"]}), (1, {})],
+        kw = _known_args(v, self.KNOWN)
+        return _route_frame(m, call_unit, [v["hidden_states"], (0, {**kw, **v.get("kwargs", {})}), (1, {})],
                             lambda x, frame: (x, frame["attn"][2] if "attn" in frame else None))
 
 
@@ -91,7 +100,12 @@ class _Qwen4ExpAdapter(Adapter):
     the MLP, where the gated residual returns ``mixed``, ``x`` itself and ``inject`` (an identity
     shortcut: the layer adds the very tensor it was given)."""
 
+    KNOWN = ("position_embeddings", "attention_mask", "conv_mask", "cache", "ple_input_ids")
+    REQUIRED = ("hidden_states", "position_embeddings", "attention_mask", "conv_mask", "cache")
+
     def parts(self, m):
+        _check_signature(m, self.KNOWN, self.REQUIRED)
+
         def unit(hc, core, label, first):
             def residual(x, **kw):
                 mixed, _, inject = hc(x)
@@ -112,10 +126,10 @@ class _Qwen4ExpAdapter(Adapter):
     def route(self, m, call_unit, *args, **kwargs):
         v = _bind(m, args, kwargs)
         if m.layer_type == "linear_attention":
-            mixer = {"cache": v["cache"], "attention_mask": v["conv_mask"], **v["kwargs"]}
+            mixer = {"cache": v["cache"], "attention_mask": v["conv_mask"], **v.get("kwargs", {})}
         else:
             mixer = {"position_embeddings": v["position_embeddings"], "attention_mask": v["attention_mask"],
-                     "cache": v["cache"], **v["kwargs"]}
+                     "cache": v["cache"], **v.get("kwargs", {})}
         calls = [v["hidden_states"]]
         if m.ple is not None:
             calls.append((0, {"ple_input_ids": v["ple_input_ids"], "cache": v["cache"], "conv_mask": v["conv_mask"]}))

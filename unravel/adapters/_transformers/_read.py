@@ -10,9 +10,10 @@ import ast
 import contextvars
 import functools
 import inspect
+import sys
 import textwrap
 
-from ...errors import ArgumentError
+from ...errors import ArgumentError, UnsupportedModelError
 from .. import original_class
 
 _FRAME: contextvars.ContextVar = contextvars.ContextVar("unravel_transformers_frame", default=None)
@@ -72,9 +73,82 @@ def _forward_of(cls):
     return renames, fn, inspect.signature(fn)
 
 
-def _bind(m, args, kwargs) -> dict:
+def _library_version(cls) -> str:
+    package = sys.modules.get(cls.__module__.split(".")[0])
+    return f"{package.__name__} {getattr(package, '__version__', '(version unknown)')}" if package else "unknown version"
+
+
+def _signature_changed(cls, what: str) -> UnsupportedModelError:
+    """The one error for a layer whose ``forward`` signature moved away from what its adapter reads."""
+    return UnsupportedModelError(
+        f"{cls.__module__}.{cls.__qualname__}.forward {what} under {_library_version(cls)}; unravel's adapter for "
+        f"it reads another signature. Install the version this unravel was verified with (the constraints file "
+        f"`requirements/lock-py311.txt`, or the caps on the [hf] extra), or register an adapter: "
+        f"unravel.register_adapter({cls.__name__}, ...).")
+
+
+class _Bound(dict):
+    """A layer's arguments by name; asking for one its ``forward`` does not take is an
+    :class:`~unravel.errors.UnsupportedModelError` naming the class and the library's version
+    (a ``KeyError`` from inside a route would name neither)."""
+
+    def __init__(self, cls, values):
+        super().__init__(values)
+        self.cls = cls
+
+    def __missing__(self, name):
+        raise _signature_changed(self.cls, f"takes no argument {name!r}")
+
+
+def _signature_problem(cls, known, required) -> str | None:
+    """What keeps an adapter written for ``known`` and ``required`` arguments from reading
+    ``cls.forward``, or None: an argument of ``required`` missing (removed or renamed), or a new
+    named argument without a default (every call would pass it, and the adapter would not pass
+    it on). A new argument with a default is checked per call (:func:`_known_args`)."""
+    _, _, sig = _forward_of(cls)
+    params = [p for p in list(sig.parameters.values())[1:] if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    missing = [n for n in required if n not in {p.name for p in params}]
+    new = [p.name for p in params if p.name not in set(known) | set(required) and p.default is p.empty]
+    if missing:
+        return f"takes no argument {', '.join(map(repr, missing))}"
+    if new:
+        return f"requires argument(s) {', '.join(map(repr, new))} that its adapter does not pass on"
+    return None
+
+
+def _check_signature(m, known, required=("hidden_states",)) -> None:
+    """Refuse ``m`` unless its ``forward`` has the arguments a hand-written adapter reads (see
+    :func:`_signature_problem`). Those adapters call this first in ``parts``, so a release that
+    changed the signature is refused when units are found, not in the middle of a forward."""
+    cls = original_class(m)
+    problem = _signature_problem(cls, known, required)
+    if problem:
+        raise _signature_changed(cls, problem)
+
+
+def _at_default(value, default) -> bool:
+    if value is default:
+        return True
+    simple = (bool, int, float, str, type(None))
+    return isinstance(value, simple) and isinstance(default, simple) and value == default
+
+
+def _known_args(v: _Bound, known) -> dict:
+    """The arguments of ``known`` that the layer's ``forward`` takes, as bound in ``v``; any other
+    named argument (one a newer release added) must be at its default, since the adapter does
+    not pass it on."""
+    _, _, sig = _forward_of(v.cls)
+    for p in list(sig.parameters.values())[1:]:
+        if (p.name not in known and p.name != "hidden_states" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+                and p.name in v and not _at_default(v[p.name], p.default)):
+            raise _signature_changed(v.cls, f"was called with {p.name!r}, an argument its adapter does not pass on")
+    return {k: v[k] for k in known if k in v}
+
+
+def _bind(m, args, kwargs) -> _Bound:
     """The layer's arguments by name, as its own ``forward`` would receive them."""
-    renames, _, sig = _forward_of(original_class(m))
+    cls = original_class(m)
+    renames, _, sig = _forward_of(cls)
     kwargs = dict(kwargs)
     for old, new in renames:
         if old in kwargs:
@@ -83,7 +157,7 @@ def _bind(m, args, kwargs) -> dict:
                 kwargs.setdefault(new, value)
     b = sig.bind(m, *args, **kwargs)
     b.apply_defaults()
-    return dict(b.arguments)
+    return _Bound(cls, b.arguments)
 
 
 def _route_frame(m, call_unit, calls, returns):
