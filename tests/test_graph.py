@@ -16,6 +16,9 @@ matplotlib.use("Agg")
 def _enumerate_lengths(G):
     """Brute force: every simple source-target path of the multigraph, with its length."""
     counts = [0] * (G.graph["n"] + 1)
+    if G.graph["source"] == G.graph["target"]:  # no units: the one empty path (networkx < 3.1 yields none)
+        counts[0] = 1
+        return counts
     for path in nx.all_simple_edge_paths(G, G.graph["source"], G.graph["target"]):
         counts[sum(G.edges[e]["length"] for e in path)] += 1
     return counts
