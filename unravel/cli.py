@@ -500,8 +500,9 @@ def _parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("study", help="run or list the studies that test published claims")
     ssub = q.add_subparsers(dest="study_command", required=True, metavar="ACTION")
-    r = ssub.add_parser("run", help="run a study by name or YAML spec file")
-    r.add_argument("study", help="a study name (see `unravel study list`) or a path to a YAML spec")
+    r = ssub.add_parser("run", help="run a study by name, YAML spec file or study folder")
+    r.add_argument("study", help="a study name (see `unravel study list`), a path to a YAML spec, or a study folder "
+                   "(its specs and the code that registers its kind)")
     r.add_argument("--quick", action="store_true", help="tiny models and few epochs: a smoke run")
     r.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     r.add_argument("--out", default="results", help="parent folder of the results (default results)")

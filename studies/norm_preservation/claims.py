@@ -17,12 +17,45 @@ import math
 import numpy as np
 import pandas as pd
 
-from .claims import NORM, _check_columns, _judge
-from .stats import Trials, per_seed
+from unravel.study.claims import check_columns, judge
+from unravel.study.stats import Trials, per_seed
 
-__all__ = ["claim_identity_near_one", "claim_deeper_concentrates", "claim_transition_farther",
+__all__ = ["NORM", "PAPERS", "claim_identity_near_one", "claim_deeper_concentrates", "claim_transition_farther",
            "claim_plain_farther", "claim_procrustes_transitions", "claim_procrustes_near_one",
            "claim_procrustes_not_worse", "unit_medians"]
+
+NORM = "Zaeemzadeh, Rahnavard & Shah, IEEE TPAMI 43(11) (2021)"
+
+#: Claim id -> what the paper reports (see :func:`unravel.study.register_paper`).
+PAPERS = {
+    # Zaeemzadeh et al.'s abstract: "We prove that the skip connections in the residual blocks
+    # facilitate preserving the norm of the gradient [...] as more residual blocks are stacked, the
+    # norm-preservation of the network is enhanced [...] making the ResNet's transition layers extra
+    # norm-preserving [...] the learning dynamics and the classification performance of ResNet can
+    # be improved by making it even more norm preserving."
+    "identity-near-one": {"where": f"{NORM}, abstract and theory of identity blocks", "value": None,
+                          "note": "identity skip connections preserve the norm of the gradient: the singular values "
+                                  "of a residual block's Jacobian lie in [1 - delta, 1 + delta] when its residual "
+                                  "branch is small"},
+    "deeper-concentrates": {"where": f"{NORM}, abstract", "value": None,
+                            "note": "as more residual blocks are stacked, the norm-preservation of the network is "
+                                    "enhanced"},
+    "transition-farther": {"where": f"{NORM}, transition blocks", "value": None,
+                           "note": "the transition blocks, which change resolution and width, are the ones that are "
+                                   "not norm-preserving (what Procrustes ResNets fix)"},
+    "plain-farther": {"where": f"{NORM}, abstract", "value": None,
+                      "note": "norm preservation comes from the identity skip connections: without them a block is "
+                              "not norm-preserving"},
+    "procrustes-transitions": {"where": f"{NORM}, Procrustes ResNets", "value": None,
+                               "note": "regularising the singular values of the convolution operator makes the "
+                                       "transition layers norm-preserving"},
+    "procrustes-near-one": {"where": f"{NORM}, Procrustes ResNets", "value": None,
+                            "note": "the transition layers' convolutions are made norm-preserving"},
+    "procrustes-not-worse": {"where": f"{NORM}, abstract and experiments", "value": None,
+                             "note": "making ResNet more norm-preserving improves its learning dynamics and "
+                                     "classification performance (the authors' code repository reports CIFAR-10 test "
+                                     "error 4.75% for ProcResNet-166 against 5.46% for ResNet-164)"},
+}
 
 COLUMNS = ["seed", "model", "depth", "unit", "transition", "dev"]
 
@@ -34,7 +67,7 @@ def unit_medians(frame: pd.DataFrame) -> pd.Series:
     Examples
     --------
     >>> import pandas as pd
-    >>> from unravel.study.norm_claims import unit_medians
+    >>> from unravel.studies.norm_preservation.claims import unit_medians
     >>> f = pd.DataFrame({"model": "residual", "depth": 20, "transition": [False, False, False, True],
     ...                   "dev": [0.1, 0.3, 0.2, 0.9]})
     >>> unit_medians(f).round(3).to_dict()
@@ -80,7 +113,7 @@ def _within(f, band):
 
 
 def _frame(spectra: Trials, what):
-    _check_columns(spectra.frame, COLUMNS, what)
+    check_columns(spectra.frame, COLUMNS, what)
     return spectra.frame
 
 
@@ -96,7 +129,7 @@ def claim_identity_near_one(spectra: Trials, *, margin: float = 0.1, depth: int 
     Examples
     --------
     >>> import pandas as pd
-    >>> from unravel.study import claim_identity_near_one
+    >>> from unravel.studies.norm_preservation.claims import claim_identity_near_one
     >>> from unravel.study.stats import Trials
     >>> f = pd.DataFrame({"seed": [0, 0, 1, 1], "model": "residual", "depth": 56, "unit": [0, 1] * 2,
     ...                   "transition": False, "dev": [0.03, 0.05, 0.04, 0.05]})
@@ -106,7 +139,7 @@ def claim_identity_near_one(spectra: Trials, *, margin: float = 0.1, depth: int 
     f = _frame(spectra, "claim_identity_near_one")
     depth = max(_depths(f, "residual"), default=None) if depth is None else depth
     levels = _Levels(spectra)
-    return _judge("identity-near-one", "The singular values of an identity residual unit's Jacobian sit near 1",
+    return judge("identity-near-one", "The singular values of an identity residual unit's Jacobian sit near 1",
                   f"{NORM}", per_seed(lambda g: _level(levels(g), "residual", depth, False)), levels.trials,
                   margin=margin, direction="below", effect=f"the median over identity units of median abs(log sigma) "
                   f"(residual net, depth {depth})",
@@ -126,7 +159,7 @@ def claim_deeper_concentrates(spectra: Trials, *, margin: float = 0.0, n_boot: i
     Examples
     --------
     >>> import pandas as pd
-    >>> from unravel.study import claim_deeper_concentrates
+    >>> from unravel.studies.norm_preservation.claims import claim_deeper_concentrates
     >>> from unravel.study.stats import Trials
     >>> f = pd.DataFrame({"seed": [0, 0, 1, 1], "model": "residual", "depth": [20, 110] * 2, "unit": 1,
     ...                   "transition": False, "dev": [0.2, 0.05, 0.21, 0.05]})
@@ -142,7 +175,7 @@ def claim_deeper_concentrates(spectra: Trials, *, margin: float = 0.0, n_boot: i
         return _level(m, "residual", depths[0], False) - _level(m, "residual", depths[-1], False) \
             if len(depths) >= 2 else math.nan
 
-    return _judge("deeper-concentrates", "The deeper the residual net, the closer its identity units' singular values "
+    return judge("deeper-concentrates", "The deeper the residual net, the closer its identity units' singular values "
                   "sit to 1", NORM, per_seed(gap), levels.trials, margin=margin, direction="above",
                   effect=f"the median abs(log sigma) of identity units at depth {depths[0]} minus at depth {depths[-1]}"
                   if depths else "the shallowest minus the deepest net's median abs(log sigma)",
@@ -167,7 +200,7 @@ def claim_transition_farther(spectra: Trials, *, margin: float = 0.0, n_boot: in
     Examples
     --------
     >>> import pandas as pd
-    >>> from unravel.study import claim_transition_farther
+    >>> from unravel.studies.norm_preservation.claims import claim_transition_farther
     >>> from unravel.study.stats import Trials
     >>> f = pd.DataFrame({"seed": [0] * 3 + [1] * 3, "model": "residual", "depth": 20, "unit": [0, 1, 2] * 2,
     ...                   "transition": [False, True, False] * 2, "dev": [0.1, 0.5, 0.1, 0.1, 0.5, 0.12]})
@@ -177,7 +210,7 @@ def claim_transition_farther(spectra: Trials, *, margin: float = 0.0, n_boot: in
     f = _frame(spectra, "claim_transition_farther")
     depths = _depths(f, "residual")
     levels = _Levels(spectra)
-    return _judge("transition-farther", "Transition units are farther from norm-preserving than identity units",
+    return judge("transition-farther", "Transition units are farther from norm-preserving than identity units",
                   NORM, per_seed(lambda g: _worst_gap(levels(g), ("residual", True), ("residual", False), depths)), levels.trials,
                   margin=margin, direction="above",
                   effect="the smallest over depths of transition minus identity units' median abs(log sigma) (residual)",
@@ -197,7 +230,7 @@ def claim_plain_farther(spectra: Trials, *, margin: float = 0.0, n_boot: int = 1
     Examples
     --------
     >>> import pandas as pd
-    >>> from unravel.study import claim_plain_farther
+    >>> from unravel.studies.norm_preservation.claims import claim_plain_farther
     >>> from unravel.study.stats import Trials
     >>> f = pd.DataFrame({"seed": [0, 0, 1, 1], "model": ["residual", "plain"] * 2, "depth": 20, "unit": 1,
     ...                   "transition": False, "dev": [0.1, 5.0, 0.12, 5.1]})
@@ -207,7 +240,7 @@ def claim_plain_farther(spectra: Trials, *, margin: float = 0.0, n_boot: int = 1
     f = _frame(spectra, "claim_plain_farther")
     depths = sorted(set(_depths(f, "residual")) & set(_depths(f, "plain")))
     levels = _Levels(spectra)
-    return _judge("plain-farther", "Plain units are farther from norm-preserving than residual units", NORM,
+    return judge("plain-farther", "Plain units are farther from norm-preserving than residual units", NORM,
                   per_seed(lambda g: _worst_gap(levels(g), ("plain", False), ("residual", False), depths)), levels.trials,
                   margin=margin, direction="above",
                   effect="the smallest over depths of plain minus residual identity units' median abs(log sigma)",
@@ -226,7 +259,7 @@ def claim_procrustes_transitions(spectra: Trials, *, margin: float = 0.0, n_boot
     Examples
     --------
     >>> import pandas as pd
-    >>> from unravel.study import claim_procrustes_transitions
+    >>> from unravel.studies.norm_preservation.claims import claim_procrustes_transitions
     >>> from unravel.study.stats import Trials
     >>> f = pd.DataFrame({"seed": [0, 0, 1, 1], "model": ["residual", "procrustes"] * 2, "depth": 56, "unit": 9,
     ...                   "transition": True, "dev": [0.45, 0.0, 0.5, 0.0]})
@@ -236,7 +269,7 @@ def claim_procrustes_transitions(spectra: Trials, *, margin: float = 0.0, n_boot
     f = _frame(spectra, "claim_procrustes_transitions")
     depths = sorted(set(_depths(f, "residual")) & set(_depths(f, "procrustes")))
     levels = _Levels(spectra)
-    return _judge("procrustes-transitions", "A Procrustes ResNet's transition units are closer to norm-preserving "
+    return judge("procrustes-transitions", "A Procrustes ResNet's transition units are closer to norm-preserving "
                   "than the ResNet's", NORM,
                   per_seed(lambda g: _worst_gap(levels(g), ("residual", True), ("procrustes", True), depths)), levels.trials,
                   margin=margin, direction="above",
@@ -256,7 +289,7 @@ def claim_procrustes_near_one(spectra: Trials, *, margin: float = 0.1, n_boot: i
     Examples
     --------
     >>> import pandas as pd
-    >>> from unravel.study import claim_procrustes_near_one
+    >>> from unravel.studies.norm_preservation.claims import claim_procrustes_near_one
     >>> from unravel.study.stats import Trials
     >>> f = pd.DataFrame({"seed": [0, 1], "model": "procrustes", "depth": 56, "unit": 9,
     ...                   "transition": True, "dev": [0.01, 0.02]})
@@ -272,7 +305,7 @@ def claim_procrustes_near_one(spectra: Trials, *, margin: float = 0.1, n_boot: i
         values = [_level(m, "procrustes", d, True) for d in depths]
         return max(values) if values else math.nan
 
-    return _judge("procrustes-near-one", "A Procrustes ResNet's transition units sit near 1", NORM, per_seed(worst),
+    return judge("procrustes-near-one", "A Procrustes ResNet's transition units sit near 1", NORM, per_seed(worst),
                   levels.trials, margin=margin, direction="below",
                   effect="the largest over depths of the Procrustes net's transition units' median abs(log sigma)",
                   measured={"procrustes_by_depth": _by_depth(f, "procrustes", True), **(measured or {})},
@@ -294,7 +327,7 @@ def claim_procrustes_not_worse(errors: Trials, *, margin: float = 0.02, chance: 
     Examples
     --------
     >>> import pandas as pd
-    >>> from unravel.study import claim_procrustes_not_worse
+    >>> from unravel.studies.norm_preservation.claims import claim_procrustes_not_worse
     >>> from unravel.study.stats import Trials
     >>> f = pd.DataFrame({"seed": [0, 0, 1, 1], "model": ["residual", "procrustes"] * 2, "depth": 56,
     ...                   "error": [0.10, 0.09, 0.11, 0.099]})
@@ -302,7 +335,7 @@ def claim_procrustes_not_worse(errors: Trials, *, margin: float = 0.02, chance: 
     'supported'
     """
     f = errors.frame
-    _check_columns(f, ["seed", "model", "depth", "error"], "claim_procrustes_not_worse")
+    check_columns(f, ["seed", "model", "depth", "error"], "claim_procrustes_not_worse")
     depths = sorted(set(f.loc[f.model == "residual", "depth"]) & set(f.loc[f.model == "procrustes", "depth"]))
 
     def gap(g):
@@ -312,7 +345,7 @@ def claim_procrustes_not_worse(errors: Trials, *, margin: float = 0.02, chance: 
 
     means = f.groupby(["model", "depth"]).error.mean()
     worst = float(f.loc[f.model == "residual", "error"].max()) if (f.model == "residual").any() else math.nan
-    return _judge("procrustes-not-worse", "A Procrustes ResNet trains at least as well as the ResNet", NORM,
+    return judge("procrustes-not-worse", "A Procrustes ResNet trains at least as well as the ResNet", NORM,
                   per_seed(gap), errors, margin=margin, direction="below",
                   effect="the Procrustes minus the ResNet test error",
                   measured={"test_error": {f"{m}-{int(d)}": round(float(v), 4) for (m, d), v in means.items()},

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from unravel import study
+from unravel.studies.veit.lesion_claims import (claim_projection_units, claim_single_deletions, claim_single_deletions_vs_plain, claim_smooth_growth, independent_prediction, unit_stages)
+from unravel.studies.veit.path_claims import (claim_effective_fraction, claim_exponential_decay, claim_mean_length_below, claim_window_stays)
 from unravel.study.stats import Trials, bootstrap, decide, make_claim, per_seed
 
 B = 100  # bootstrap resamples: enough for these clear-cut cases, fast
@@ -131,7 +132,7 @@ def test_single_deletions_judged_in_absolute_terms(rise, verdict):
     # one projection unit opening stage 1, whose big damage must not count
     rates = [0.05 + rise] * 4 + [0.6] + [0.05 + rise] * 4
     t = _each({s: rates for s in SEEDS}, 0.05, projection={4})
-    c = study.claim_single_deletions(t, n_boot=B)
+    c = claim_single_deletions(t, n_boot=B)
     assert c["verdict"] == verdict, c
     assert c["estimate"] == pytest.approx(rise, abs=1e-9)
     assert c["ci"][0] <= c["estimate"] <= c["ci"][1]
@@ -142,20 +143,20 @@ def test_single_deletions_judged_in_absolute_terms(rise, verdict):
 
 def test_single_deletions_of_an_untrained_net_are_inconclusive():
     t = _each({s: [0.86] * 5 for s in SEEDS}, 0.85)
-    c = study.claim_single_deletions(t, n_boot=B)
+    c = claim_single_deletions(t, n_boot=B)
     assert c["verdict"] == "inconclusive" and "did not train" in c["why"]
 
 
 def test_residual_against_plain_needs_both_nets_trained():
     res = _each({s: [0.06] * 6 for s in SEEDS}, 0.05)
     plain = _each({s: [0.85] * 6 for s in SEEDS}, 0.05, model="plain")
-    c = study.claim_single_deletions_vs_plain(_merge(res, plain), n_boot=B)
+    c = claim_single_deletions_vs_plain(_merge(res, plain), n_boot=B)
     assert c["verdict"] == "supported" and c["estimate"] == pytest.approx(0.79, abs=1e-9)
     same = _each({s: [0.08] * 6 for s in SEEDS}, 0.05, model="plain")
-    assert study.claim_single_deletions_vs_plain(_merge(res, same), n_boot=B)["verdict"] == "contradicted"
+    assert claim_single_deletions_vs_plain(_merge(res, same), n_boot=B)["verdict"] == "contradicted"
     # the demo's case: a barely trained plain net (baseline 0.48) cannot lose much
     weak = _each({s: [0.6] * 6 for s in SEEDS}, 0.48, model="plain")
-    c = study.claim_single_deletions_vs_plain(_merge(res, weak), n_boot=B)
+    c = claim_single_deletions_vs_plain(_merge(res, weak), n_boot=B)
     assert c["verdict"] == "inconclusive" and "plain net did not train" in c["why"]
 
 
@@ -169,12 +170,12 @@ def _curve_trials(means_by_k, draws=8, spread=0.0, seeds=SEEDS):
 
 def test_smooth_growth_straight_line_cliff_and_flat():
     ks = [0, 1, 2, 4, 8, 16]
-    line = study.claim_smooth_growth(_curve_trials({k: 0.02 + 0.02 * k for k in ks}, spread=0.01), n_boot=B)
+    line = claim_smooth_growth(_curve_trials({k: 0.02 + 0.02 * k for k in ks}, spread=0.01), n_boot=B)
     assert line["verdict"] == "supported" and line["estimate"] == pytest.approx(1.0, abs=0.1)
-    cliff = study.claim_smooth_growth(_curve_trials({k: 0.02 if k == 0 else 0.85 for k in ks}, spread=0.01),
+    cliff = claim_smooth_growth(_curve_trials({k: 0.02 if k == 0 else 0.85 for k in ks}, spread=0.01),
                                       n_boot=B)
     assert cliff["verdict"] == "contradicted" and cliff["estimate"] > 10
-    flat = study.claim_smooth_growth(_curve_trials({k: 0.02 for k in ks}), n_boot=B)
+    flat = claim_smooth_growth(_curve_trials({k: 0.02 for k in ks}), n_boot=B)
     assert flat["verdict"] == "inconclusive" and flat["estimate"] is None
 
 
@@ -182,7 +183,7 @@ def test_smooth_growth_with_noisy_draws_near_the_margin_is_inconclusive():
     ks = [0, 1, 2, 3, 4]
     # steepest slope three times the average, draws spread widely
     means = {0: 0.0, 1: 0.0, 2: 0.0, 3: 0.0, 4: 0.4}
-    c = study.claim_smooth_growth(_curve_trials({k: m + 0.1 * k for k, m in means.items()}, spread=0.3, draws=3),
+    c = claim_smooth_growth(_curve_trials({k: m + 0.1 * k for k, m in means.items()}, spread=0.3, draws=3),
                                   n_boot=B)
     assert c["verdict"] == "inconclusive", c
 
@@ -191,7 +192,7 @@ def test_independent_prediction_multiplies_single_deletion_accuracies():
     each = pd.DataFrame({"seed": 0, "variant": [-1, 0, 1, 2], "units": ["", "0", "1", "2"],
                          "error": [0.1, 0.28, 0.1, 0.55]})
     rnd = pd.DataFrame({"seed": 0, "variant": [0, 1], "k": [2, 3], "units": ["0,2", "0,1,2"], "error": [0.7, 0.8]})
-    got = study.independent_prediction(each, rnd).predicted_error.to_numpy()
+    got = independent_prediction(each, rnd).predicted_error.to_numpy()
     brute = [1 - 0.9 * (0.72 / 0.9) * (0.45 / 0.9), 1 - 0.9 * (0.72 / 0.9) * (0.9 / 0.9) * (0.45 / 0.9)]
     np.testing.assert_allclose(got, brute)
 
@@ -201,7 +202,7 @@ def test_projection_units_ranked_within_their_stage(proj_error, verdict):
     stage = [0.06, 0.07, 0.08, 0.09, 0.1, 0.11, 0.12, 0.13]
     rates = stage + [proj_error] + stage + [proj_error] + stage
     t = _each({s: rates for s in SEEDS}, 0.05, projection={8, 17})
-    c = study.claim_projection_units(t, n_boot=B)
+    c = claim_projection_units(t, n_boot=B)
     assert c["verdict"] == verdict, c
     assert c["measured"]["projection_units_ranked"] == 6
     if verdict == "supported":
@@ -212,14 +213,14 @@ def test_projection_units_ranked_within_their_stage(proj_error, verdict):
 
 
 def test_projection_units_without_projection_are_inconclusive():
-    c = study.claim_projection_units(_each({s: [0.1] * 5 for s in SEEDS}, 0.05), n_boot=B)
+    c = claim_projection_units(_each({s: [0.1] * 5 for s in SEEDS}, 0.05), n_boot=B)
     assert c["verdict"] == "inconclusive" and "no projection unit" in c["why"]
 
 
 def test_unit_stages_follow_unit_order_not_row_order():
     f = pd.DataFrame({"variant": [2, -1, 0, 1], "units": ["2", "", "0", "1"],
                       "projection": [False, False, False, True]})
-    assert study.unit_stages(f).tolist() == [1, -1, 0, 1]
+    assert unit_stages(f).tolist() == [1, -1, 0, 1]
 
 
 # ------------------------------------------------------------------------------------------
@@ -242,12 +243,12 @@ def _paths(n, weight, seeds=SEEDS, examples=64, noise=0.05):
 
 def test_exponential_decay_supported_contradicted_and_not_exponential():
     n = 12
-    decays = study.claim_exponential_decay(_paths(n, lambda k: (comb(n, k) * 0.5 ** k) ** 2), n_boot=B)
+    decays = claim_exponential_decay(_paths(n, lambda k: (comb(n, k) * 0.5 ** k) ** 2), n_boot=B)
     assert decays["verdict"] == "supported"
     assert decays["estimate"] == pytest.approx(math.log(0.5), abs=1e-6)
-    grows = study.claim_exponential_decay(_paths(n, lambda k: (comb(n, k) * 1.5 ** k) ** 2), n_boot=B)
+    grows = claim_exponential_decay(_paths(n, lambda k: (comb(n, k) * 1.5 ** k) ** 2), n_boot=B)
     assert grows["verdict"] == "contradicted"
-    zigzag = study.claim_exponential_decay(_paths(n, lambda k: (comb(n, k) * (4.0 if k % 2 else 0.25)) ** 2),
+    zigzag = claim_exponential_decay(_paths(n, lambda k: (comb(n, k) * (4.0 if k % 2 else 0.25)) ** 2),
                                            n_boot=B)
     assert zigzag["verdict"] == "inconclusive" and "variance" in zigzag["why"]
 
@@ -255,15 +256,15 @@ def test_exponential_decay_supported_contradicted_and_not_exponential():
 def test_mean_length_and_effective_fraction_of_a_shallow_gradient():
     n = 20
     shallow = _paths(n, lambda k: 1.0 if 1 <= k <= 3 else 0.0)
-    c = study.claim_mean_length_below(shallow, n, n_boot=B)
+    c = claim_mean_length_below(shallow, n, n_boot=B)
     assert c["verdict"] == "supported" and c["estimate"] == pytest.approx(2 / 10)
-    f = study.claim_effective_fraction(shallow, n, n_boot=B)
+    f = claim_effective_fraction(shallow, n, n_boot=B)
     assert f["verdict"] == "supported"
     assert f["estimate"] == pytest.approx(sum(comb(n, k) for k in (1, 2, 3)) / 2 ** n)
     assert f["paper"]["value"] == 0.0045
     typical = _paths(n, lambda k: comb(n, k) ** 2)  # every path alike: the gradient sits where the paths are
-    assert study.claim_mean_length_below(typical, n, n_boot=B)["verdict"] == "contradicted"
-    assert study.claim_effective_fraction(typical, n, n_boot=B)["verdict"] == "contradicted"
+    assert claim_mean_length_below(typical, n, n_boot=B)["verdict"] == "contradicted"
+    assert claim_effective_fraction(typical, n, n_boot=B)["verdict"] == "contradicted"
 
 
 def test_log_scale_interval_is_the_mapped_interval_of_the_log_and_stays_positive():
@@ -287,7 +288,7 @@ def test_effective_fraction_interval_stays_positive_when_seeds_disagree():
     two = _paths(n, lambda k: 1.0 if 2 <= k <= 5 else 0.0, seeds=(1,))
     both = Trials(pd.concat([one.frame, two.frame], ignore_index=True), np.concatenate([one.items, two.items]),
                   value="sq_norm")
-    f = study.claim_effective_fraction(both, n, n_boot=B)
+    f = claim_effective_fraction(both, n, n_boot=B)
     assert 0 < f["ci"][0] < f["estimate"] < f["ci"][1]
 
 
@@ -297,64 +298,20 @@ def test_window_stays_or_grows_with_depth():
         return Trials(pd.concat([p.frame for p in parts], ignore_index=True),
                       np.concatenate([p.items for p in parts]), value="sq_norm")
 
-    stays = study.claim_window_stays(sweep(lambda n, k: 1.0 if 2 <= k <= 4 else 0.0), n_boot=B)
+    stays = claim_window_stays(sweep(lambda n, k: 1.0 if 2 <= k <= 4 else 0.0), n_boot=B)
     assert stays["verdict"] == "supported" and stays["estimate"] == pytest.approx(0.0, abs=1e-9)
-    grows = study.claim_window_stays(sweep(lambda n, k: comb(n, k) ** 2), n_boot=B)
+    grows = claim_window_stays(sweep(lambda n, k: comb(n, k) ** 2), n_boot=B)
     assert grows["verdict"] == "contradicted" and grows["estimate"] == pytest.approx(1.0, abs=0.01)
 
 
 # ------------------------------------------------------------------------------------------
-# Shallow subnetworks first, norm preservation
-
-
-def _subnets(curves, seeds=SEEDS):
-    rows = [{"seed": s, "epoch": e, "subnetwork_units": k, "sample": j, "error": err}
-            for s in seeds for k, errs in curves.items() for e, err in enumerate(errs) for j in range(2)]
-    return Trials(pd.DataFrame(rows), draws=["subnetwork_units", "epoch"])
-
-
-def test_shallow_first_both_ways_and_undefined():
-    first = {2: [0.9, 0.3, 0.2, 0.2], 8: [0.9, 0.8, 0.5, 0.2]}
-    assert study.claim_shallow_first(_subnets(first), n_boot=B)["verdict"] == "supported"
-    swapped = {2: first[8], 8: first[2]}
-    assert study.claim_shallow_first(_subnets(swapped), n_boot=B)["verdict"] == "contradicted"
-    never = {2: [0.9, 0.9, 0.95, 0.95], 8: first[8]}
-    c = study.claim_shallow_first(_subnets(never), n_boot=B)
-    assert c["verdict"] == "inconclusive" and c["estimate"] is None
-
-
-def test_seed_disagreement_is_inconclusive():
-    f = pd.DataFrame({"seed": [0, 0, 1, 1, 2, 2, 3, 3], "epoch": [0, 1] * 4,
-                      "mean_length": [2.0, 3.0, 3.0, 2.0, 2.0, 3.1, 3.0, 1.9]})
-    c = study.claim_mean_length_moves(Trials(f), n_boot=B)
-    assert c["verdict"] == "inconclusive" and c["ci"][0] < 0 < c["ci"][1]
-    assert study.claim_mean_length_moves(Trials(f.assign(mean_length=[2.0, 3.0] * 4)), n_boot=B)["verdict"] \
-        == "supported"
-
-
-def test_extra_preconditions_make_a_claim_inconclusive():
-    f = pd.DataFrame({"seed": [0, 1], "epoch": 0, "mean_length": 1.0}).pipe(
-        lambda d: pd.concat([d, d.assign(epoch=1, mean_length=3.0)]))
-    assert study.claim_mean_length_moves(Trials(f), n_boot=B)["verdict"] == "supported"
-    c = study.claim_mean_length_moves(Trials(f), n_boot=B, requires=[(False, "too small to tell")])
-    assert c["verdict"] == "inconclusive" and c["why"] == "too small to tell" and c["estimate"] == 2.0
+# The framework under the Veit claims
 
 
 def test_one_seed_is_inconclusive_even_with_examples_to_resample():
     t = _each({0: [0.051] * 6}, 0.05)
-    c = study.claim_single_deletions(t, n_boot=B)
+    c = claim_single_deletions(t, n_boot=B)
     assert c["verdict"] == "inconclusive" and "one training seed" in c["why"] and c["ci"][1] < 0.02
-
-
-def test_alike_is_an_equivalence_test_on_the_signed_difference():
-    # differences +0.06, -0.06, +0.06 per seed: the mean is 0.02, well inside the margin, but the
-    # seeds disagree; the absolute difference would have said "contradicted"
-    rows = [{"seed": s, "model": m, "mean_length": v, "units": 10} for s, d in zip(SEEDS, (0.6, -0.6, 0.6))
-            for m, v in (("resnet", 5.0), ("se_resnet", 5.0 + d))]
-    c = study.claim_alike(Trials(pd.DataFrame(rows)), n_boot=B)
-    assert c["estimate"] == pytest.approx(0.02) and c["verdict"] == "inconclusive"
-    far = [{**r, "mean_length": r["mean_length"] + (3.0 if r["model"] == "se_resnet" else 0)} for r in rows]
-    assert study.claim_alike(Trials(pd.DataFrame(far)), n_boot=B)["verdict"] == "contradicted"
 
 
 def test_clusters_resample_whole_curves():
@@ -368,23 +325,3 @@ def test_clusters_resample_whole_curves():
                for v in seen)
     with pytest.raises(ValueError, match="cluster needs draws"):
         Trials(f, cluster="draw")
-
-
-def test_one_seed_without_anything_to_resample_is_inconclusive():
-    f = pd.DataFrame({"seed": 0, "model": ["resnet", "densenet"], "mean_length": [5.0, 2.0], "units": 10})
-    c = study.claim_dense_shallower(Trials(f), n_boot=B)
-    assert c["verdict"] == "inconclusive" and "one training seed" in c["why"]
-
-
-def test_dense_shallower_and_se_alike_share_one_margin():
-    def lasts(gap):
-        return Trials(pd.DataFrame([{"seed": s, "model": m, "mean_length": v + 0.001 * s, "units": 10}
-                                    for s in SEEDS for m, v in (("resnet", 5.0), ("densenet", 5.0 - 10 * gap),
-                                                                ("se_resnet", 5.0 - 10 * gap))]))
-
-    for gap, dense, alike in [(0.2, "supported", "contradicted"), (0.01, "contradicted", "supported")]:
-        t = lasts(gap)
-        d = study.claim_dense_shallower(Trials(t.frame[t.frame.model != "se_resnet"]), n_boot=B)
-        a = study.claim_alike(Trials(t.frame[t.frame.model != "densenet"]), n_boot=B)
-        assert (d["verdict"], a["verdict"]) == (dense, alike)
-        assert d["margin"] == a["margin"]

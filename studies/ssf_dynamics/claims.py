@@ -15,20 +15,22 @@ import math
 import numpy as np
 import pandas as pd
 
-from .claims import SSF, _check_columns, _judge
-from .stats import Trials, per_seed
+from unravel.study.claims import check_columns, judge
+from unravel.study.stats import Trials, per_seed
 
 __all__ = ["claim_subnetworks_first", "claim_shallow_nets_first", "claim_short_paths_early",
            "claim_histograms_differ", "claim_histograms_alike", "half_way_time", "total_variation", "TV_MARGIN",
-           "SSF_PAPER"]
+           "SSF", "PAPERS"]
 
 #: The one margin on the total-variation distance between two nets' path-length histograms:
 #: above it they differ (DenseNet against ResNet), below it they are alike (SE-ResNet against
 #: ResNet). 0.1: at most a tenth of the gradient's magnitude sits at other lengths.
 TV_MARGIN = 0.1
 
+SSF = "Shallow subnetwork first, Neural Networks 148 (2022)"
+
 #: What the abstract says for each claim (the paper's words paraphrased; it gives no number).
-SSF_PAPER = {
+PAPERS = {
     "subnetworks-first": {"where": f"{SSF}, abstract", "value": None,
                           "note": "residual-like networks learn through their shallow subnetworks first: the "
                                   "shallow subnetworks are trained first"},
@@ -45,10 +47,8 @@ SSF_PAPER = {
 
 
 def _claim(cid, statement, stat, trials, **kw):
-    """:func:`~unravel.study.claims._judge` with this paper's entry for ``cid``."""
-    c = _judge(cid, statement, SSF, stat, trials, paper_key="-", **kw)
-    c["paper"] = dict(SSF_PAPER[cid])
-    return c
+    """:func:`~unravel.study.claims.judge` with this paper as the source."""
+    return judge(cid, statement, SSF, stat, trials, **kw)
 
 
 def half_way_time(times, errors) -> float:
@@ -57,7 +57,7 @@ def half_way_time(times, errors) -> float:
 
     Examples
     --------
-    >>> from unravel.study import half_way_time
+    >>> from unravel.studies.ssf_dynamics.claims import half_way_time
     >>> half_way_time([0, 1, 2, 4], [0.9, 0.7, 0.3, 0.1])
     1.5
     >>> half_way_time([0, 1], [0.5, 0.6])
@@ -98,7 +98,7 @@ def claim_subnetworks_first(subnetworks: Trials, *, margin: float = 0.0, n_boot:
     Examples
     --------
     >>> import pandas as pd
-    >>> from unravel.study import claim_subnetworks_first
+    >>> from unravel.studies.ssf_dynamics.claims import claim_subnetworks_first
     >>> from unravel.study.stats import Trials
     >>> curves = {2: [0.9, 0.3, 0.25, 0.2], 9: [0.9, 0.8, 0.4, 0.1]}
     >>> f = pd.DataFrame([{"seed": s, "epochs": t, "subnetwork_units": k, "draw": 0, "error": e + 0.01 * s}
@@ -107,7 +107,7 @@ def claim_subnetworks_first(subnetworks: Trials, *, margin: float = 0.0, n_boot:
     'supported'
     """
     f = subnetworks.frame
-    _check_columns(f, ["seed", "epochs", "subnetwork_units", "error"], "claim_subnetworks_first")
+    check_columns(f, ["seed", "epochs", "subnetwork_units", "error"], "claim_subnetworks_first")
 
     def gap(g):
         t = _half_times(g, "subnetwork_units")
@@ -134,7 +134,7 @@ def claim_shallow_nets_first(curves: Trials, *, margin: float = 0.0, n_boot: int
     Examples
     --------
     >>> import pandas as pd
-    >>> from unravel.study import claim_shallow_nets_first
+    >>> from unravel.studies.ssf_dynamics.claims import claim_shallow_nets_first
     >>> from unravel.study.stats import Trials
     >>> curves = {3: [0.9, 0.4, 0.3, 0.3], 9: [0.9, 0.8, 0.3, 0.1]}
     >>> f = pd.DataFrame([{"seed": s, "epochs": t, "units": k, "error": e + 0.01 * s}
@@ -143,7 +143,7 @@ def claim_shallow_nets_first(curves: Trials, *, margin: float = 0.0, n_boot: int
     0.58
     """
     f = curves.frame
-    _check_columns(f, ["seed", "epochs", "units", "error"], "claim_shallow_nets_first")
+    check_columns(f, ["seed", "epochs", "units", "error"], "claim_shallow_nets_first")
 
     def gap(g):
         t = _half_times(g, "units")
@@ -168,7 +168,7 @@ def claim_short_paths_early(records: Trials, *, margin: float = 0.05, n_boot: in
     Examples
     --------
     >>> import pandas as pd
-    >>> from unravel.study import claim_short_paths_early
+    >>> from unravel.studies.ssf_dynamics.claims import claim_short_paths_early
     >>> from unravel.study.stats import Trials
     >>> f = pd.DataFrame({"seed": [0, 0, 1, 1], "epochs": [0, 5] * 2, "mean_length": [2.0, 4.0, 2.1, 4.2],
     ...                   "units": 10})
@@ -177,7 +177,7 @@ def claim_short_paths_early(records: Trials, *, margin: float = 0.05, n_boot: in
     (0.205, 'supported')
     """
     f = records.frame
-    _check_columns(f, ["seed", "epochs", "mean_length", "units"], "claim_short_paths_early")
+    check_columns(f, ["seed", "epochs", "mean_length", "units"], "claim_short_paths_early")
 
     def moved(g):
         by = g.groupby("epochs").mean_length.mean().sort_index()
@@ -197,7 +197,7 @@ def total_variation(p, q) -> float:
 
     Examples
     --------
-    >>> from unravel.study import total_variation
+    >>> from unravel.studies.ssf_dynamics.claims import total_variation
     >>> total_variation([0.5, 0.5], [0.5, 0.25, 0.25])
     0.25
     """
@@ -240,7 +240,7 @@ def _between_seeds(f, model):
 
 def _histogram_claim(cid, statement, histograms, a, b, margin, direction, n_boot, requires):
     f = histograms.frame
-    _check_columns(f, ["seed", "model", "step", "length", "share", "units"], f"claim for {a} against {b}")
+    check_columns(f, ["seed", "model", "step", "length", "share", "units"], f"claim for {a} against {b}")
     units = {m: int(f[f.model == m].units.iloc[0]) for m in (a, b) if (f.model == m).any()}
     floor = _between_seeds(f, a)
     tv = f.groupby("seed").apply(lambda g: _tv_by_step(g, a, b), include_groups=False)
@@ -276,7 +276,7 @@ def claim_histograms_differ(histograms: Trials, a: str = "resnet", b: str = "den
     Examples
     --------
     >>> import pandas as pd
-    >>> from unravel.study import claim_histograms_differ
+    >>> from unravel.studies.ssf_dynamics.claims import claim_histograms_differ
     >>> from unravel.study.stats import Trials
     >>> hist = {"resnet": [0.1, 0.3, 0.4, 0.2], "densenet": [0.6, 0.3, 0.1, 0.0]}
     >>> f = pd.DataFrame([{"seed": s, "model": m, "step": 0, "length": k, "share": v, "units": 3}
@@ -300,7 +300,7 @@ def claim_histograms_alike(histograms: Trials, a: str = "resnet", b: str = "se_r
     Examples
     --------
     >>> import pandas as pd
-    >>> from unravel.study import claim_histograms_alike
+    >>> from unravel.studies.ssf_dynamics.claims import claim_histograms_alike
     >>> from unravel.study.stats import Trials
     >>> f = pd.DataFrame([{"seed": s, "model": m, "step": 0, "length": k, "share": v + (0.01 * s if k == 0 else 0),
     ...                    "units": 3} for s in (0, 1, 2) for m in ("resnet", "se_resnet")

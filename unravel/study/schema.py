@@ -1,7 +1,7 @@
 """Checks of spec values: each ``check(path, value) -> value`` raises a SpecError that names the
 key path and what is allowed; :func:`section` reads a dataclass from a mapping with them.
 
-Private to :mod:`unravel.study`.
+Public so that a study's own settings (its ``analysis:`` dataclass) check their values the same way.
 """
 
 from __future__ import annotations

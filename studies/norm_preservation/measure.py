@@ -13,21 +13,47 @@ the paper's.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .. import plots, train
-from ..procrustes import ProcrustesCallback
-from ..spectra import SpectraTracker, measure_spectra
-from ..units import find_units
-from . import norm_claims as nc
-from .kinds import register_kind
-from .spec import NormPreservationAnalysis
-from .stats import Trials
+from unravel import plots, train
+from unravel.procrustes import ProcrustesCallback
+from unravel.spectra import SpectraTracker, measure_spectra
+from unravel.study.schema import integer, list_of, number, setting
+from unravel.study.stats import Trials
+from unravel.units import find_units
 
-__all__: list[str] = []
+from . import claims as nc
+
+__all__ = ["NormPreservationAnalysis", "tracked_units", "run_norm_preservation"]
+
+
+@dataclass(frozen=True)
+class NormPreservationAnalysis:
+    """``analysis:`` of a ``norm-preservation`` study: depths, probe examples, which units are
+    tracked over training, the band around 1."""
+
+    #: Depths of the residual and the plain net (each trained once per seed).
+    depths: tuple = setting((20, 56, 110), list_of(integer(1), "depths 6n + 2"))
+    #: Depths of the Procrustes net (the ``procrustes`` role), if the spec gives one.
+    procrustes_depths: tuple = setting((110,), list_of(integer(1), "depths 6n + 2"))
+    #: Test examples at which every unit's spectrum is measured after training.
+    probe_size: int = setting(4, integer(1))
+    #: Units per net measured when training begins and after every epoch: every transition unit
+    #: and evenly spaced identity units; 0 measures all.
+    track_units: int = setting(8, integer(0))
+    #: Test examples (the first of the probe) at which the tracked units are measured.
+    track_probe: int = setting(1, integer(1))
+    #: Training examples that set the BatchNorm statistics before each measurement.
+    calibration_size: int = setting(512, integer(1))
+    #: Half-width of the band |log sigma| <= band around 1: the margin of the "near 1" claims.
+    band: float = setting(0.1, number(0, open_low=True))
+    #: Rounds of clip-and-restrict per projection of the Procrustes net's transitions.
+    procrustes_iterations: int = setting(1, integer(1))
+    n_boot: int = setting(1000, integer(10))
 
 #: Histogram bins of log10 sigma for the spectra figure, 0.05 wide with 1 at a bin's centre
 #: (values below the first edge go into the first bin: the zero singular values of plain units).
@@ -42,7 +68,7 @@ def tracked_units(units, n: int) -> list[int]:
     Examples
     --------
     >>> import unravel
-    >>> from unravel.study.norm import tracked_units
+    >>> from unravel.studies.norm_preservation.measure import tracked_units
     >>> units = unravel.find_units(unravel.models.preact_resnet_cifar(56, width=2, dims=1))
     >>> tracked_units(units, 6)
     [0, 8, 9, 17, 18, 26]
@@ -104,12 +130,9 @@ def _at_start(tracked: pd.DataFrame, transition: bool) -> dict:
     return {k: round(float(v), 4) for k, v in f.groupby("net").dev.mean().items()}
 
 
-@register_kind("norm-preservation", roles=("residual", "plain"), optional_roles=("procrustes",),
-               analysis=NormPreservationAnalysis)
-def _norm_preservation(ctx) -> list:
+def run_norm_preservation(ctx) -> list:
     """Zaeemzadeh et al.: Jacobian spectra per unit over training, identity against transition
     units, residual against plain nets, Procrustes against plain ResNets; every seed."""
-    from .experiments import _seed_bar
 
     a = ctx.analysis
     x, _ = ctx.probe(a.probe_size)
@@ -119,7 +142,7 @@ def _norm_preservation(ctx) -> list:
     if "procrustes" in ctx.spec.models:
         nets += [("procrustes", d) for d in a.procrustes_depths]
     hist, tracked, final, dens, errors, wrong, costs = [], [], [], [], [], [], []
-    for seed in _seed_bar(ctx, "seeds"):
+    for seed in ctx.seed_bar("seeds"):
         for role, depth in nets:
             tag = {"seed": seed, "model": role, "depth": depth, "net": f"{role}-{depth}"}
             model = ctx.model(role, seed, depth=depth)

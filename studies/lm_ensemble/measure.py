@@ -5,7 +5,7 @@ library's source (``data: stdlib``) once per seed (:func:`unravel.lm.trained`, c
 held-out test files: every attention and MLP unit deleted, every layer deleted, every pair of
 adjacent layers swapped, k random units deleted; next-token loss and error per variant (the fast
 lesion engine); and the exact path-length decomposition of the next-token loss gradient. Its
-verdicts are in :mod:`unravel.study.lm_claims` and :mod:`unravel.study.claims`. Nothing here
+verdicts are in :mod:`.claims` and the Veit claims it shares. Nothing here
 checks that the model is large or trained long enough to stand for the papers' LLMs.
 """
 
@@ -19,16 +19,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import attribution, lesion, lm, plots, sweeps
-from .._engine import Variant
-from ..errors import SpecError
-from ..units import find_units
-from . import claims, lm_claims
-from ._schema import choice, integer, list_of, number, section, setting
-from .kinds import register_kind
-from .stats import Trials
+from unravel import attribution, lesion, lm, plots, sweeps
+from unravel.errors import SpecError
+from unravel.study.schema import choice, integer, list_of, number, section, setting
+from unravel.study.stats import trials_from
+from unravel.sweeps import Variant
+from unravel.units import find_units
 
-__all__ = ["LmEnsembleAnalysis", "layer_groups"]
+from ..veit import lesion_claims, path_claims
+from ..veit.papers import VEIT
+from . import claims as lm_claims
+
+__all__ = ["LmEnsembleAnalysis", "layer_groups", "run_lm_ensemble"]
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ def layer_groups(units) -> list[list[int]]:
     Examples
     --------
     >>> import unravel
-    >>> from unravel.study.lm_ensemble import layer_groups
+    >>> from unravel.studies.lm_ensemble.measure import layer_groups
     >>> layer_groups(unravel.find_units(unravel.lm.gpt2(context=8, depth=2, width=8, heads=2)))
     [[0, 1], [2, 3]]
     """
@@ -134,8 +136,7 @@ def _retained(frame):
     return pd.concat(out, ignore_index=True)
 
 
-@register_kind("lm-ensemble", roles=("lm",), analysis=LmEnsembleAnalysis)
-def _lm_ensemble(ctx) -> list:
+def run_lm_ensemble(ctx) -> list:
     """Lad et al. and Gromov et al. on a GPT-2 trained here, Veit et al.'s lesions and paths."""
     a = ctx.analysis
     data = ctx.data
@@ -189,8 +190,7 @@ def _bits(frame):
 
 
 def _trials(parts, **kw):
-    frame = _bits(pd.concat([f for f, _ in parts], ignore_index=True))
-    return Trials(frame, np.concatenate([w for _, w in parts]), **kw)
+    return trials_from([(_bits(f), w) for f, w in parts], **kw)
 
 
 def _report(ctx, a, data, n, n_layers, each, layers, swaps, rnd, paths, hist, grads, fits) -> list:
@@ -226,15 +226,15 @@ def _report(ctx, a, data, n, n_layers, each, layers, swaps, rnd, paths, hist, gr
                    "with its 95% interval (Lad et al.)")
         out.append(lm_claims.claim_middle_swaps(swap_t, n_layers, **kw))
     out.append(lm_claims.claim_deeper_prunable(layer_t, n_layers, **kw))
-    predicted = claims.independent_prediction(each_t.frame, rnd_t.frame)
+    predicted = lesion_claims.independent_prediction(each_t.frame, rnd_t.frame)
     ctx.frame("delete_random", predicted)
     ctx.items("delete_random", rnd_t.items)
     ctx.figure("delete_random", plots.error_vs_k(predicted, hue=None, predicted="predicted_error"),
                "Next-token error against the number of deleted units, mean and spread over draws and seeds; dotted: "
                "predicted from single deletions acting independently (Veit Fig. 5a)")
-    out.append(claims.claim_smooth_growth(rnd_t, cid="lm-smooth-growth",
+    out.append(lesion_claims.claim_smooth_growth(rnd_t, cid="lm-smooth-growth",
                                           statement="The error grows smoothly as more units of the LM are deleted",
-                                          source=f"{claims.VEIT}, Fig. 5(a)", **kw))
+                                          source=f"{VEIT}, Fig. 5(a)", **kw))
     path_t = _trials_paths(paths)
     ctx.frame("path_parts", path_t.frame)
     ctx.items("path_parts", path_t.items)
@@ -244,13 +244,12 @@ def _report(ctx, a, data, n, n_layers, each, layers, swaps, rnd, paths, hist, gr
                "line per seed (Veit Fig. 6c)")
     deep = [(n >= a.min_units, f"the LM has {n} units, fewer than min_units = {a.min_units}: Veit et al. make this "
                                f"claim at 54 units, and with {n} units a few lengths hold most of the 2^{n} paths")]
-    out += [claims.claim_mean_length_below(path_t, n, **kw),
-            claims.claim_effective_fraction(path_t, n, mass=float(a.mass), n_boot=a.n_boot, requires=trained + deep)]
+    out += [path_claims.claim_mean_length_below(path_t, n, **kw),
+            path_claims.claim_effective_fraction(path_t, n, mass=float(a.mass), n_boot=a.n_boot, requires=trained + deep)]
     for c in out:
         c["measured"].setdefault("test_bits_per_byte", [round(float(v), 4) for v in fits.test_bits_per_byte])
     return out
 
 
 def _trials_paths(paths):
-    frame = pd.concat([f for f, _ in paths], ignore_index=True)
-    return Trials(frame, np.concatenate([s for _, s in paths]), value="sq_norm")
+    return trials_from(paths, value="sq_norm")

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from unravel import study
 from unravel.study.stats import Trials
+from unravel.studies.norm_preservation import claims
 
 B = 100  # bootstrap resamples: enough for these clear-cut cases, fast
 SEEDS = (0, 1, 2)
@@ -39,19 +39,19 @@ def _verdict(claim, trials, **kw):
 
 def test_identity_near_one_three_ways():
     near = {("residual", 110, False): 0.03}
-    assert _verdict(study.claim_identity_near_one, _units(near)) == "supported"
-    assert _verdict(study.claim_identity_near_one, _units({("residual", 110, False): 0.3})) == "contradicted"
+    assert _verdict(claims.claim_identity_near_one, _units(near)) == "supported"
+    assert _verdict(claims.claim_identity_near_one, _units({("residual", 110, False): 0.3})) == "contradicted"
     noisy = _units({("residual", 110, False): 0.1}, seed_sd=0.05)
-    assert _verdict(study.claim_identity_near_one, noisy) == "inconclusive"
-    one = study.claim_identity_near_one(_units(near, seeds=(0,)), n_boot=B)
+    assert _verdict(claims.claim_identity_near_one, noisy) == "inconclusive"
+    one = claims.claim_identity_near_one(_units(near, seeds=(0,)), n_boot=B)
     assert one["verdict"] == "inconclusive" and "one training seed" in one["why"]
 
 
 def test_identity_claims_never_pool_transition_units():
     base = {("residual", 20, False): 0.05, ("residual", 110, False): 0.05}
     with_transitions = {**base, ("residual", 20, True): 3.0, ("residual", 110, True): 3.0}
-    a = study.claim_identity_near_one(_units(base), n_boot=B)
-    b = study.claim_identity_near_one(_units(with_transitions), n_boot=B)
+    a = claims.claim_identity_near_one(_units(base), n_boot=B)
+    b = claims.claim_identity_near_one(_units(with_transitions), n_boot=B)
     assert a["verdict"] == b["verdict"] == "supported"
     # the same identity units, whatever transitions sit beside them: the same estimate
     assert b["estimate"] == pytest.approx(a["estimate"], abs=0.01)
@@ -64,44 +64,44 @@ def test_identity_claims_never_pool_transition_units():
                     value="dev")
     means = pooled.frame.groupby("depth").dev.mean()
     assert means[20] > 2 * means[110]  # what the old, pooled measure would have seen
-    c = study.claim_deeper_concentrates(pooled, n_boot=B)
+    c = claims.claim_deeper_concentrates(pooled, n_boot=B)
     assert c["verdict"] != "supported" and abs(c["estimate"]) < 0.01
 
 
 @pytest.mark.parametrize("shallow, deep, verdict", [(0.2, 0.05, "supported"), (0.05, 0.2, "contradicted")])
 def test_deeper_concentrates(shallow, deep, verdict):
     t = _units({("residual", 20, False): shallow, ("residual", 56, False): 0.1, ("residual", 110, False): deep})
-    c = study.claim_deeper_concentrates(t, n_boot=B)
+    c = claims.claim_deeper_concentrates(t, n_boot=B)
     assert c["verdict"] == verdict
     assert c["estimate"] == pytest.approx(shallow - deep, abs=0.01)
     assert list(c["measured"]["median_by_depth"]) == [20, 56, 110]
 
 
 def test_deeper_concentrates_needs_two_depths_and_a_clear_gap():
-    assert _verdict(study.claim_deeper_concentrates, _units({("residual", 20, False): 0.1})) == "inconclusive"
+    assert _verdict(claims.claim_deeper_concentrates, _units({("residual", 20, False): 0.1})) == "inconclusive"
     same = _units({("residual", 20, False): 0.1, ("residual", 110, False): 0.1}, seed_sd=0.03)
-    assert _verdict(study.claim_deeper_concentrates, same) == "inconclusive"
+    assert _verdict(claims.claim_deeper_concentrates, same) == "inconclusive"
 
 
 def test_transition_farther_takes_the_worst_depth():
     levels = {("residual", 20, False): 0.15, ("residual", 20, True): 0.5,
               ("residual", 110, False): 0.05, ("residual", 110, True): 0.45}
-    c = study.claim_transition_farther(_units(levels), n_boot=B)
+    c = claims.claim_transition_farther(_units(levels), n_boot=B)
     assert c["verdict"] == "supported" and c["estimate"] == pytest.approx(0.35, abs=0.01)
     # one depth where transitions are the closer ones decides it
     flipped = {**levels, ("residual", 110, True): 0.01}
-    assert _verdict(study.claim_transition_farther, _units(flipped)) == "contradicted"
+    assert _verdict(claims.claim_transition_farther, _units(flipped)) == "contradicted"
     even = {("residual", 20, False): 0.2, ("residual", 20, True): 0.2}
-    assert _verdict(study.claim_transition_farther, _units(even, seed_sd=0.05)) == "inconclusive"
+    assert _verdict(claims.claim_transition_farther, _units(even, seed_sd=0.05)) == "inconclusive"
 
 
 def test_plain_farther():
     levels = {("residual", 20, False): 0.1, ("plain", 20, False): 9.2, ("residual", 56, False): 0.05,
               ("plain", 56, False): 8.0}
-    assert _verdict(study.claim_plain_farther, _units(levels)) == "supported"
+    assert _verdict(claims.claim_plain_farther, _units(levels)) == "supported"
     closer = {**levels, ("plain", 56, False): 0.01}
-    assert _verdict(study.claim_plain_farther, _units(closer)) == "contradicted"
-    alone = study.claim_plain_farther(_units({("residual", 20, False): 0.1}), n_boot=B)
+    assert _verdict(claims.claim_plain_farther, _units(closer)) == "contradicted"
+    alone = claims.claim_plain_farther(_units({("residual", 20, False): 0.1}), n_boot=B)
     assert alone["verdict"] == "inconclusive" and "no depth has both" in alone["why"]
 
 
@@ -109,12 +109,12 @@ def test_procrustes_transition_claims():
     levels = {("residual", 110, False): 0.05, ("residual", 110, True): 0.45, ("procrustes", 110, False): 0.05,
               ("procrustes", 110, True): 0.0}
     t = _units(levels)
-    assert _verdict(study.claim_procrustes_transitions, t) == "supported"
-    assert _verdict(study.claim_procrustes_near_one, t) == "supported"
+    assert _verdict(claims.claim_procrustes_transitions, t) == "supported"
+    assert _verdict(claims.claim_procrustes_near_one, t) == "supported"
     worse = _units({**levels, ("procrustes", 110, True): 0.8})
-    assert _verdict(study.claim_procrustes_transitions, worse) == "contradicted"
-    assert _verdict(study.claim_procrustes_near_one, worse) == "contradicted"
-    none = study.claim_procrustes_near_one(_units({("residual", 110, True): 0.4}), n_boot=B)
+    assert _verdict(claims.claim_procrustes_transitions, worse) == "contradicted"
+    assert _verdict(claims.claim_procrustes_near_one, worse) == "contradicted"
+    none = claims.claim_procrustes_near_one(_units({("residual", 110, True): 0.4}), n_boot=B)
     assert none["verdict"] == "inconclusive" and "no Procrustes net" in none["why"]
 
 
@@ -141,14 +141,14 @@ def _errors(rates, n=2000, seeds=SEEDS):
 ])
 def test_procrustes_not_worse_is_a_non_inferiority_test(procrustes, verdict):
     t = _errors({("residual", 110): [0.10, 0.105, 0.10], ("procrustes", 110): procrustes})
-    c = study.claim_procrustes_not_worse(t, n_boot=B)
+    c = claims.claim_procrustes_not_worse(t, n_boot=B)
     assert c["verdict"] == verdict and c["margin"] == 0.02 and c["direction"] == "below"
     assert c["estimate"] == pytest.approx(np.mean(procrustes) - np.mean([0.10, 0.105, 0.10]), abs=1e-3)
 
 
 def test_procrustes_not_worse_needs_a_trained_resnet():
     t = _errors({("residual", 110): [0.85, 0.86, 0.88], ("procrustes", 110): [0.5, 0.5, 0.5]})
-    c = study.claim_procrustes_not_worse(t, n_boot=B)
+    c = claims.claim_procrustes_not_worse(t, n_boot=B)
     assert c["verdict"] == "inconclusive" and "did not train" in c["why"]
 
 
@@ -156,10 +156,10 @@ def test_every_claim_names_its_paper_and_its_rule():
     levels = {("residual", 20, False): 0.1, ("residual", 20, True): 0.5, ("plain", 20, False): 9.0,
               ("residual", 56, False): 0.05, ("residual", 56, True): 0.5, ("procrustes", 56, True): 0.0}
     t = _units(levels)
-    got = [f(t, n_boot=B) for f in (study.claim_identity_near_one, study.claim_deeper_concentrates,
-                                    study.claim_transition_farther, study.claim_plain_farther,
-                                    study.claim_procrustes_transitions, study.claim_procrustes_near_one)]
-    got.append(study.claim_procrustes_not_worse(_errors({("residual", 56): [0.1] * 3,
+    got = [f(t, n_boot=B) for f in (claims.claim_identity_near_one, claims.claim_deeper_concentrates,
+                                    claims.claim_transition_farther, claims.claim_plain_farther,
+                                    claims.claim_procrustes_transitions, claims.claim_procrustes_near_one)]
+    got.append(claims.claim_procrustes_not_worse(_errors({("residual", 56): [0.1] * 3,
                                                          ("procrustes", 56): [0.1] * 3}), n_boot=B))
     for c in got:
         assert c["paper"] and "TPAMI" in c["paper"]["where"] and c["rule"].startswith("supported if")

@@ -16,17 +16,17 @@ import math
 
 import numpy as np
 
-from .claims import PAPERS, _check_columns, _judge
-from .stats import Trials, per_seed
+from unravel.study.claims import check_columns, judge
+from unravel.study.stats import Trials, per_seed
 
 __all__ = ["claim_first_layer", "claim_middle_layers", "claim_middle_swaps", "claim_deeper_prunable",
-           "retained_accuracy", "LAD", "GROMOV"]
+           "retained_accuracy", "LAD", "GROMOV", "PAPERS"]
 
 LAD = "Lad, Gurnee & Tegmark 2024, \"The Remarkable Robustness of LLMs: Stages of Inference?\" (arXiv:2406.19384)"
 GROMOV = "Gromov et al. 2024, \"The Unreasonable Ineffectiveness of the Deeper Layers\" (arXiv:2403.17887)"
 
-# the papers' own statements for these quantities, beside the ResNet ones (see claims.PAPERS)
-PAPERS.update({
+#: Claim id -> what the papers report (see :func:`unravel.study.register_paper`).
+PAPERS = {
     "first-layer": {"where": f"{LAD}, Sec. 3", "value": None,
                     "note": "GPT-2 and Pythia models: deleting the first layer is catastrophic, unlike deleting a "
                             "middle layer"},
@@ -42,7 +42,7 @@ PAPERS.update({
     "lm-smooth-growth": {"where": "Veit, Wilber & Belongie, NeurIPS 2016, Sec. 4.2, Fig. 5(a)", "value": None,
                          "note": "ResNet-110 on CIFAR-10: the error grows smoothly as more blocks are deleted "
                                  "(tested here on a transformer's units)"},
-})
+}
 
 
 def retained_accuracy(frame, layers=None) -> np.ndarray:
@@ -52,7 +52,7 @@ def retained_accuracy(frame, layers=None) -> np.ndarray:
     Examples
     --------
     >>> import pandas as pd
-    >>> from unravel.study.lm_claims import retained_accuracy
+    >>> from unravel.studies.lm_ensemble.claims import retained_accuracy
     >>> f = pd.DataFrame({"variant": [-1, 0, 1], "layer": [-1, 0, 1], "error": [0.5, 0.75, 0.6]})
     >>> retained_accuracy(f).round(3).tolist(), retained_accuracy(f, [1]).round(3).tolist()
     ([0.5, 0.8], [0.8])
@@ -89,7 +89,7 @@ def claim_first_layer(layers: Trials, *, margin: float = 0.5, n_boot: int = 1000
     Examples
     --------
     >>> import pandas as pd
-    >>> from unravel.study import claim_first_layer
+    >>> from unravel.studies.lm_ensemble.claims import claim_first_layer
     >>> from unravel.study.stats import Trials
     >>> f = pd.DataFrame({"variant": [-1, 0, 1, 2], "layer": [-1, 0, 1, 2], "error": [0.4, 0.9, 0.45, 0.5]})
     >>> c = claim_first_layer(Trials(pd.concat([f.assign(seed=0), f.assign(seed=1, error=f.error + 0.01)])),
@@ -98,13 +98,13 @@ def claim_first_layer(layers: Trials, *, margin: float = 0.5, n_boot: int = 1000
     (0.16, 'supported')
     """
     f = layers.frame
-    _check_columns(f, ["seed", "variant", "layer", "error"], "claim_first_layer")
+    check_columns(f, ["seed", "variant", "layer", "error"], "claim_first_layer")
 
     def stat(g):
         r = retained_accuracy(g, [0])
         return float(r.mean()) if r.size else math.nan
 
-    return _judge("first-layer", "Deleting the first layer is catastrophic", LAD, per_seed(stat), layers,
+    return judge("first-layer", "Deleting the first layer is catastrophic", LAD, per_seed(stat), layers,
                   margin=margin, direction="below", effect="the accuracy retained after deleting layer 0",
                   measured={"retained_by_layer": _per_layer(f)}, extra=requires, n_boot=n_boot)
 
@@ -120,7 +120,7 @@ def claim_middle_layers(layers: Trials, n_layers: int, *, margin: float = 0.8, n
     Examples
     --------
     >>> import pandas as pd
-    >>> from unravel.study import claim_middle_layers
+    >>> from unravel.studies.lm_ensemble.claims import claim_middle_layers
     >>> from unravel.study.stats import Trials
     >>> f = pd.DataFrame({"variant": range(-1, 4), "layer": range(-1, 4), "error": [0.4, 0.9, 0.42, 0.45, 0.7]})
     >>> c = claim_middle_layers(Trials(pd.concat([f.assign(seed=0), f.assign(seed=1)])), 4, n_boot=50)
@@ -128,14 +128,14 @@ def claim_middle_layers(layers: Trials, n_layers: int, *, margin: float = 0.8, n
     (0.942, 'supported')
     """
     f = layers.frame
-    _check_columns(f, ["seed", "variant", "layer", "error"], "claim_middle_layers")
+    check_columns(f, ["seed", "variant", "layer", "error"], "claim_middle_layers")
     middle = _middle(n_layers)
 
     def stat(g):
         r = retained_accuracy(g, middle)
         return float(np.median(r)) if r.size else math.nan
 
-    return _judge("middle-layers", "Deleting a single middle layer costs little", LAD, per_seed(stat), layers,
+    return judge("middle-layers", "Deleting a single middle layer costs little", LAD, per_seed(stat), layers,
                   margin=margin, direction="above",
                   effect="the median accuracy retained after deleting one middle layer",
                   measured={"middle_layers": middle, "retained_by_layer": _per_layer(f)},
@@ -153,7 +153,7 @@ def claim_middle_swaps(swaps: Trials, n_layers: int, *, margin: float = 0.8, n_b
     Examples
     --------
     >>> import pandas as pd
-    >>> from unravel.study import claim_middle_swaps
+    >>> from unravel.studies.lm_ensemble.claims import claim_middle_swaps
     >>> from unravel.study.stats import Trials
     >>> f = pd.DataFrame({"variant": range(-1, 4), "layer": range(-1, 4), "error": [0.4, 0.8, 0.41, 0.42, 0.6]})
     >>> c = claim_middle_swaps(Trials(pd.concat([f.assign(seed=0), f.assign(seed=1)])), 5, n_boot=50)
@@ -161,14 +161,14 @@ def claim_middle_swaps(swaps: Trials, n_layers: int, *, margin: float = 0.8, n_b
     (0.975, 'supported')
     """
     f = swaps.frame
-    _check_columns(f, ["seed", "variant", "layer", "error"], "claim_middle_swaps")
+    check_columns(f, ["seed", "variant", "layer", "error"], "claim_middle_swaps")
     pairs = list(range(1, n_layers - 2))
 
     def stat(g):
         r = retained_accuracy(g, pairs)
         return float(np.median(r)) if r.size else math.nan
 
-    return _judge("middle-swaps", "Swapping two adjacent middle layers is tolerated", LAD, per_seed(stat), swaps,
+    return judge("middle-swaps", "Swapping two adjacent middle layers is tolerated", LAD, per_seed(stat), swaps,
                   margin=margin, direction="above",
                   effect="the median accuracy retained after swapping two adjacent middle layers",
                   measured={"swapped_pairs": [[p, p + 1] for p in pairs],
@@ -196,7 +196,7 @@ def claim_deeper_prunable(layers: Trials, n_layers: int, *, margin: float = 0.0,
     Examples
     --------
     >>> import pandas as pd
-    >>> from unravel.study import claim_deeper_prunable
+    >>> from unravel.studies.lm_ensemble.claims import claim_deeper_prunable
     >>> from unravel.study.stats import Trials
     >>> f = pd.DataFrame({"variant": range(-1, 6), "layer": range(-1, 6),
     ...                   "error": [0.4, 0.9, 0.6, 0.55, 0.42, 0.41, 0.7]})
@@ -205,14 +205,14 @@ def claim_deeper_prunable(layers: Trials, n_layers: int, *, margin: float = 0.0,
     (0.267, 'supported')
     """
     f = layers.frame
-    _check_columns(f, ["seed", "variant", "layer", "error"], "claim_deeper_prunable")
+    check_columns(f, ["seed", "variant", "layer", "error"], "claim_deeper_prunable")
     shallow, deep = _halves(n_layers)
 
     def stat(g):
         s, d = retained_accuracy(g, shallow), retained_accuracy(g, deep)
         return float(d.mean() - s.mean()) if s.size and d.size else math.nan
 
-    return _judge("deeper-prunable", "The deeper layers are more prunable than the shallower ones", GROMOV,
+    return judge("deeper-prunable", "The deeper layers are more prunable than the shallower ones", GROMOV,
                   per_seed(stat), layers, margin=margin, direction="above",
                   effect="deeper minus shallower mean accuracy retained after deleting one layer",
                   measured={"shallower": shallow, "deeper": deep, "retained_by_layer": _per_layer(f)},

@@ -13,19 +13,43 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import pandas as pd
 
-from .. import plots
-from ..tracking import PathLengthTracker, SubnetworkTracker, log_spaced_steps
-from ..units import find_units
-from . import ssf_claims
-from .experiments import _seed_bar, _train_frames, _trials
-from .kinds import register_kind
-from .spec import SsfDynamicsAnalysis
-from .stats import Trials
+from unravel import plots
+from unravel.study.schema import integer, list_of, number, setting
+from unravel.study.stats import Trials, trials_from
+from unravel.tracking import PathLengthTracker, SubnetworkTracker, log_spaced_steps
+from unravel.units import find_units
 
-__all__: list[str] = []
+from . import claims as ssf_claims
+
+__all__ = ["SsfDynamicsAnalysis", "run_ssf_dynamics"]
+
+
+@dataclass(frozen=True)
+class SsfDynamicsAnalysis:
+    """``analysis:`` of an ``ssf-dynamics`` study: the probe, the record steps, the random
+    subnetworks and the shallow nets trained alone."""
+
+    #: Training examples in the probe batch the histograms are recorded on, in train mode (its
+    #: batch statistics, as training sees them): best the training batch size.
+    probe_size: int = setting(64, integer(1))
+    #: Ratio between record steps in the first epoch (``log_spaced_steps``): 2 records after
+    #: steps 1, 2, 4, 8, ...; then after every epoch.
+    log_base: float = setting(2.0, number(1, open_low=True))
+    #: Units kept by the ResNet's random subnetworks, as fractions of its units (1: the whole net).
+    subnetwork_fractions: tuple = setting((0.25, 0.5, 0.75, 1.0),
+                                           list_of(number(0, 1, open_low=True), "fractions in (0, 1]"))
+    subnetwork_samples: int = setting(3, integer(1))
+    #: Training examples the subnetworks' BatchNorm statistics are recalibrated on.
+    calibration_examples: int = setting(1024, integer(1))
+    #: Test examples every error is measured on.
+    eval_examples: int = setting(1000, integer(1))
+    #: Depths of the ResNet trained alone beside the spec's (the shallow nets); empty: none.
+    shallow_depths: tuple = setting((8, 14), list_of(integer(1), "depths"))
+    n_boot: int = setting(1000, integer(10))
 
 ROLES = ("resnet", "densenet", "se_resnet")
 
@@ -47,9 +71,7 @@ def _run(ctx, model, role, seed, steps, probe, evaluation, sizes, histograms=Tru
     return hist, paths.to_frame() if paths else None, subs.to_frame(), subs.items(), cost
 
 
-@register_kind("ssf-dynamics", roles=("resnet",), optional_roles=("densenet", "se_resnet"),
-               analysis=SsfDynamicsAnalysis)
-def _ssf_dynamics(ctx) -> list:
+def run_ssf_dynamics(ctx) -> list:
     """Shallow subnetworks first: path-length histograms, recalibrated subnetworks and shallow
     nets trained alone, at log-spaced steps over training; every seed."""
     a, t, data = ctx.analysis, ctx.spec.train, ctx.data
@@ -60,7 +82,7 @@ def _ssf_dynamics(ctx) -> list:
     evaluation = tuple(v[: a.eval_examples] for v in data.test.tensors)
     roles = [r for r in ROLES if r in ctx.spec.models]
     paths, subs, curves, hist, costs, counts = [], [], [], [], [], {}
-    for seed in _seed_bar(ctx, "seeds"):
+    for seed in ctx.seed_bar("seeds"):
         for role in roles:
             model = ctx.model(role, seed)
             n = len(find_units(model))
@@ -84,14 +106,14 @@ def _ssf_dynamics(ctx) -> list:
             hist.append(h.assign(model=name, seed=seed))
             curves.append((sf.assign(model=name, seed=seed, units=n), items))
             costs.append(cost)
-    _train_frames(ctx, "train", hist)
+    ctx.frame("train", pd.concat(hist, ignore_index=True))
     cost = ctx.frame("record_cost", pd.DataFrame(costs))
     paths = ctx.frame("paths", pd.concat(paths, ignore_index=True).assign(epochs=lambda d: d.step / per_epoch))
     units = paths[paths.group == "units"]
-    sub_t = _trials([(f.assign(epochs=f.step / per_epoch), w) for f, w in subs])
+    sub_t = trials_from([(f.assign(epochs=f.step / per_epoch), w) for f, w in subs])
     ctx.frame("subnetworks", sub_t.frame)
     ctx.items("subnetworks", sub_t.items.astype(bool))
-    curve_t = _trials([(f.assign(epochs=f.step / per_epoch), w) for f, w in curves]) if curves else None
+    curve_t = trials_from([(f.assign(epochs=f.step / per_epoch), w) for f, w in curves]) if curves else None
     if curve_t is not None:
         ctx.frame("shallow_nets", curve_t.frame)
         ctx.items("shallow_nets", curve_t.items.astype(bool))

@@ -9,7 +9,7 @@ import pytest
 
 import unravel
 from unravel import study
-from unravel.study.norm import tracked_units
+from unravel.studies.norm_preservation.measure import tracked_units
 from unravel.study.runner import read_items
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

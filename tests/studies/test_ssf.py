@@ -10,8 +10,8 @@ import pytest
 
 from unravel import study, tracking
 from unravel.errors import SpecError
-from unravel.study import ssf_claims
 from unravel.study.stats import Trials
+from unravel.studies.ssf_dynamics import claims
 
 B = 100
 SEEDS = (0, 1, 2)
@@ -46,13 +46,13 @@ def _subnets(halves, seeds=SEEDS, jitter=0.0, n=500):
 
 
 def test_half_way_time_and_total_variation_by_hand():
-    assert ssf_claims.half_way_time([0, 1, 2], [1.0, 0.5, 0.0]) == pytest.approx(1.0)
-    assert ssf_claims.half_way_time([2, 0, 1], [0.0, 1.0, 0.8]) == pytest.approx(1 + 0.3 / 0.8)  # unsorted times
-    assert math.isnan(ssf_claims.half_way_time([0, 1], [0.3, 0.3]))
-    assert ssf_claims.total_variation([1, 0], [0, 1]) == 1.0
-    assert ssf_claims.total_variation([2, 2], [1, 1]) == 0.0  # normalised first
-    assert ssf_claims.total_variation([0.2, 0.8], [0.5, 0.5]) == pytest.approx(0.3)
-    assert math.isnan(ssf_claims.total_variation([0, 0], [1, 0]))
+    assert claims.half_way_time([0, 1, 2], [1.0, 0.5, 0.0]) == pytest.approx(1.0)
+    assert claims.half_way_time([2, 0, 1], [0.0, 1.0, 0.8]) == pytest.approx(1 + 0.3 / 0.8)  # unsorted times
+    assert math.isnan(claims.half_way_time([0, 1], [0.3, 0.3]))
+    assert claims.total_variation([1, 0], [0, 1]) == 1.0
+    assert claims.total_variation([2, 2], [1, 1]) == 0.0  # normalised first
+    assert claims.total_variation([0.2, 0.8], [0.5, 0.5]) == pytest.approx(0.3)
+    assert math.isnan(claims.total_variation([0, 0], [1, 0]))
 
 
 # ------------------------------------------------------------------------------------------
@@ -60,21 +60,21 @@ def test_half_way_time_and_total_variation_by_hand():
 
 
 def test_subnetworks_first_all_three_verdicts():
-    first = study.claim_subnetworks_first(_subnets({2: 0.05, 9: 0.5}), n_boot=B)
+    first = claims.claim_subnetworks_first(_subnets({2: 0.05, 9: 0.5}), n_boot=B)
     assert first["verdict"] == "supported" and first["estimate"] == pytest.approx(0.45, abs=0.02)
     assert first["measured"]["half_way_epochs_by_units"][2] == pytest.approx(0.05, abs=0.01)
-    late = study.claim_subnetworks_first(_subnets({2: 0.5, 9: 0.05}), n_boot=B)
+    late = claims.claim_subnetworks_first(_subnets({2: 0.5, 9: 0.05}), n_boot=B)
     assert late["verdict"] == "contradicted" and late["estimate"] < 0
     # the seeds disagree: +0.4, 0, -0.4 epochs
-    mixed = study.claim_subnetworks_first(_subnets({2: 0.5, 9: 0.1}, jitter=0.4), n_boot=B)
+    mixed = claims.claim_subnetworks_first(_subnets({2: 0.5, 9: 0.1}, jitter=0.4), n_boot=B)
     assert mixed["verdict"] == "inconclusive" and mixed["ci"][0] < 0 < mixed["ci"][1]
     # a subnetwork whose error never falls: undefined, so inconclusive
     t = _subnets({2: 0.05, 9: 0.5})
     flat = t.frame.assign(error=np.where(t.frame.subnetwork_units == 2, 0.9, t.frame.error))
-    never = study.claim_subnetworks_first(Trials(flat, None, draws=["subnetwork_units"], cluster="draw"), n_boot=B)
+    never = claims.claim_subnetworks_first(Trials(flat, None, draws=["subnetwork_units"], cluster="draw"), n_boot=B)
     assert never["verdict"] == "inconclusive" and never["estimate"] is None
     # one seed decides nothing, however many examples
-    one = study.claim_subnetworks_first(_subnets({2: 0.05, 9: 0.5}, seeds=(0,)), n_boot=B)
+    one = claims.claim_subnetworks_first(_subnets({2: 0.05, 9: 0.5}, seeds=(0,)), n_boot=B)
     assert one["verdict"] == "inconclusive" and "one training seed" in one["why"]
 
 
@@ -84,12 +84,12 @@ def test_shallow_nets_first_both_ways():
                 for t, e in zip(TIMES, _curve(h + jitter * s * (k == 9)))]
         return Trials(pd.DataFrame(rows))
 
-    assert study.claim_shallow_nets_first(nets({3: 0.05, 6: 0.08, 9: 0.5}), n_boot=B)["verdict"] == "supported"
-    c = study.claim_shallow_nets_first(nets({3: 0.5, 9: 0.05}), n_boot=B)
+    assert claims.claim_shallow_nets_first(nets({3: 0.05, 6: 0.08, 9: 0.5}), n_boot=B)["verdict"] == "supported"
+    c = claims.claim_shallow_nets_first(nets({3: 0.5, 9: 0.05}), n_boot=B)
     assert c["verdict"] == "contradicted" and c["estimate"] == pytest.approx(-0.45, abs=0.02)
-    c = study.claim_shallow_nets_first(nets({3: 0.1, 9: 0.05}, jitter=0.1), n_boot=B)  # -0.05, 0.05, 0.15
+    c = claims.claim_shallow_nets_first(nets({3: 0.1, 9: 0.05}, jitter=0.1), n_boot=B)  # -0.05, 0.05, 0.15
     assert c["verdict"] == "inconclusive"
-    c = study.claim_shallow_nets_first(nets({3: 0.1, 9: 0.5}), n_boot=B, requires=[(False, "the net did not train")])
+    c = claims.claim_shallow_nets_first(nets({3: 0.1, 9: 0.5}), n_boot=B, requires=[(False, "the net did not train")])
     assert c["verdict"] == "inconclusive" and c["why"] == "the net did not train"
 
 
@@ -102,12 +102,12 @@ def test_short_paths_early_against_the_margin():
         return Trials(pd.DataFrame([{"seed": s, "epochs": t, "mean_length": m + jitter * s * (t > 0), "units": 10}
                                     for s in SEEDS for t, m in ((0, first), (0.5, (first + last) / 2), (8, last))]))
 
-    c = study.claim_short_paths_early(records(3.0, 5.0), n_boot=B)
+    c = claims.claim_short_paths_early(records(3.0, 5.0), n_boot=B)
     assert c["verdict"] == "supported" and c["estimate"] == pytest.approx(0.2)
-    assert study.claim_short_paths_early(records(5.0, 3.0), n_boot=B)["verdict"] == "contradicted"
+    assert claims.claim_short_paths_early(records(5.0, 3.0), n_boot=B)["verdict"] == "contradicted"
     # a real but small move: 0.3 of a unit in 10 is below the 0.05 margin
-    assert study.claim_short_paths_early(records(3.0, 3.3), n_boot=B)["verdict"] == "contradicted"
-    assert study.claim_short_paths_early(records(3.0, 3.5, jitter=0.5), n_boot=B)["verdict"] == "inconclusive"
+    assert claims.claim_short_paths_early(records(3.0, 3.3), n_boot=B)["verdict"] == "contradicted"
+    assert claims.claim_short_paths_early(records(3.0, 3.5, jitter=0.5), n_boot=B)["verdict"] == "inconclusive"
 
 
 # ------------------------------------------------------------------------------------------
@@ -137,14 +137,14 @@ def test_histograms_one_margin_for_differ_and_alike():
     near = [v + (0.01 if k == 3 else 0) for k, v in enumerate(BASE)]  # TV about 0.005
     for other, differ, alike in [(shifted, "supported", "contradicted"), (near, "contradicted", "supported")]:
         t = _hists({"resnet": BASE, "densenet": other, "se_resnet": other}, noise=0.02)
-        d = study.claim_histograms_differ(Trials(t.frame[t.frame.model != "se_resnet"]), n_boot=B)
-        a = study.claim_histograms_alike(Trials(t.frame[t.frame.model != "densenet"]), n_boot=B)
+        d = claims.claim_histograms_differ(Trials(t.frame[t.frame.model != "se_resnet"]), n_boot=B)
+        a = claims.claim_histograms_alike(Trials(t.frame[t.frame.model != "densenet"]), n_boot=B)
         assert (d["verdict"], a["verdict"]) == (differ, alike), (d["why"], a["why"])
-        assert d["margin"] == a["margin"] == study.TV_MARGIN
+        assert d["margin"] == a["margin"] == claims.TV_MARGIN
     p, q = np.array(BASE), np.array(shifted)
     tv = 0.5 * np.abs(p / p.sum() - q / q.sum()).sum()
     t = _hists({"resnet": BASE, "densenet": shifted})
-    c = study.claim_histograms_differ(t, n_boot=B)
+    c = claims.claim_histograms_differ(t, n_boot=B)
     assert c["estimate"] == pytest.approx(tv) and c["measured"]["tv_by_step"] == {s: pytest.approx(tv, abs=1e-4)
                                                                                   for s in (0, 1, 2, 4)}
     assert c["measured"]["mean_length_over_units"]["densenet"] > c["measured"]["mean_length_over_units"]["resnet"]
@@ -153,13 +153,13 @@ def test_histograms_one_margin_for_differ_and_alike():
 def test_histogram_claims_refuse_to_decide_what_they_cannot():
     # seeds alone move the ResNet's histogram by more than the margin: no verdict either way
     noisy = _hists({"resnet": BASE, "se_resnet": BASE}, noise=1.0)
-    c = study.claim_histograms_alike(noisy, n_boot=B)
-    assert c["measured"]["resnet_between_seeds_tv"] >= study.TV_MARGIN
+    c = claims.claim_histograms_alike(noisy, n_boot=B)
+    assert c["measured"]["resnet_between_seeds_tv"] >= claims.TV_MARGIN
     assert c["verdict"] == "inconclusive" and "differ between seeds" in c["why"]
     # different numbers of units: lengths cannot be compared one by one
-    c = study.claim_histograms_differ(_hists({"resnet": BASE, "odd": BASE + [0.0]}), "resnet", "odd", n_boot=B)
+    c = claims.claim_histograms_differ(_hists({"resnet": BASE, "odd": BASE + [0.0]}), "resnet", "odd", n_boot=B)
     assert c["verdict"] == "inconclusive" and "as many units" in c["why"]
-    one = study.claim_histograms_alike(_hists({"resnet": BASE, "se_resnet": BASE}, seeds=(0,)), n_boot=B)
+    one = claims.claim_histograms_alike(_hists({"resnet": BASE, "se_resnet": BASE}, seeds=(0,)), n_boot=B)
     assert one["verdict"] == "inconclusive" and "one training seed" in one["why"]
 
 
