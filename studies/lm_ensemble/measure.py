@@ -17,9 +17,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 import pandas as pd
-import torch
 
-from unravel import attribution, lesion, lm, plots, sweeps
+from unravel import attribution, lm, plots, sweeps
 from unravel.errors import SpecError
 from unravel.study.schema import choice, integer, list_of, number, section, setting
 from unravel.study.stats import trials_from
@@ -105,9 +104,8 @@ def _label(name):
 
 
 def _custom(name, model, test, variants, ctx):
-    return sweeps._study(name, model, test, variants, seed=0, batch_size=64, device=ctx.device, progress=ctx.progress,
-                         results=None, process_group=None, method="fast", loss=None, max_rows=2048, settings={},
-                         next_token=True, return_items=True)
+    return sweeps.run_variants(name, model, test, variants, batch_size=64, device=ctx.device, progress=ctx.progress,
+                               next_token=True, return_items=True)
 
 
 def _swap_order(groups, l):
@@ -155,7 +153,7 @@ def run_lm_ensemble(ctx) -> list:
         n_layers = len(groups)
         layer_of = {i: l for l, g in enumerate(groups) for i in g}
         common = dict(device=ctx.device, progress=ctx.progress, next_token=True, return_items=True)
-        f, w = lesion.delete_each(model, test, batch_size=64, **common)
+        f, w = sweeps.delete_each(model, test, batch_size=64, **common)
         f = f.assign(seed=seed, layer=[layer_of.get(int(u), -1) if u else -1 for u in f.units.fillna("")],
                      lesion=[_label(s) if s else "none" for s in f.names.fillna("")])
         each.append((f, _per_window(w, windows)))
@@ -175,7 +173,7 @@ def run_lm_ensemble(ctx) -> list:
             swaps.append((f, _per_window(w, windows)))
         kk = sorted({k for k in a.ks if 2 <= k <= n})
         if kk:
-            f, w = lesion.delete_random(model, test, ks=kk, samples_per_k=a.samples_per_k, seed=seed, batch_size=64,
+            f, w = sweeps.delete_random(model, test, ks=kk, samples_per_k=a.samples_per_k, seed=seed, batch_size=64,
                                         **common)
             keep = (f.variant >= 0).to_numpy()  # the baseline row is delete_each's
             rnd.append((f[keep].assign(seed=seed, source="delete_random"), _per_window(w[keep], windows)))

@@ -21,7 +21,7 @@ import torch
 
 from unravel import plots, train
 from unravel.procrustes import ProcrustesCallback
-from unravel.spectra import SpectraTracker, measure_spectra
+from unravel.jacobian.spectra import SpectraTracker, measure_spectra
 from unravel.study.schema import integer, list_of, number, setting
 from unravel.study.stats import Trials
 from unravel.units import find_units

@@ -7,10 +7,9 @@ lengths and the gradient per length); specs ``veit-lesion``, ``veit-lesion-mnist
 
 Examples
 --------
->>> from unravel import study
->>> spec = study.load_spec("veit-lesion", quick=True)
->>> spec["kind"], sorted(spec["models"])
-('veit-lesion', ['plain', 'residual', 'residual_conv'])
+>>> from unravel.study import get_kind
+>>> get_kind("veit-lesion").roles, get_kind("veit-paths").analysis.__name__
+(('residual', 'plain'), 'VeitPathsAnalysis')
 """
 
 from unravel.study import register_kind, register_paper

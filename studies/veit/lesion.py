@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from unravel import lesion, plots
+from unravel import plots, sweeps
 from unravel.study.stats import subset, trials_from
 from unravel.units import find_units
 
@@ -30,7 +30,7 @@ def run_lesion(ctx) -> list:
         for role in roles:
             model, h = ctx.trained(role, seed)
             hist.append(h.assign(model=role, seed=seed))
-            f, w = lesion.delete_each(model, ctx.data, **common)
+            f, w = sweeps.delete_each(model, ctx.data, **common)
             each.append((f.assign(model=role, seed=seed), w))
             if role != "residual":
                 continue
@@ -39,12 +39,12 @@ def run_lesion(ctx) -> list:
             # Fig. 5a: k = 1 exhaustively (every single deletion), k >= 2 by random draws
             rnd.append((f.assign(model=role, seed=seed, source="delete_each"), w))
             if [k for k in kk if k > 1]:
-                f, w = lesion.delete_random(model, ctx.data, ks=[k for k in kk if k > 1], samples_per_k=a.samples_per_k,
+                f, w = sweeps.delete_random(model, ctx.data, ks=[k for k in kk if k > 1], samples_per_k=a.samples_per_k,
                                             seed=seed, **common)
                 lesioned = (f.variant >= 0).to_numpy()  # the baseline row is delete_each's
                 rnd.append((f[lesioned].assign(model=role, seed=seed, source="delete_random"), w[lesioned]))
             try:
-                f, w = lesion.reorder_random(model, ctx.data, ks=kk, samples_per_k=a.samples_per_k, seed=seed, **common)
+                f, w = sweeps.reorder_random(model, ctx.data, ks=kk, samples_per_k=a.samples_per_k, seed=seed, **common)
                 reo.append((f.assign(model=role, seed=seed), w))
             except ValueError:  # one unit per stage: nothing may change places
                 pass
