@@ -77,7 +77,10 @@ def committed_source_hash(revision: str) -> tuple[str, str]:
     try:
         full = subprocess.run(["git", "rev-parse", "--verify", f"{revision}^{{commit}}"], cwd=root, check=True,
                               capture_output=True, text=True).stdout.strip()
-        tar = subprocess.run(["git", "archive", "--format=tar", full, "unravel", "studies"], cwd=root, check=True,
+        # studies/ joined unravel/ as a source tree with the house layout; older commits have none
+        trees = [p for p in ("unravel", "studies")
+                 if subprocess.run(["git", "cat-file", "-e", f"{full}:{p}"], cwd=root, capture_output=True).returncode == 0]
+        tar = subprocess.run(["git", "archive", "--format=tar", full, *trees], cwd=root, check=True,
                              capture_output=True).stdout
     except subprocess.CalledProcessError as e:
         raise SystemExit(f"--revision {revision!r}: not a commit of this repository ({e.stderr.strip()})") from None
