@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import unravel  # noqa: E402
 from run import _trained_like  # noqa: E402  (benchmarks/run.py, beside this file)
-from unravel import attribution, lesion, models  # noqa: E402
+from unravel import attribution, models, sweeps  # noqa: E402
 
 
 def _net(depth, dtype, device):
@@ -89,8 +89,8 @@ def main(argv=None):
     x = torch.randn(64, 3, 16, 16, device=device)
     y = torch.randint(0, 10, (64,), device=device)
     for name, run in [
-        ("delete_each", lambda m: lesion.delete_each(model, (x, y), batch_size=32, progress=False, method=m)),
-        ("delete_random", lambda m: lesion.delete_random(model, (x, y), ks=[1, 3, 5], samples_per_k=3, seed=0,
+        ("delete_each", lambda m: sweeps.delete_each(model, (x, y), batch_size=32, progress=False, method=m)),
+        ("delete_random", lambda m: sweeps.delete_random(model, (x, y), ks=[1, 3, 5], samples_per_k=3, seed=0,
                                                          batch_size=32, progress=False, method=m)),
     ]:
         a, b = run("fast"), run("naive")

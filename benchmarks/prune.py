@@ -39,8 +39,8 @@ from run import ROOT, _batch, _fmt, _time, _trained_like  # noqa: E402
 sys.path.insert(0, str(ROOT))
 import unravel  # noqa: E402
 from unravel import lesion, lm, models, prune  # noqa: E402
-from unravel._engine import make_scorer  # noqa: E402
-from unravel.study.runner import source_hash  # noqa: E402
+from unravel.sweeps.engine import make_scorer  # noqa: E402
+from unravel.study.environment import source_hash  # noqa: E402
 
 
 def _resnet(cfg, device):

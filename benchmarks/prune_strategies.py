@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import unravel  # noqa: E402
 from unravel import lm, models, prune, train  # noqa: E402
-from unravel.study.runner import source_hash  # noqa: E402
+from unravel.study.environment import source_hash  # noqa: E402
 
 STRATEGIES = ("greedy", "block_influence", "angular", "gradient_share")
 

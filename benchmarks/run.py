@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import unravel  # noqa: E402
-from unravel import attribution, lesion, models, study, train  # noqa: E402
+from unravel import attribution, models, study, sweeps, train  # noqa: E402
 
 
 def _sync(device):
@@ -161,15 +161,15 @@ def case_lesion(cfg, device):
     out = {"units": len(unravel.find_units(model)), "inputs": cfg["inputs"]}
     kw = dict(batch_size=cfg["lesion_batch"], progress=False)
     # minutes per call: the sweeps are their own warm-up (one small warm-up call first)
-    lesion.delete_each(model, (x[:8], y[:8]), **kw)
-    fast = _time(lambda: lesion.delete_each(model, (x, y), **kw), device, runs=1, warmup=False)
-    naive = _time(lambda: lesion.delete_each(model, (x, y), method="naive", **kw), device, runs=1, warmup=False)
+    sweeps.delete_each(model, (x[:8], y[:8]), **kw)
+    fast = _time(lambda: sweeps.delete_each(model, (x, y), **kw), device, runs=1, warmup=False)
+    naive = _time(lambda: sweeps.delete_each(model, (x, y), method="naive", **kw), device, runs=1, warmup=False)
     out.update(delete_each_fast_s=fast, delete_each_naive_s=naive, delete_each_speedup=naive / fast,
                goal_delete_each_speedup_at_least=1.8)
     ks = list(range(1, cfg["max_k"] + 1))
     kw2 = dict(ks=ks, samples_per_k=cfg["samples_per_k"], seed=0, **kw)
-    fast = _time(lambda: lesion.delete_random(model, (x, y), **kw2), device, runs=1, warmup=False)
-    naive = _time(lambda: lesion.delete_random(model, (x, y), method="naive", **kw2), device, runs=1, warmup=False)
+    fast = _time(lambda: sweeps.delete_random(model, (x, y), **kw2), device, runs=1, warmup=False)
+    naive = _time(lambda: sweeps.delete_random(model, (x, y), method="naive", **kw2), device, runs=1, warmup=False)
     out.update(delete_random_ks=f"1..{cfg['max_k']}", delete_random_samples_per_k=cfg["samples_per_k"],
                delete_random_fast_s=fast, delete_random_naive_s=naive, delete_random_speedup=naive / fast)
     return out
@@ -339,8 +339,8 @@ def case_transformers(cfg, device):
         fb = _time(fwd_bwd, device, runs=c["runs"] * 3)
         exact = _time(lambda: attribution.path_length_gradients(model, x, y, loss=loss), device, runs=c["runs"])
         kw = dict(batch_size=c["batch"], progress=False, next_token=shape == "tokens")
-        fast = _time(lambda: lesion.delete_each(model, data, **kw), device, runs=1, warmup=False)
-        naive = _time(lambda: lesion.delete_each(model, data, method="naive", **kw), device, runs=1, warmup=False)
+        fast = _time(lambda: sweeps.delete_each(model, data, **kw), device, runs=1, warmup=False)
+        naive = _time(lambda: sweeps.delete_each(model, data, method="naive", **kw), device, runs=1, warmup=False)
         model.zero_grad(set_to_none=True)
         out[name] = {"units": n, "batch": c["batch"], **({"tokens": c["tokens"]} if shape == "tokens" else
                                                          {"image": c["image"]}),

@@ -68,16 +68,19 @@ def verdict_table(summary: dict, env: dict, folder: Path | None = None) -> str:
 
 
 def committed_source_hash(revision: str) -> tuple[str, str]:
-    """``(full commit, source hash)`` of ``unravel/`` at a commit, hashed as
-    ``unravel.study.runner.source_hash`` hashes a working copy."""
+    """``(full commit, source hash)`` of ``unravel/`` and ``studies/`` at a commit, hashed as
+    ``unravel.study.environment.source_hash`` hashes a working copy."""
     sys.path.insert(0, str(HERE.parent))
-    from unravel.study.runner import _hash_sources
+    from unravel.study.environment import hash_sources
 
     root = HERE.parent
     try:
         full = subprocess.run(["git", "rev-parse", "--verify", f"{revision}^{{commit}}"], cwd=root, check=True,
                               capture_output=True, text=True).stdout.strip()
-        tar = subprocess.run(["git", "archive", "--format=tar", full, "unravel"], cwd=root, check=True,
+        # studies/ joined unravel/ as a source tree with the house layout; older commits have none
+        trees = [p for p in ("unravel", "studies")
+                 if subprocess.run(["git", "cat-file", "-e", f"{full}:{p}"], cwd=root, capture_output=True).returncode == 0]
+        tar = subprocess.run(["git", "archive", "--format=tar", full, *trees], cwd=root, check=True,
                              capture_output=True).stdout
     except subprocess.CalledProcessError as e:
         raise SystemExit(f"--revision {revision!r}: not a commit of this repository ({e.stderr.strip()})") from None
@@ -87,8 +90,9 @@ def committed_source_hash(revision: str) -> tuple[str, str]:
     with tarfile.open(fileobj=io.BytesIO(tar)) as t:
         for m in t.getmembers():
             if m.isfile() and m.name.endswith((".py", ".yaml")) and "__pycache__" not in m.name:
-                items.append((m.name.split("/", 1)[1], t.extractfile(m).read()))
-    return full, _hash_sources(items)
+                top, rel = m.name.split("/", 1)
+                items.append((rel if top == "unravel" else f"{top}/{rel}", t.extractfile(m).read()))
+    return full, hash_sources(items)
 
 
 def _provenance(folder: Path, env: dict, revision: str | None, force: bool) -> dict:

@@ -46,7 +46,7 @@ def next_token_loss(out, _):
 
 # %%
 # Deleting each unit in turn, scored per token (the output at t against byte t + 1).
-frame = unravel.lesion.delete_each(lm, (ids, ids), next_token=True, progress=False)
+frame = unravel.sweeps.delete_each(lm, (ids, ids), next_token=True, progress=False)
 print(frame[["variant", "names", "error", "loss", "per"]].to_string(index=False))
 
 # %%

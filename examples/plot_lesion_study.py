@@ -18,8 +18,8 @@ for name, build in [("residual", unravel.models.resnet_cifar), ("plain", unravel
     torch.manual_seed(0)
     net = build(14, width=8, in_channels=1, dims=1)
     unravel.train.fit(net, data, epochs=3, optimizer="adam", lr=3e-3, progress=False)
-    frames.append(unravel.lesion.delete_each(net, data, progress=False).assign(model=name))
-    random.append(unravel.lesion.delete_random(net, data, ks=[1, 2, 3, 4], samples_per_k=3,
+    frames.append(unravel.sweeps.delete_each(net, data, progress=False).assign(model=name))
+    random.append(unravel.sweeps.delete_random(net, data, ks=[1, 2, 3, 4], samples_per_k=3,
                                                progress=False).assign(model=name))
 
 # %%

@@ -26,7 +26,7 @@ for name, build in [("residual", unravel.models.preact_resnet_cifar), ("plain", 
     net = build(20, width=8, in_channels=1, dims=1)
     unravel.train.fit(net, data, epochs=2, optimizer="adam", lr=3e-3, progress=False)
     identity = [u.index for u in unravel.find_units(net) if not u.projection]  # transitions change the shape
-    summary = unravel.spectra.measure_spectra(net.eval(), x, calibration=calibration, units=identity)
+    summary = unravel.jacobian.spectra.measure_spectra(net.eval(), x, calibration=calibration, units=identity)
     rows.append(summary.assign(net=name))
 frame = pd.concat(rows, ignore_index=True)
 unravel.plots.unit_spectra(frame.assign(transition=False), y="dev", hue="net",

@@ -32,12 +32,12 @@ print(unravel.unit_table(vit)[["index", "name", "block"]].to_string(index=False)
 
 # %%
 # Deleting each single unit (Veit Fig. 3 for a transformer).
-each = unravel.lesion.delete_each(vit, data, progress=False)
+each = unravel.sweeps.delete_each(vit, data, progress=False)
 unravel.plots.deletion_errors(each.assign(model="ViT"))
 plt.show()
 
 # %%
 # Deleting k random units (Fig. 5a): the error grows with k.
-rnd = unravel.lesion.delete_random(vit, data, ks=[1, 2, 4, 6], samples_per_k=5, progress=False)
+rnd = unravel.sweeps.delete_random(vit, data, ks=[1, 2, 4, 6], samples_per_k=5, progress=False)
 unravel.plots.error_vs_k(rnd.assign(model="ViT"))
 plt.show()

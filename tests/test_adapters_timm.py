@@ -354,7 +354,7 @@ def test_subclass_with_own_forward_is_refused():
 
 def test_adapters_module_does_not_import_timm():
     # matched by qualified name: loading the adapters must work without timm installed
-    import unravel.adapters._timm as module
+    import unravel.adapters._timm._base as module
 
     tree = ast.parse(inspect.getsource(module))
     imported = [a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names]
@@ -400,7 +400,7 @@ def _wake(model):
 def test_named_models_found_and_verified(name, kwargs, size):
     torch.manual_seed(0)
     model = _wake(_create(name, **kwargs)).eval()
-    units = unravel.find_units(model, torch.randn(2, 3, size, size), verify=True)
+    units = unravel.verify_units(model, torch.randn(2, 3, size, size))
     assert len(units) > 0
     with torch.no_grad():  # the residual branches are awake: deleting units changes the output
         own = model(torch.ones(2, 3, size, size))

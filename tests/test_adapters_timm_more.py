@@ -1,5 +1,5 @@
-"""timm's residual families beyond ResNet/ViT/Swin (the adapters of ``_timm_vit``, ``_timm_conv``
-and ``_timm_mixed``) work with no adapter of the user's: every residual block of the model holds
+"""timm's residual families beyond ResNet/ViT/Swin (the adapters of ``_timm._vit``, ``_timm._conv``
+and ``_timm._mixed``) work with no adapter of the user's: every residual block of the model holds
 units, routing through them reproduces the model, lesions restore it bit for bit, and the exact
 path-length decomposition sums to autograd's gradient. One small random-init model per adapter
 (timm's own configuration, shrunk through its constructor's arguments), in float64, with every
@@ -479,7 +479,7 @@ LOOSE = {"deepseek-vit": 1e-6, "efficientvit-mit": 1e-6}
 def _check(name):
     model, x, y = _build(name)
     _, _, blocks, chain = MODELS[name]
-    units = unravel.find_units(model, x, verify=True)
+    units = unravel.verify_units(model, x)
     hosts = {u.module for u in units}
     # every residual block of the listed classes holds units: none runs unrecognised
     host_names = [n for n, m in model.named_modules() if m in hosts]
@@ -695,9 +695,9 @@ def test_new_adapter_modules_do_not_import_timm():
     import ast
     import inspect
 
-    from unravel.adapters import _timm_conv, _timm_mixed, _timm_spec, _timm_stages, _timm_vit
+    from unravel.adapters._timm import _conv, _mixed, _spec, _stages, _vit
 
-    for module in (_timm_spec, _timm_vit, _timm_conv, _timm_mixed, _timm_stages):
+    for module in (_spec, _vit, _conv, _mixed, _stages):
         tree = ast.parse(inspect.getsource(module))
         imported = [a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names]
         imported += [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]

@@ -294,6 +294,6 @@ def test_stacked_sweeps_cut_per_example_keywords_with_their_rows():
         model.config.use_cache = False
         ids = torch.randint(0, 40, (4, 8))
         kw = dict(ks=[2, 3], samples_per_k=4, seed=1, batch_size=4, progress=False, next_token=True)
-        fast = unravel.lesion.delete_random(model, (ids, ids), **kw)
-        naive = unravel.lesion.delete_random(model, (ids, ids), method="naive", **kw)
+        fast = unravel.sweeps.delete_random(model, (ids, ids), **kw)
+        naive = unravel.sweeps.delete_random(model, (ids, ids), method="naive", **kw)
         assert (fast.error - naive.error).abs().max() < 1e-12 and (fast.loss - naive.loss).abs().max() < 1e-4

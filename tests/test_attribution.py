@@ -388,7 +388,7 @@ def test_tracker_records_over_training():
     data = unravel.data.mnist1d(num_samples=600)
     torch.manual_seed(0)
     net = models.resnet1d((1, 1), width=8)
-    tracker = attribution.PathLengthTracker(data, probe_size=64, wrt=("input", "units"), subnetwork_units=[1, 2])
+    tracker = unravel.tracking.PathLengthTracker(data, probe_size=64, wrt=("input", "units"), subnetwork_units=[1, 2])
     unravel.train.fit(net, data, epochs=2, optimizer="adam", progress=False, callbacks=[tracker])
     frame = tracker.to_frame()
     assert sorted(frame.epoch.unique()) == [0, 1, 2] and set(frame.wrt) == {"input", "units"}

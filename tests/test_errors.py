@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import unravel
-from unravel import attribution, lesion, models
+from unravel import attribution, lesion, models, sweeps
 from unravel.errors import ArgumentError, ArgumentTypeError, UnravelError
 
 
@@ -32,9 +32,9 @@ def test_a_bool_is_not_a_number():
     with pytest.raises(ArgumentError, match="max_length=True must be an integer"):
         attribution.path_length_gradients(net, x, y, max_length=True)
     with pytest.raises(ArgumentError, match="each k in ks=True"):
-        lesion.delete_random(net, (x, y), ks=[True], progress=False)
+        sweeps.delete_random(net, (x, y), ks=[True], progress=False)
     with pytest.raises(ArgumentError, match="samples_per_k=2.5"):
-        lesion.delete_random(net, (x, y), ks=[1], samples_per_k=2.5, progress=False)
+        sweeps.delete_random(net, (x, y), ks=[1], samples_per_k=2.5, progress=False)
     with pytest.raises(ArgumentError, match="is a bool"):
         lesion.delete(net, True).__enter__()
     with pytest.raises(ArgumentTypeError, match="generator"):

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import unravel
-from unravel import attribution, lesion, models, train
+from unravel import attribution, lesion, models, sweeps, train
 from unravel.errors import InterventionError, ResultsMismatchError, UnsupportedModelError
 
 from .conftest import randomize_bn, state_hash
@@ -109,7 +109,7 @@ def test_a_second_computation_inside_one_is_refused():
 def test_sweeps_refuse_to_run_inside_a_lesion():
     net, x, y = _resmlp(3)
     with lesion.delete(net, 0), pytest.raises(InterventionError, match="cannot run inside"):
-        lesion.delete_each(net, (x, y), progress=False)
+        sweeps.delete_each(net, (x, y), progress=False)
 
 
 # --- 2. resuming a sweep with other settings ----------------------------------------------------
@@ -118,22 +118,22 @@ def test_sweeps_refuse_to_run_inside_a_lesion():
 def test_resume_with_other_settings_is_refused(tmp_path):
     net, x, y = _resmlp(5)
     path = tmp_path / "r.csv"
-    first = lesion.delete_random(net, (x, y), ks=[1, 2], samples_per_k=2, results=path, progress=False)
-    again = lesion.delete_random(net, (x, y), ks=[1, 2], samples_per_k=2, results=path, progress=False)
+    first = sweeps.delete_random(net, (x, y), ks=[1, 2], samples_per_k=2, results=path, progress=False)
+    again = sweeps.delete_random(net, (x, y), ks=[1, 2], samples_per_k=2, results=path, progress=False)
     pd.testing.assert_frame_equal(first, again)
     with pytest.raises(ResultsMismatchError, match="samples_per_k=2; this call has samples_per_k=3"):
-        lesion.delete_random(net, (x, y), ks=[1, 2], samples_per_k=3, results=path, progress=False)
+        sweeps.delete_random(net, (x, y), ks=[1, 2], samples_per_k=3, results=path, progress=False)
     with pytest.raises(ResultsMismatchError, match="seed=0; this call has seed=1"):
-        lesion.delete_random(net, (x, y), ks=[1, 2], samples_per_k=2, seed=1, results=path, progress=False)
+        sweeps.delete_random(net, (x, y), ks=[1, 2], samples_per_k=2, seed=1, results=path, progress=False)
     with pytest.raises(ResultsMismatchError, match="data_size=7; this call has data_size=5"):
-        lesion.delete_random(net, (x[:5], y[:5]), ks=[1, 2], samples_per_k=2, results=path, progress=False)
+        sweeps.delete_random(net, (x[:5], y[:5]), ks=[1, 2], samples_per_k=2, results=path, progress=False)
     with pytest.raises(ResultsMismatchError, match=r"units=.*blocks.4.\]; this call has units=.*blocks.5"):
-        lesion.delete_random(models.resmlp(6, 3, width=8, depth=6).double(), (x, y), ks=[1, 2], samples_per_k=2,
+        sweeps.delete_random(models.resmlp(6, 3, width=8, depth=6).double(), (x, y), ks=[1, 2], samples_per_k=2,
                              results=path, progress=False)
     # a file without a fingerprint (an older sweep, or another tool) is not trusted
     (tmp_path / "old.csv").write_text(path.read_text())
     with pytest.raises(ResultsMismatchError, match="no fingerprint"):
-        lesion.delete_random(net, (x, y), ks=[1, 2], samples_per_k=2, results=tmp_path / "old.csv", progress=False)
+        sweeps.delete_random(net, (x, y), ks=[1, 2], samples_per_k=2, results=tmp_path / "old.csv", progress=False)
 
 
 def test_only_rank_zero_repairs_a_cut_line(tmp_path, monkeypatch):
@@ -143,15 +143,15 @@ def test_only_rank_zero_repairs_a_cut_line(tmp_path, monkeypatch):
 
     net, x, y = _resmlp(3)
     path = tmp_path / "r.csv"
-    lesion.delete_each(net, (x, y), results=path, progress=False)
+    sweeps.delete_each(net, (x, y), results=path, progress=False)
     text = path.read_text()
     path.write_text(text + "delete_each,7,1,2")  # a line cut short by a kill
     cut = path.read_text()
     # this process is rank 1 of 2: it may read the file, never rewrite it
-    monkeypatch.setattr(sweeps, "_process_group", lambda group: (None, 1, 2))
+    monkeypatch.setattr(sweeps.run, "_process_group", lambda group: (None, 1, 2))
     monkeypatch.setattr(dist, "barrier", lambda group=None: None)
     monkeypatch.setattr(dist, "all_gather_object", lambda out, rows, group=None: out.__setitem__(slice(None), [rows, []]))
-    lesion.delete_each(net, (x, y), results=path, progress=False)
+    sweeps.delete_each(net, (x, y), results=path, progress=False)
     assert path.read_text().startswith(cut)
 
 

@@ -311,7 +311,7 @@ def test_forward_mode_where_double_backward_fails_the_adjoint_test():
     merged = top.merge(exact, on=["unit", "example", "rank"])
     np.testing.assert_allclose(merged["singular_value_x"], merged["singular_value_y"], rtol=1e-8)
     assert len(units) == 2
-    from unravel.jacobian import _Linearised
+    from unravel.jacobian.operator import _Linearised
 
     op = _Linearised(net[0], x)
     op.jvp(torch.randn(2, 6, dtype=torch.float64))

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import unravel
-from unravel import data, lesion, models, train
+from unravel import data, lesion, models, sweeps, train
 
 from .conftest import TinyTransformer, run_torchrun, state_hash
 from .conftest import randomize_bn as _randomize_bn
@@ -201,15 +201,15 @@ def test_bad_unit_names_list_valid_ones():
         with lesion.delete(model, other):
             pass
     with pytest.raises(ValueError, match="empty"):
-        lesion.delete_each(model, (torch.randn(0, 3, 8, 8), torch.zeros(0, dtype=torch.long)))
+        sweeps.delete_each(model, (torch.randn(0, 3, 8, 8), torch.zeros(0, dtype=torch.long)))
     with pytest.raises(ValueError, match=r"each k in ks=7 must be an integer in 1..6"):
-        lesion.delete_random(model, (torch.randn(2, 3, 8, 8), torch.zeros(2, dtype=torch.long)), ks=[7])
+        sweeps.delete_random(model, (torch.randn(2, 3, 8, 8), torch.zeros(2, dtype=torch.long)), ks=[7])
 
 
 STUDIES = {
-    "delete_each": lambda m, d, **kw: lesion.delete_each(m, d, **kw),
-    "delete_random": lambda m, d, **kw: lesion.delete_random(m, d, ks=[1, 2, 3], samples_per_k=4, seed=1, **kw),
-    "reorder_random": lambda m, d, **kw: lesion.reorder_random(m, d, ks=[1, 2], samples_per_k=3, seed=2, **kw),
+    "delete_each": lambda m, d, **kw: sweeps.delete_each(m, d, **kw),
+    "delete_random": lambda m, d, **kw: sweeps.delete_random(m, d, ks=[1, 2, 3], samples_per_k=4, seed=1, **kw),
+    "reorder_random": lambda m, d, **kw: sweeps.reorder_random(m, d, ks=[1, 2], samples_per_k=3, seed=2, **kw),
 }
 
 
@@ -237,19 +237,19 @@ def test_engine_equals_naive_loop(family, study):
 def test_studies_restore_train_mode_and_columns():
     model = models.resnet_cifar(8, width=4).train()
     before = state_hash(model)
-    df = lesion.delete_random(model, (torch.randn(8, 3, 8, 8), torch.zeros(8, dtype=torch.long)), ks=2,
+    df = sweeps.delete_random(model, (torch.randn(8, 3, 8, 8), torch.zeros(8, dtype=torch.long)), ks=2,
                               samples_per_k=2, progress=False)
     assert model.training and state_hash(model) == before
     assert {"study", "units", "k", "error", "loss", "samples", "seed"} <= set(df.columns)
     assert df.samples.unique().tolist() == [8] and df.seed.unique().tolist() == [0]
-    again = lesion.delete_random(model, (torch.randn(8, 3, 8, 8), torch.zeros(8, dtype=torch.long)), ks=2,
+    again = sweeps.delete_random(model, (torch.randn(8, 3, 8, 8), torch.zeros(8, dtype=torch.long)), ks=2,
                                  samples_per_k=2, progress=False)
     assert df.units.tolist() == again.units.tolist()  # same seed, same draws
 
 
 def test_delete_each_marks_projection_units():
     model = models.resnet_cifar(14, width=4).eval()
-    df = lesion.delete_each(model, (torch.randn(4, 3, 8, 8), torch.zeros(4, dtype=torch.long)), progress=False)
+    df = sweeps.delete_each(model, (torch.randn(4, 3, 8, 8), torch.zeros(4, dtype=torch.long)), progress=False)
     assert df[df.projection].names.tolist() == ["stage2.0", "stage3.0"]
 
 
@@ -257,7 +257,7 @@ def test_study_inside_lesion_is_refused():
     model = models.resnet_cifar(8, width=4)
     with lesion.delete(model, 0):
         with pytest.raises(ValueError, match="inside delete"):
-            lesion.delete_each(model, (torch.randn(2, 3, 8, 8), torch.zeros(2, dtype=torch.long)), progress=False)
+            sweeps.delete_each(model, (torch.randn(2, 3, 8, 8), torch.zeros(2, dtype=torch.long)), progress=False)
 
 
 def test_residual_vs_plain_contrast_on_mnist1d():
@@ -268,7 +268,7 @@ def test_residual_vs_plain_contrast_on_mnist1d():
         torch.manual_seed(0)
         net = build(40, 10, width=48, depth=6)
         train.fit(net, d, epochs=4, optimizer="adam", progress=False)
-        df = lesion.delete_each(net, d, progress=False)
+        df = sweeps.delete_each(net, d, progress=False)
         base = df.loc[df.variant == -1, "error"].item()
         increase[name] = df.loc[df.variant >= 0, "error"].mean() - base
     assert increase["residual"] < 0.5 * increase["plain"], increase
@@ -276,14 +276,14 @@ def test_residual_vs_plain_contrast_on_mnist1d():
 
 _SWEEP = textwrap.dedent("""
     import sys, torch, unravel
-    from unravel import lesion, models
+    from unravel import lesion, models, sweeps
 
     def sweep(results):
         torch.manual_seed(0)
         model = models.resnet_cifar(20, width=16).eval()
         g = torch.Generator().manual_seed(0)
         x, y = torch.randn(128, 3, 32, 32, generator=g), torch.randint(0, 10, (128,), generator=g)
-        return lesion.delete_random(model, (x, y), ks=[1, 2, 3, 4, 5, 6], samples_per_k=4, seed=3, results=results,
+        return sweeps.delete_random(model, (x, y), ks=[1, 2, 3, 4, 5, 6], samples_per_k=4, seed=3, results=results,
                                     batch_size=128, max_rows=128, progress=False)
 
     if __name__ == "__main__":
@@ -323,21 +323,21 @@ def test_results_file_of_another_study_is_refused(tmp_path):
     model = models.resnet_cifar(8, width=4)
     d = (torch.randn(4, 3, 8, 8), torch.zeros(4, dtype=torch.long))
     path = tmp_path / "r.csv"
-    first = lesion.delete_each(model, d, results=path, progress=False)
-    again = lesion.delete_each(model, d, results=path, progress=False)  # everything skipped
+    first = sweeps.delete_each(model, d, results=path, progress=False)
+    again = sweeps.delete_each(model, d, results=path, progress=False)  # everything skipped
     pd.testing.assert_frame_equal(first, again)
     with pytest.raises(ValueError, match="study=.delete_each.; this call has study=.delete_random."):
-        lesion.delete_random(model, d, ks=[1], results=path, progress=False)
+        sweeps.delete_random(model, d, ks=[1], results=path, progress=False)
 
 
 _DIST = textwrap.dedent("""
     import sys, torch, torch.distributed as dist, unravel
-    from unravel import lesion, models
+    from unravel import lesion, models, sweeps
     torch.manual_seed(0)
     model = models.resnet_cifar(14, width=4).eval()
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(32, 3, 16, 16, generator=g), torch.randint(0, 10, (32,), generator=g)
-    df = lesion.delete_random(model, (x, y), ks=[1, 2, 3], samples_per_k=3, seed=5, batch_size=16, progress=False)
+    df = sweeps.delete_random(model, (x, y), ks=[1, 2, 3], samples_per_k=3, seed=5, batch_size=16, progress=False)
     assert dist.is_initialized() and dist.get_world_size() == 2
     df.to_csv(sys.argv[1] + f".rank{dist.get_rank()}", index=False)
     dist.destroy_process_group()
@@ -351,7 +351,7 @@ def test_two_process_torchrun_equals_single_process(tmp_path):
     model = models.resnet_cifar(14, width=4).eval()
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(32, 3, 16, 16, generator=g), torch.randint(0, 10, (32,), generator=g)
-    single = lesion.delete_random(model, (x, y), ks=[1, 2, 3], samples_per_k=3, seed=5, batch_size=16, progress=False)
+    single = sweeps.delete_random(model, (x, y), ks=[1, 2, 3], samples_per_k=3, seed=5, batch_size=16, progress=False)
     for rank in (0, 1):  # every rank returns the whole frame
         got = pd.read_csv(tmp_path / f"out.csv.rank{rank}", keep_default_na=False)
         assert got.variant.tolist() == single.variant.tolist()
@@ -380,8 +380,8 @@ def test_sequence_outputs_are_scored_per_token(next_token):
     ids = torch.randint(0, 11, (6, 9))
     targets = ids.clone()
     targets[0, :3] = -100  # ignored tokens
-    fast = lesion.delete_each(net, (ids, targets), batch_size=4, progress=False, next_token=next_token)
-    naive = lesion.delete_each(net, (ids, targets), batch_size=4, progress=False, next_token=next_token,
+    fast = sweeps.delete_each(net, (ids, targets), batch_size=4, progress=False, next_token=next_token)
+    naive = sweeps.delete_each(net, (ids, targets), batch_size=4, progress=False, next_token=next_token,
                                method="naive")
     assert (fast.error - naive.error).abs().max() < 1e-12 and (fast.loss - naive.loss).abs().max() < 1e-5
     assert set(fast.per) == {"token"} and fast.error.between(0, 1).all()
@@ -492,7 +492,7 @@ def test_engine_resuming_from_a_lesioned_base_equals_naive_loop(family):
     """A greedy step's sweep (every variant deletes the chosen ``base`` units and one more)
     resumes from the states of the network without ``base``: the tallies equal the naive loop's,
     and the base is checked."""
-    from unravel._engine import Engine, Tally, Variant, make_scorer
+    from unravel.sweeps.engine import Engine, Tally, Variant, make_scorer
     from unravel.train import as_loader
 
     model, x, classes = _family(family)

@@ -96,7 +96,7 @@ def test_structural_zeros_of_a_strided_one_by_one_convolution():
     assert int((values < 1e-12).sum()) == 4 * (n // 2) ** 2
     live = conv_singular_values(conv, n, structural_zeros=False)
     assert live.numel() == 4 * (n // 2) ** 2 and bool((live > 1e-6).all())
-    report_count = unravel.procrustes._geometry(conv, n, None, None, None, None).structural_zero_count()
+    report_count = unravel.procrustes.geometry._geometry(conv, n, None, None, None, None).structural_zero_count()
     assert report_count == 4 * (n // 2) ** 2
     project_conv_(conv, n)  # the live values all become 1; the structural zeros stay
     assert clip_deviation(conv, n) < 1e-12
@@ -274,7 +274,7 @@ def test_callback_projects_during_fit(shortcut, monkeypatch):
         calls.append(conv)
         return original(conv, *args, **kwargs)
 
-    monkeypatch.setattr(unravel.procrustes, "project_conv_", spy)
+    monkeypatch.setattr(unravel.procrustes.model, "project_conv_", spy)
     cb = ProcrustesCallback(torch.zeros(1, 1, 16, dtype=torch.float64), iterations=3)
     history = unravel.train.fit(net, _data(), epochs=2, batch_size=16, callbacks=[cb], progress=False)
     steps = 2 * 128 // 16

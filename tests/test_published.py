@@ -45,12 +45,12 @@ def test_a_run_without_git_is_tied_to_a_commit_by_its_source_hash(tmp_path):
     import subprocess
     import tarfile
 
-    from unravel.study.runner import source_hash
+    from unravel.study.environment import source_hash
 
     publish = _publish_module()
     full, committed = publish.committed_source_hash("HEAD")
     tar = tmp_path / "head.tar"
-    tar.write_bytes(subprocess.run(["git", "archive", "--format=tar", full, "unravel"], cwd=ROOT, check=True,
+    tar.write_bytes(subprocess.run(["git", "archive", "--format=tar", full, "unravel", "studies"], cwd=ROOT, check=True,
                                    capture_output=True).stdout)
     with tarfile.open(tar) as t:
         t.extractall(tmp_path / "copy", filter="data")

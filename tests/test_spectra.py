@@ -1,4 +1,4 @@
-"""Jacobian-spectrum summaries, BatchNorm recalibration and the per-epoch tracker (unravel.spectra)."""
+"""Jacobian-spectrum summaries, BatchNorm recalibration and the per-epoch tracker (unravel.jacobian.spectra)."""
 
 import copy
 
@@ -8,7 +8,7 @@ import torch
 
 import unravel
 from unravel.errors import ArgumentError
-from unravel.spectra import SpectraTracker, measure_spectra, recalibrated, spectrum_summary
+from unravel.jacobian.spectra import SpectraTracker, measure_spectra, recalibrated, spectrum_summary
 from .conftest import randomize_bn, state_hash
 
 

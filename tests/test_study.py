@@ -24,10 +24,10 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 def test_specs_ship_inside_the_package():
     found = study.list_studies()
     assert set(STUDIES) <= set(found)
-    shipped = resources.files("unravel.study").joinpath("specs")
+    shipped = resources.files("unravel.studies")
     for name in STUDIES:
-        resource = shipped.joinpath(f"{name}.yaml")
-        assert resource.is_file()
+        resource = next(f for f in shipped.iterdir() if f.is_dir() and f.joinpath(f"{name}.yaml").is_file())
+        resource = resource.joinpath(f"{name}.yaml")
         assert found[name].read_text() == resource.read_text()
         assert study.load_spec(name)["kind"] == yaml.safe_load(resource.read_text())["kind"]
         study.load_spec(name, quick=True)
@@ -233,10 +233,57 @@ def test_stdlib_reads_another_folder_given_as_data_root(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------
-# Kinds: a registry
+# Kinds: a registry; study folders: plugins
+
+
+def test_the_framework_loads_a_study_on_first_use():
+    import subprocess
+    import sys
+
+    code = ("import sys, unravel; from unravel import study; "
+            "assert not any(m.startswith('unravel.studies.') for m in sys.modules), 'loaded early'; "
+            "study.load_spec('veit-paths'); "
+            "assert 'unravel.studies.veit' in sys.modules and 'unravel.studies.lm_ensemble' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+_USER_STUDY = '''
+import pandas as pd
+from unravel.study import per_seed, register_kind, register_paper, judge, Trials
+
+register_paper("user-units", where="our note", note="a residual MLP of depth 2 has 2 units")
+
+
+def run(ctx):
+    import unravel
+    n = [len(unravel.find_units(ctx.model("net", seed))) for seed in ctx.seeds]
+    frame = ctx.frame("units", pd.DataFrame({"seed": list(ctx.seeds), "units": n}))
+    return [judge("user-units", "It has 2 units", "here", per_seed(lambda g: float(g.units.mean())), Trials(frame),
+                  margin=1.5, direction="above", effect="units", n_boot=20)]
+
+
+register_kind("user-count", roles=("net",))(run)
+'''
+
+
+def test_a_users_study_folder_plugs_in(tmp_path, capsys):
+    folder = tmp_path / "my_study"
+    folder.mkdir()
+    (folder / "__init__.py").write_text(_USER_STUDY)
+    (folder / "mine.yaml").write_text("kind: user-count\ntitle: Mine\ndata: synthetic\n"
+                                      "data_options: {num_samples: 40}\nmodels: {net: {name: resmlp, depth: 2}}\n"
+                                      "seeds: [0, 1]\n")
+    assert main(["study", "run", str(folder), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "[   supported] It has 2 units" in out
+    summary = json.loads(next((tmp_path / "out" / "mine").iterdir()).joinpath("summary.json").read_text())
+    assert summary["claims"][0]["paper"]["where"] == "our note"
+    with pytest.raises(SpecError, match="holds 0 YAML specs"):
+        study.load_spec(tmp_path)
 
 
 def test_kinds_view_keeps_runner_and_roles():
+    study.load_all_studies()
     run, roles = study.KINDS["veit-lesion"][:2]
     assert callable(run) and roles == ("residual", "plain")
     assert study.KINDS["ssf-dynamics"].optional_roles == ("densenet", "se_resnet")
@@ -261,7 +308,8 @@ def test_a_registered_kind_runs_with_its_checked_settings(tmp_path, monkeypatch)
         seen.update(probe=len(x), analysis=ctx.analysis)
         ctx.frame("sizes", pd.DataFrame({"n": [len(x)]}))
         frame = pd.DataFrame({"seed": 0, "model": ["resnet", "densenet"], "mean_length": [5.0, 2.0], "units": 10})
-        return [study.claim_dense_shallower(study.Trials(frame), n_boot=20)]
+        return [study.judge("count", "A count", "here", study.per_seed(lambda g: float(g.mean_length.mean())),
+                            study.Trials(frame), margin=0.0, direction="above", effect="mean length", n_boot=20)]
 
     spec = {"kind": "count-units", "data": "synthetic", "data_options": {"num_samples": 60},
             "models": {"net": {"name": "resmlp", "depth": 2}}, "analysis": {"probe_size": 8}}

@@ -11,18 +11,19 @@ import torch
 from torch import nn
 
 import unravel
-from unravel import lesion, models
-from unravel._journal import COLUMNS as JOURNAL_COLUMNS
+from unravel import lesion, models, sweeps
+from unravel.sweeps._journal import COLUMNS as JOURNAL_COLUMNS
 from unravel.errors import ArgumentError
-from unravel.sweeps import COLUMNS, _kendall_tau
+from unravel.sweeps import COLUMNS
+from unravel.sweeps.run import _kendall_tau
 
 from .conftest import TinyTransformer, randomize_bn, run_torchrun
 
 
 STUDIES = {
-    "delete_each": lambda m, d, **kw: lesion.delete_each(m, d, **kw),
-    "delete_random": lambda m, d, **kw: lesion.delete_random(m, d, ks=[1, 2, 3], samples_per_k=3, seed=1, **kw),
-    "reorder_random": lambda m, d, **kw: lesion.reorder_random(m, d, ks=[1, 2, 3], samples_per_k=3, seed=2, **kw),
+    "delete_each": lambda m, d, **kw: sweeps.delete_each(m, d, **kw),
+    "delete_random": lambda m, d, **kw: sweeps.delete_random(m, d, ks=[1, 2, 3], samples_per_k=3, seed=1, **kw),
+    "reorder_random": lambda m, d, **kw: sweeps.reorder_random(m, d, ks=[1, 2, 3], samples_per_k=3, seed=2, **kw),
 }
 
 
@@ -70,7 +71,7 @@ def test_items_match_frame_and_a_direct_forward(study, method, mnist1d):
 def test_delete_each_rows_are_the_units(mnist1d):
     model = _resnet()
     x, y = mnist1d
-    frame, wrong = lesion.delete_each(model, (x, y), batch_size=7, progress=False, return_items=True)
+    frame, wrong = sweeps.delete_each(model, (x, y), batch_size=7, progress=False, return_items=True)
     assert frame.variant.tolist() == [-1, *range(len(unravel.find_units(model)))]
     with torch.no_grad():
         for unit in range(len(frame) - 1):
@@ -86,8 +87,8 @@ def test_fast_and_naive_items_agree_on_a_transformer():
     model = TinyTransformer(norm_first=True).eval()
     x, y = torch.randn(20, 5, 3), torch.randint(0, 4, (20,))
     kw = dict(ks=[1, 2, 3], samples_per_k=3, seed=4, batch_size=8, max_rows=16, progress=False, return_items=True)
-    fast, wf = lesion.delete_random(model, (x, y), **kw)
-    naive, wn = lesion.delete_random(model, (x, y), method="naive", **kw)
+    fast, wf = sweeps.delete_random(model, (x, y), **kw)
+    naive, wn = sweeps.delete_random(model, (x, y), method="naive", **kw)
     assert (wf == wn).all() and (wf.mean(1) == fast.error).all() and (wn.mean(1) == naive.error).all()
 
 
@@ -114,7 +115,7 @@ def test_token_outputs_give_one_column_per_scored_token(next_token, method):
     targets = ids.clone()
     targets[0, :3] = -100  # ignored tokens
     targets[4, 5] = -100
-    frame, wrong = lesion.delete_each(net, (ids, targets), batch_size=4, progress=False, next_token=next_token,
+    frame, wrong = sweeps.delete_each(net, (ids, targets), batch_size=4, progress=False, next_token=next_token,
                                       method=method, return_items=True)
     t = targets[:, 1:] if next_token else targets
     keep = t != -100
@@ -143,10 +144,10 @@ def test_items_refused_with_a_shuffling_loader_and_non_bools(mnist1d):
     model = _resnet()
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*mnist1d), batch_size=16, shuffle=True)
     with pytest.raises(ArgumentError, match="shuffles"):
-        lesion.delete_each(model, loader, progress=False, return_items=True)
-    lesion.delete_each(model, loader, progress=False)  # without items a shuffled loader is fine
+        sweeps.delete_each(model, loader, progress=False, return_items=True)
+    sweeps.delete_each(model, loader, progress=False)  # without items a shuffled loader is fine
     with pytest.raises(ArgumentError, match="return_items=1 must be True or False"):
-        lesion.delete_each(model, mnist1d, progress=False, return_items=1)
+        sweeps.delete_each(model, mnist1d, progress=False, return_items=1)
 
 
 # ------------------------------------------------------------------------------------------
@@ -182,7 +183,7 @@ def test_kendall_tau_of_hand_made_orders():
 
 def test_reorder_frames_have_kendall_tau(mnist1d):
     model = _resnet()
-    frame = lesion.reorder_random(model, mnist1d, ks=[1, 2, 4], samples_per_k=4, seed=3, progress=False)
+    frame = sweeps.reorder_random(model, mnist1d, ks=[1, 2, 4], samples_per_k=4, seed=3, progress=False)
     assert frame.columns.tolist() == COLUMNS and COLUMNS[-1] == "kendall_tau"
     assert frame.kendall_tau.dtype == float
     assert frame.loc[frame.variant == -1, "kendall_tau"].tolist() == [1.0]
@@ -205,8 +206,8 @@ def test_reorder_frames_have_kendall_tau(mnist1d):
 
 def test_deletion_frames_have_kendall_tau_nan(mnist1d):
     model = _resnet()
-    for frame in (lesion.delete_each(model, mnist1d, progress=False),
-                  lesion.delete_random(model, mnist1d, ks=[2], samples_per_k=2, progress=False)):
+    for frame in (sweeps.delete_each(model, mnist1d, progress=False),
+                  sweeps.delete_random(model, mnist1d, ks=[2], samples_per_k=2, progress=False)):
         assert frame.columns.tolist() == COLUMNS and frame.kendall_tau.isna().all()
 
 
@@ -214,13 +215,13 @@ def test_kendall_tau_survives_a_resumed_results_file(tmp_path, mnist1d):
     model = _resnet()
     path = tmp_path / "r.csv"
     kw = dict(ks=[1, 2], samples_per_k=3, seed=5, progress=False)
-    fresh = lesion.reorder_random(model, mnist1d, **kw)
-    first = lesion.reorder_random(model, mnist1d, results=path, **kw)
+    fresh = sweeps.reorder_random(model, mnist1d, **kw)
+    first = sweeps.reorder_random(model, mnist1d, results=path, **kw)
     # a journal keeps its columns (kendall_tau is derived from the order): older files still resume
     assert path.read_text().splitlines()[0].split(",") == JOURNAL_COLUMNS
     lines = path.read_text().splitlines()
     path.write_text("\n".join(lines[:3]) + "\n")  # as if killed after two variants
-    resumed = lesion.reorder_random(model, mnist1d, results=path, **kw)
+    resumed = sweeps.reorder_random(model, mnist1d, results=path, **kw)
     for got in (first, resumed):
         pd.testing.assert_frame_equal(got.drop(columns="loss"), fresh.drop(columns="loss"))
     assert (resumed.kendall_tau == fresh.kendall_tau).all()
@@ -232,12 +233,12 @@ def test_kendall_tau_survives_a_resumed_results_file(tmp_path, mnist1d):
 
 _DIST = textwrap.dedent("""
     import sys, numpy as np, torch, torch.distributed as dist, unravel
-    from unravel import lesion, models
+    from unravel import lesion, models, sweeps
     torch.manual_seed(0)
     model = models.resnet_cifar(14, width=4).eval()
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(32, 3, 16, 16, generator=g), torch.randint(0, 10, (32,), generator=g)
-    df, wrong = lesion.reorder_random(model, (x, y), ks=[1, 2, 3], samples_per_k=3, seed=5, batch_size=16,
+    df, wrong = sweeps.reorder_random(model, (x, y), ks=[1, 2, 3], samples_per_k=3, seed=5, batch_size=16,
                                       progress=False, return_items=True)
     assert dist.is_initialized() and dist.get_world_size() == 2
     np.save(sys.argv[1] + f".rank{dist.get_rank()}.npy", wrong)
@@ -253,7 +254,7 @@ def test_two_process_items_equal_single_process(tmp_path):
     model = models.resnet_cifar(14, width=4).eval()
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(32, 3, 16, 16, generator=g), torch.randint(0, 10, (32,), generator=g)
-    single, wrong = lesion.reorder_random(model, (x, y), ks=[1, 2, 3], samples_per_k=3, seed=5, batch_size=16,
+    single, wrong = sweeps.reorder_random(model, (x, y), ks=[1, 2, 3], samples_per_k=3, seed=5, batch_size=16,
                                           progress=False, return_items=True)
     for rank in (0, 1):  # every rank returns the whole frame and all its items
         got = pd.read_csv(tmp_path / f"out.csv.rank{rank}", keep_default_na=False)

@@ -257,10 +257,12 @@ def test_verify_units_names_an_unfaithful_block():
     with unravel.adapters({Scaled: lambda m: unravel.UnitParts(residual=m.f)}):  # forgets the 2
         assert len(unravel.find_units(net, x)) == 2
         with pytest.raises(UnfaithfulAdapterError, match=r"block '1' \(.*Scaled\)"):
-            unravel.find_units(net, x, verify=True)
+            unravel.verify_units(net, x)
     with unravel.adapters({Scaled: lambda m: unravel.UnitParts(residual=lambda x: 2 * m.f(x))}):
         assert len(unravel.verify_units(net, x)) == 2
-    assert len(unravel.find_units(models.resnet_cifar(8), torch.randn(2, 3, 8, 8), verify=True)) == 3
+    assert len(unravel.verify_units(models.resnet_cifar(8), torch.randn(2, 3, 8, 8))) == 3
+    with pytest.raises(TypeError):  # find_units finds; verify_units finds and checks
+        unravel.find_units(net, x, verify=True)
 
 
 def test_an_identity_module_shortcut_is_not_a_projection():

@@ -79,6 +79,28 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         yield model
 
 
+def rows_of(value, rows, batch: int):
+    """``value`` with every tensor whose first dimension is ``batch`` long cut to ``rows`` (inside
+    tuples, lists and dicts too); anything else unchanged: a unit's keyword tensors for a subset
+    of the examples.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from unravel._utils import rows_of
+    >>> got = rows_of({"mask": torch.arange(4), "n": 3}, torch.tensor([1, 3]), 4)
+    >>> got["mask"].tolist(), got["n"]
+    ([1, 3], 3)
+    """
+    if torch.is_tensor(value):
+        return value.index_select(0, rows) if value.dim() and value.shape[0] == batch else value
+    if isinstance(value, dict):
+        return {k: rows_of(v, rows, batch) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(rows_of(v, rows, batch) for v in value)
+    return value
+
+
 def python_rng(generator) -> random.Random:
     """A ``random.Random`` from None, an int seed, a ``random.Random``, a ``torch.Generator`` or a
     ``numpy.random.Generator``."""

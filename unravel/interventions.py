@@ -33,7 +33,7 @@ from torch import nn
 
 from .adapters import adapter_for, original_class
 from .errors import ArgumentError, ArgumentTypeError, InterventionError
-from .units import ResidualUnit, find_units, host_modules
+from .units import ResidualUnit, find_units, host_modules, resolve_units
 
 __all__ = ["intervene", "Intervention", "active_interventions"]
 
@@ -191,8 +191,6 @@ def _route(units: list[ResidualUnit], layer: Intervention) -> Iterator[None]:
 
 
 def _resolve(units, spec, what):
-    from .lesion import resolve_units
-
     try:
         return resolve_units(units, spec)
     except ArgumentError as e:

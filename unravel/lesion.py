@@ -3,8 +3,8 @@
 A lesion is a context manager built on :func:`unravel.intervene`: it leaves the model exactly as
 it was (same classes, modules, state_dict bits and train/eval flags), also through an exception,
 and whatever runs inside it -- attribution included -- sees the lesioned network. The lesion
-studies (``delete_each``, ``delete_random``, ``reorder_random``) live in :mod:`unravel.sweeps`
-and are re-exported here. Nothing here checks that the model couples no samples.
+studies (``delete_each``, ``delete_random``, ``reorder_random``) are in :mod:`unravel.sweeps`.
+Nothing here checks that the model couples no samples.
 """
 
 from __future__ import annotations
@@ -13,79 +13,19 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from ._utils import as_tuple, check_int, eval_mode, model_device, saved_modes
 from .errors import ArgumentError
 from .interventions import intervene
-from .units import ResidualUnit, find_units
+from .units import find_units, swappable
 
-__all__ = ["delete", "reorder", "unit_shapes", "resolve_units", "recalibrate_bn", "recalibrated_bn", "delete_each",
-           "delete_random", "reorder_random", "COLUMNS"]
+__all__ = ["delete", "reorder", "unit_shapes", "recalibrate_bn", "recalibrated_bn"]
 
 
 # ------------------------------------------------------------------------------------------
 # Naming units
-
-
-def _describe(units: Sequence[ResidualUnit]) -> str:
-    names = [u.name for u in units]
-    shown = names if len(names) <= 12 else names[:6] + ["..."] + names[-3:]
-    return f"{len(units)} units (indices 0..{len(units) - 1}; names {', '.join(shown)})"
-
-
-def resolve_units(units: Sequence[ResidualUnit], spec: Any) -> list[ResidualUnit]:
-    """The units named by ``spec``: an index, a name, a ResidualUnit, or an iterable of them.
-
-    Duplicates are dropped (the order of first appearance is kept).
-
-    Raises
-    ------
-    ArgumentError
-        For an index out of range, an unknown name, a unit of another model, a bool, or anything
-        else; the message lists the valid range and names.
-
-    Examples
-    --------
-    >>> import unravel
-    >>> units = unravel.find_units(unravel.models.resmlp(4, 2, width=4, depth=3))
-    >>> [u.index for u in resolve_units(units, [2, "blocks.0", 2])]
-    [2, 0]
-    """
-    if isinstance(spec, (int, str, ResidualUnit, np.integer)) or (torch.is_tensor(spec) and spec.dim() == 0):
-        spec = [spec]
-    try:
-        spec = list(spec)
-    except TypeError:
-        raise ArgumentError(f"cannot name units with {type(spec).__name__} {spec!r}; give unit indices, names "
-                            "or ResidualUnits.") from None
-    by_name = {u.name: u for u in units}
-    by_key = {u.key: u for u in units}
-    out: dict[tuple, ResidualUnit] = {}
-    for s in spec:
-        if torch.is_tensor(s) or isinstance(s, np.integer):
-            s = int(s)
-        if isinstance(s, bool):
-            raise ArgumentError(f"unit {s!r} is a bool; give unit indices, names or ResidualUnits.")
-        if isinstance(s, int):
-            if not 0 <= s < len(units):
-                raise ArgumentError(f"unit index {s} is out of range: the model has {_describe(units)}.")
-            u = units[s]
-        elif isinstance(s, str):
-            if s not in by_name:
-                raise ArgumentError(f"no unit named {s!r}: the model has {_describe(units)}.")
-            u = by_name[s]
-        elif isinstance(s, ResidualUnit):
-            if s.key not in by_key:
-                raise ArgumentError(f"{s!r} is not a unit of this model, which has {_describe(units)}.")
-            u = by_key[s.key]
-        else:
-            raise ArgumentError(f"cannot name a unit with {type(s).__name__} {s!r}; give unit indices, names "
-                             "or ResidualUnits.")
-        out.setdefault(u.key, u)
-    return list(out.values())
 
 
 # ------------------------------------------------------------------------------------------
@@ -107,7 +47,7 @@ def delete(model: nn.Module, units):
     Yields
     ------
     nn.Module
-        The model itself.
+        The model itself, its units deleted while inside.
 
     Raises
     ------
@@ -164,15 +104,6 @@ def unit_shapes(model: nn.Module, inputs) -> list[tuple[tuple, tuple]]:
     return [shapes.get(u.index) for u in units]
 
 
-def _swappable(u: ResidualUnit) -> str | None:
-    """Why ``u`` may not change places, or None."""
-    if u.kind != "residual":
-        return f"it is a {u.kind} unit (no identity shortcut)"
-    if u.projection:
-        return "it has a projection shortcut"
-    return None
-
-
 def _check_order(units, order, shapes=None):
     n = len(units)
     try:
@@ -186,7 +117,7 @@ def _check_order(units, order, shapes=None):
         if p == q:
             continue
         for i in {p, q}:
-            why = _swappable(units[i])
+            why = swappable(units[i])
             if why:
                 bad.append(f"unit {i} ({units[i].name}): {why}")
         if shapes is not None:
@@ -380,4 +311,3 @@ def recalibrated_bn(model: nn.Module, data: Any, **kwargs):
 
 
 # The lesion studies live in unravel.sweeps; re-exported here, where users look for them.
-from .sweeps import COLUMNS, delete_each, delete_random, reorder_random  # noqa: E402

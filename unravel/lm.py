@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import math
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cache import cached_training, code_hash
 from ._utils import check_int, eval_mode, logits_of, model_device
 from .errors import ArgumentError
 from .models.registry import register_model
@@ -240,11 +238,7 @@ def fit(model: nn.Module, data, training: LMTraining | None = None, *, seed: int
 
 
 def _code_hash() -> str:
-    from .study.runner import _code_hash as base
-
-    h = hashlib.sha256(base().encode())
-    h.update(Path(__file__).read_bytes())
-    return h.hexdigest()[:16]
+    return code_hash(__file__)
 
 
 def _describe(model: nn.Module) -> dict:
@@ -291,28 +285,11 @@ def trained(model: nn.Module, data, training: LMTraining | None = None, *, seed:
     >>> all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters())), h.equals(h2)
     (True, True)
     """
-    import pandas as pd
-
-    from . import train as train_mod
-    from .study.runner import cache_dir
-
     training = training or LMTraining()
     device = model_device(model, device)
     key = cache_key(model, data, training, seed, device)
-    path = cache_dir() / f"lm-{hashlib.sha256(key.encode()).hexdigest()[:24]}.pt"
-    if cache and path.is_file():
-        try:
-            train_mod.load(path, model)
-            meta = torch.load(path, weights_only=True)["meta"]
-            return model.to(device), pd.DataFrame(meta["history"])
-        except Exception:  # a damaged cache entry: train again
-            pass
-    history = fit(model, data, training, seed=seed, device=device, progress=progress)
-    if cache:
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        train_mod.save(model, tmp, {"key": key, "history": history.to_dict(orient="list")})
-        os.replace(tmp, path)
-    return model, history
+    return cached_training(key, model, lambda: fit(model, data, training, seed=seed, device=device, progress=progress),
+                           cache=cache, prefix="lm-", device=device)
 
 
 

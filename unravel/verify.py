@@ -70,7 +70,7 @@ def verify_units(model: nn.Module, example_inputs, *, rtol: float = 1e-5, atol: 
         Outputs agree where ``|routed - own| <= atol + rtol * max|own|``, per output tensor
         and per block.
     units : list of ResidualUnit, optional
-        The model's units (default :func:`unravel.find_units`).
+        The model's units (default: :func:`unravel.find_units` on ``example_inputs``, in call order).
 
     Returns
     -------
@@ -90,7 +90,7 @@ def verify_units(model: nn.Module, example_inputs, *, rtol: float = 1e-5, atol: 
     >>> len(units)
     3
     """
-    units = find_units(model) if units is None else list(units)
+    units = find_units(model, example_inputs) if units is None else list(units)
     args, kwargs = (((), dict(example_inputs)) if isinstance(example_inputs, Mapping)
                     else (as_tuple(example_inputs), {}))
     hosts = list(host_modules(units))

@@ -55,6 +55,15 @@ class Adapter:
     def parts(self, module: nn.Module) -> list:  # pragma: no cover - interface
         raise ArgumentTypeError(f"{type(self).__name__} must define parts(module) -> list of UnitParts.")
 
+    def zero_plan(self, module: nn.Module, positions, what: str) -> dict | None:
+        """Which submodules to replace so that the units at ``positions`` of ``module`` add
+        nothing, for removing part of a block (:func:`unravel.prune.remove`): attribute path ->
+        the arguments of a :class:`~unravel.prune.ZeroBranch` (``outputs``, ``index``, ``data``,
+        ``passthrough``, ``layer_idx``). Raises :class:`~unravel.errors.UnsupportedModelError`
+        naming ``what`` where that cannot be done. None (the default): this adapter cannot say;
+        the one that reads a ``transformers`` layer from its forward can."""
+        return None
+
     def route(self, module: nn.Module, call_unit: Callable, x, *args, **kwargs):
         if args or kwargs:
             raise ArgumentTypeError(
@@ -72,7 +81,7 @@ class FunctionAdapter(Adapter):
         self.fn = fn
 
     def parts(self, module):
-        from ..units import UnitParts
+        from ..units.parts import UnitParts
 
         out = self.fn(module)
         out = [out] if isinstance(out, UnitParts) else list(out)
@@ -122,11 +131,10 @@ class Layout:
         return f"Layout({self.name!r}, {self.module_prefix}*: {', '.join(self.attributes)})"
 
 
-#: The modules of unravel.adapters holding built-in adapters, one per ecosystem. Each defines
+#: The packages and modules of unravel.adapters holding built-in adapters, one per ecosystem. Each defines
 #: ``CLASSES`` (qualified class name -> Adapter) and may define ``LAYOUTS`` (a list of Layout);
 #: none of them imports its library, so they are loaded on first use whatever is installed.
-ECOSYSTEMS = ("_torch", "_torchvision", "_timm", "_timm_vit", "_timm_conv", "_timm_mixed", "_timm_stages",
-              "_transformers")
+ECOSYSTEMS = ("_torch", "_torchvision", "_timm", "_transformers")
 _TABLES: tuple[dict, list] | None = None
 _REGISTERED: dict[type, Adapter] = {}
 _LOCK = threading.RLock()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from ..units import UnitParts
+from ..units.parts import UnitParts
 from . import Adapter, FunctionAdapter
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from ..units import UnitParts
+from ..units.parts import UnitParts
 from . import Adapter, FunctionAdapter
 
 # Activations whose functional, out-of-place form computes bit for bit what the module computes

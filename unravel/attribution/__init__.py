@@ -16,11 +16,3 @@ from .result import PathLengthGradients
 
 __all__ = ["path_length_gradients", "PathLengthGradients", "norm_ratios"]
 
-
-def __getattr__(name):
-    # the tracker moved to unravel.tracking; kept reachable here for code written before
-    if name == "PathLengthTracker":
-        from ..tracking import PathLengthTracker
-
-        return PathLengthTracker
-    raise AttributeError(f"module 'unravel.attribution' has no attribute {name!r}")

@@ -21,7 +21,7 @@ from torch import nn
 from .._utils import as_tuple, logits_of, saved_modes
 from ..errors import ArgumentError, ArgumentTypeError
 from ..interventions import intervene
-from ..units import ResidualUnit, _inplace
+from ..units import ResidualUnit, inplace as _inplace
 
 METHODS = ("exact", "sample")
 WRT = ("input", "units")

@@ -6,7 +6,7 @@ the output to the first unit as length channels with one batched vector-Jacobian
 at the recorded activations -- not a claim that the network's function is a sum of independent
 paths. Inside a lesion it decomposes the lesioned network's gradient. It refuses units that do
 not form a chain (:func:`unravel.attribution._record.check_chain`); it does not check that a
-registered adapter's branches are the block's (``find_units(..., verify=True)`` does).
+registered adapter's branches are the block's (:func:`unravel.verify_units` does).
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ from torch import nn
 
 from .._utils import check_choice, check_int
 from ..errors import ArgumentError
-from ..graph import UnraveledGraph
 from ..units import find_units
 from ._record import METHODS, MODES, WRT, analysis_mode, is_relu, post_vjp, prepare, record, storage, vjps, writable
-from .result import PathLengthGradients
+from .result import PathLengthGradients, _live_counts
 
 __all__ = ["path_length_gradients"]
 
@@ -51,15 +50,6 @@ def _through_unit(short, res, c, M):
         overflow = _add(overflow, res[k])
     new[c_new] = overflow
     return new
-
-
-def _live_counts(records) -> list[int]:
-    """Paths of each length of the network that ran: up to the longest length that has paths (a
-    lesion's deleted units shorten the longest path)."""
-    counts = UnraveledGraph([r.unit for r in records]).length_counts()
-    while len(counts) > 1 and counts[-1] == 0:
-        counts.pop()
-    return counts
 
 
 def _exact(model, units, records, L, wrt, M, chunk_size):

@@ -9,6 +9,7 @@ import dataclasses
 import torch
 
 from ..errors import ArgumentError
+from ..graph import UnraveledGraph
 
 __all__ = ["PathLengthGradients"]
 
@@ -114,3 +115,11 @@ class PathLengthGradients:
             frame["std"] = self.std.tolist()
         return frame
 
+
+def _live_counts(records) -> list[int]:
+    """Paths of each length of the network that ran: up to the longest length that has paths (a
+    lesion's deleted units shorten the longest path)."""
+    counts = UnraveledGraph([r.unit for r in records]).length_counts()
+    while len(counts) > 1 and counts[-1] == 0:
+        counts.pop()
+    return counts

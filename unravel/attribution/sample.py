@@ -13,8 +13,7 @@ import torch
 from .._utils import python_rng
 from ..graph import UnraveledGraph
 from ._record import grad, is_relu
-from .exact import _live_counts
-from .result import PathLengthGradients
+from .result import PathLengthGradients, _live_counts
 
 def sample_paths_gradients(records, L, num_samples, batch_paths, generator, max_length):
     """Veit et al.'s estimator on a recorded forward pass: per length, the mean norm of the

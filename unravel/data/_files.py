@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from ..errors import ArgumentError
-from . import DataSplit, _split
+from .split import DataSplit, _split
 
 __all__ = ["image_folder", "token_ids"]
 

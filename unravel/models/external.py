@@ -14,6 +14,7 @@ import importlib
 from pathlib import Path
 
 from ..errors import ArgumentError
+from .entry import ModelEntry
 
 __all__ = ["external_entry", "PREFIXES"]
 
@@ -97,8 +98,6 @@ def external_entry(spec: str):
     >>> external_entry("resnet_cifar") is None
     True
     """
-    from .registry import ModelEntry
-
     if not isinstance(spec, str) or ":" not in spec:
         return None
     prefix, _, rest = spec.partition(":")

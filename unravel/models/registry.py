@@ -10,11 +10,12 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 
 from torch import nn
 
 from ..errors import ArgumentError, UnravelError
+from .entry import ModelEntry
+from .external import external_entry
 
 __all__ = ["ModelEntry", "SIZINGS", "BUILDERS", "register_model", "model_entry", "model_names", "model_arguments",
            "check_model_arguments", "build_model"]
@@ -37,30 +38,6 @@ def channel_sizing(input_shape: tuple) -> dict:
 
 #: Named sizing rules: input shape (channels first, no batch) -> keyword arguments.
 SIZINGS: dict[str, Callable[[tuple], dict]] = {"conv": conv_sizing, "flat": flat_sizing, "channels": channel_sizing}
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """One registered model.
-
-    Attributes
-    ----------
-    name : str
-    builder : callable
-        Returns an ``nn.Module`` from keyword arguments.
-    sizing : callable
-        Input shape -> the keyword arguments that fit it (``num_classes`` is added apart).
-    depth : int or None
-        The depth the command line builds when ``--depth`` is not given (None: the builder's).
-    width : str or None
-        The keyword that ``--width`` sets (``growth`` for DenseNets; None: no such keyword).
-    """
-
-    name: str
-    builder: Callable[..., nn.Module]
-    sizing: Callable[[tuple], dict]
-    depth: int | None = None
-    width: str | None = "width"
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -165,8 +142,6 @@ def model_entry(name: str) -> ModelEntry:
         return _REGISTRY[name]
     except (KeyError, TypeError):
         pass
-    from .external import external_entry
-
     entry = external_entry(name)
     if entry is None:
         raise ArgumentError(f"unknown model {name!r}; available: {', '.join(_REGISTRY)}, or torchvision:NAME, "

@@ -1,6 +1,7 @@
 """Study kinds: the registry of what a spec's ``kind`` may name.
 
-A kind is a function ``run(ctx) -> list of claims`` (see :class:`~unravel.study.runner.Context`),
+Kinds load on first use: a lookup of a kind that is not registered loads the study folders'
+code (:func:`~unravel.study.folders.load_all_studies`), which registers theirs. A kind is a function ``run(ctx) -> list of claims`` (see :class:`~unravel.study.runner.Context`),
 the model roles its spec must and may give, and the dataclass of its ``analysis`` settings. The
 registry does not check what a kind's function measures or claims.
 """
@@ -11,9 +12,10 @@ from collections.abc import Callable
 from types import MappingProxyType
 from typing import NamedTuple
 
-from ..errors import ArgumentError
+from ..errors import ArgumentError, SpecError
+from .folders import load_all_studies
 
-__all__ = ["Kind", "KINDS", "register_kind", "kind_names"]
+__all__ = ["Kind", "KINDS", "register_kind", "kind_names", "get_kind"]
 
 
 class Kind(NamedTuple):
@@ -83,12 +85,34 @@ def register_kind(name: str, *, roles=(), optional_roles=(), analysis: type | No
 
 
 def kind_names() -> tuple[str, ...]:
-    """The registered study kinds, in registration order.
+    """Every study kind, the study folders' loaded first, in registration order.
 
     Examples
     --------
     >>> from unravel.study import kind_names
-    >>> kind_names()[:2]
-    ('veit-lesion', 'veit-paths')
+    >>> "veit-lesion" in kind_names()
+    True
     """
+    load_all_studies()
     return tuple(_KINDS)
+
+
+def get_kind(name: str, path: str = "kind") -> Kind:
+    """The kind ``name``, loading the study folders' code if it is not registered yet.
+
+    Raises
+    ------
+    SpecError
+        If no study registers it; the message names the spec field ``path`` and the kinds there are.
+
+    Examples
+    --------
+    >>> from unravel.study import get_kind
+    >>> get_kind("veit-paths").roles
+    ('residual',)
+    """
+    if not (isinstance(name, str) and name in _KINDS):
+        load_all_studies()
+    if not isinstance(name, str) or name not in _KINDS:
+        raise SpecError(f"spec field {path!r} is {name!r}; allowed: {', '.join(_KINDS)}")
+    return _KINDS[name]

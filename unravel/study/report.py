@@ -82,13 +82,16 @@ def report_markdown(spec, claims: list, *, seeds, device, quick: bool, figures: 
     Examples
     --------
     >>> import pandas as pd
-    >>> from unravel.study import claim_dense_shallower, parse_spec
+    >>> from unravel.study import judge, parse_spec, per_seed
     >>> from unravel.study.stats import Trials
     >>> from unravel.study.report import report_markdown
     >>> spec = parse_spec({"name": "demo", "kind": "veit-paths", "models": {"residual": {"name": "resmlp"}}})
     >>> f = pd.DataFrame({"seed": [0, 0, 1, 1], "model": ["resnet", "densenet"] * 2,
     ...                   "mean_length": [5.0, 2.0, 5.1, 2.0], "units": 10})
-    >>> text = report_markdown(spec, [claim_dense_shallower(Trials(f), n_boot=20)], seeds=[0, 1], device="cpu",
+    >>> gap = per_seed(lambda g: float((g.mean_length * (1 - 2 * (g.model == "densenet"))).mean() / 10))
+    >>> claim = judge("dense-shallower", "DenseNet's effective paths are shallower than ResNet's", "SSF", gap,
+    ...               Trials(f), margin=0.05, direction="above", effect="gap", n_boot=20)
+    >>> text = report_markdown(spec, [claim], seeds=[0, 1], device="cpu",
     ...                        quick=False, figures=[], tables=["x.csv"])
     >>> print(text.splitlines()[0]); "**supported**" in text
     # demo

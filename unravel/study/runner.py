@@ -11,45 +11,25 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as _dt
-import hashlib
-import importlib.metadata as md
 import json
-import os
-import platform
-import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import yaml
 
 from .. import plots, train
+from ..cache import cached_training, code_hash
 from .._utils import check_int
 from ..errors import ArgumentError
-from .kinds import KINDS
+from .environment import environment
+from .kinds import get_kind
 from .report import report_markdown, summary_json
 from .spec import DataSpec, ModelSpec, StudySpec, apply_quick, load_spec, parse_spec, validate_spec
 
-__all__ = ["Context", "run_study", "environment", "load_data", "build_model", "cache_dir", "read_items"]
-
-
-def _code_hash() -> str:
-    """A hash of the sources a trained model depends on (models, training, data), so that cached
-    models are not reused across changes to them."""
-    root = Path(__file__).resolve().parent.parent
-    h = hashlib.sha256()
-    for p in sorted([*(root / "models").glob("*.py"), root / "train.py", *(root / "data").glob("*.py")]):
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def cache_dir() -> Path:
-    """Where studies keep trained models: ``$UNRAVEL_CACHE`` or ``~/.cache/unravel``, then ``models/``."""
-    return Path(os.environ.get("UNRAVEL_CACHE") or Path.home() / ".cache" / "unravel") / "models"
+__all__ = ["Context", "run_study", "load_data", "build_model", "read_items"]
 
 
 class Context:
@@ -120,21 +100,15 @@ class Context:
         data = [self.spec.data.name, self.spec.data.root, dict(self.spec.data.options)]
         key = json.dumps({"model": m.name, "options": {**m.options, **overrides}, "data": data,
                           "train": dataclasses.asdict(self.spec.train),
-                          "seed": seed, "device": self.device.type, "code": _code_hash()}, sort_keys=True, default=str)
-        path = cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.pt"
-        if self.cache and path.is_file():
-            try:
-                train.load(path, model)
-                history = torch.load(path, weights_only=True)["meta"]["history"]
-                return model.to(self.device), pd.DataFrame(history)
-            except Exception:  # a damaged cache entry: train again
-                pass
-        hist = self.fit(model, seed=seed).to_frame()
-        if self.cache:
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            train.save(model, tmp, {"key": key, "history": hist.to_dict(orient="list")})
-            os.replace(tmp, path)
-        return model, hist
+                          "seed": seed, "device": self.device.type, "code": code_hash()}, sort_keys=True, default=str)
+        return cached_training(key, model, lambda: self.fit(model, seed=seed).to_frame(), cache=self.cache,
+                               device=self.device)
+
+    def seed_bar(self, what: str):
+        """The seeds, with a progress bar named ``what`` when there are several and progress is on."""
+        from tqdm.auto import tqdm
+
+        return tqdm(self.seeds, desc=what, unit="seed", disable=not self.progress or len(self.seeds) < 2, leave=False)
 
     def _name(self, name: str) -> str:
         return f"{self.prefix}_{name}" if self.prefix else name
@@ -216,76 +190,6 @@ def build_model(mspec: Mapping, data):
     3
     """
     return ModelSpec.from_spec(mspec, "model").build(data)
-
-
-def _git(*args):
-    try:
-        return subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True,
-                              text=True, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _git_revision():
-    return _git("rev-parse", "HEAD")
-
-
-def _git_dirty():
-    """Whether the package's own files differ from the revision (None outside a git checkout)."""
-    if _git_revision() is None:
-        return None
-    package = str(Path(__file__).resolve().parent.parent)
-    return bool(_git("status", "--porcelain", "--untracked-files=no", "--", package))
-
-
-def source_hash(root=None) -> str:
-    """A SHA-256 of the package's sources (every ``.py`` and ``.yaml`` file under ``unravel/``,
-    by relative path): it identifies the code of a run made from a copy without git (a cluster
-    node, a GPU machine), and ``docs/publish_study.py --revision`` checks it against a commit.
-
-    Examples
-    --------
-    >>> from unravel.study.runner import source_hash
-    >>> len(source_hash())
-    64
-    """
-    root = Path(root) if root is not None else Path(__file__).resolve().parent.parent
-    return _hash_sources((str(p.relative_to(root)).replace(os.sep, "/"), p.read_bytes())
-                         for p in root.rglob("*") if p.suffix in (".py", ".yaml") and p.is_file()
-                         and "__pycache__" not in p.parts)
-
-
-def _hash_sources(items) -> str:
-    """SHA-256 of ``(relative path, bytes)`` pairs, in path order."""
-    h = hashlib.sha256()
-    for rel, data in sorted(items):
-        h.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
-    return h.hexdigest()
-
-
-def environment(seed, device) -> dict:
-    """Versions, seed, device and git revision: what ``environment.json`` holds.
-
-    Examples
-    --------
-    >>> from unravel.study import environment
-    >>> env = environment(0, "cpu")
-    >>> env["seed"], env["device"], env["versions"]["torch"] is not None
-    (0, 'cpu', True)
-    """
-    versions = {}
-    for pkg in ("unravel", "torch", "numpy", "pandas", "networkx", "scipy", "seaborn", "matplotlib", "mnist1d",
-                "scikit-learn", "torchvision", "transformers", "timm"):
-        try:
-            versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            versions[pkg] = None
-    return {"python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "versions": versions,
-            "seed": seed, "device": str(device),
-            "cuda": torch.cuda.get_device_name(0) if str(device).startswith("cuda") else None,
-            "git_revision": _git_revision(), "git_dirty": _git_dirty(), "source_hash": source_hash(),
-            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 
 def _device(device) -> torch.device:
@@ -374,7 +278,7 @@ def run_study(spec_or_name, out=None, *, quick: bool = False, device="cpu", seed
     (folder / "environment.json").write_text(summary_json(env))
     ctx = Context(checked, folder, device, seeds, progress, cache=cache)
     start = time.perf_counter()
-    claims = KINDS[checked.kind].run(ctx)
+    claims = get_kind(checked.kind).run(ctx)
     summary = {"study": checked.name, "kind": checked.kind, "quick": quick, "seeds": seeds,
                "git_revision": env["git_revision"], "git_dirty": env["git_dirty"],
                "seconds": round(time.perf_counter() - start, 1), "claims": claims}

@@ -12,7 +12,6 @@ import inspect
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +20,17 @@ import yaml
 from .. import data as data_mod, train as train_mod
 from ..errors import ArgumentError, SpecError, UnravelError
 from ..models import registry
-from ._schema import bad, choice, integer, join, keys, list_of, number, optional, section, setting, text
-from .kinds import KINDS, kind_names
+from .schema import bad, choice, integer, join, keys, list_of, number, optional, section, setting, text
+from .folders import list_studies, load_study
+from .kinds import get_kind
 
-__all__ = ["SpecError", "StudySpec", "DataSpec", "ModelSpec", "TrainSpec", "VeitLesionAnalysis",
-           "VeitPathsAnalysis", "SsfDynamicsAnalysis", "NormPreservationAnalysis", "QuickstartAnalysis",
-           "TOP_KEYS", "TRAIN_KEYS", "STUDY_DIRS", "list_studies", "load_spec", "parse_spec", "validate_spec",
-           "apply_quick"]
+__all__ = ["SpecError", "StudySpec", "DataSpec", "ModelSpec", "TrainSpec",
+           "TOP_KEYS", "TRAIN_KEYS", "load_spec", "parse_spec", "validate_spec",
+           "apply_quick", "merge"]
 
 TOP_KEYS = ("name", "kind", "title", "description", "data", "data_root", "data_options", "models", "train",
             "analysis", "quick", "seed", "seeds")
-#: Where named studies' specs are looked for: the specs shipped inside the package first (found
-#: through :mod:`importlib.resources`, so also in a wheel); append a folder to add your own.
-STUDY_DIRS: list = [resources.files(__package__) / "specs"]
+
 
 # ------------------------------------------------------------------------------------------
 # The sections of a spec
@@ -127,113 +124,6 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
-class VeitLesionAnalysis:
-    """``analysis:`` of a ``veit-lesion`` study: the k values and draws per k of Fig. 5."""
-
-    ks: tuple = setting((1, 2, 4, 6, 8), list_of(integer(1), "positive integers"))
-    samples_per_k: int = setting(5, integer(1))
-    #: The claims about deep nets (single deletions near the baseline, smooth growth) are
-    #: inconclusive for a residual net of fewer units: Veit et al. make them at 54.
-    min_units: int = setting(27, integer(0))
-    #: Bootstrap resamples behind each claim's confidence interval.
-    n_boot: int = setting(1000, integer(10))
-
-
-@dataclass(frozen=True)
-class VeitPathsAnalysis:
-    """``analysis:`` of a ``veit-paths`` study: probe batch, sampled paths, effective-path mass."""
-
-    probe_size: int = setting(128, integer(1))
-    num_samples: int = setting(100, integer(1))
-    paths_per_pass: int = setting(64, integer(1))
-    #: Examples the sampling estimator runs on (its cost grows with examples x sampled paths).
-    sample_probe: int = setting(32, integer(1))
-    mass: float = setting(0.9, number(0, 1, open_low=True))
-    #: Depths of the residual model trained besides its own, for the depth sweep (does the
-    #: window of effective paths stay put as n grows?); empty: no sweep.
-    depths: tuple = setting((), list_of(integer(1), "depths"))
-    #: The mean gradient path length and the share of paths carrying the gradient are
-    #: inconclusive for fewer units: Veit et al. make these claims at n = 54, and with few units
-    #: any window of a few lengths holds a large share of all 2**n paths.
-    min_units: int = setting(27, integer(0))
-    n_boot: int = setting(1000, integer(10))
-
-
-@dataclass(frozen=True)
-class SsfDynamicsAnalysis:
-    """``analysis:`` of an ``ssf-dynamics`` study: the probe, the record steps, the random
-    subnetworks and the shallow nets trained alone."""
-
-    #: Training examples in the probe batch the histograms are recorded on, in train mode (its
-    #: batch statistics, as training sees them): best the training batch size.
-    probe_size: int = setting(64, integer(1))
-    #: Ratio between record steps in the first epoch (``log_spaced_steps``): 2 records after
-    #: steps 1, 2, 4, 8, ...; then after every epoch.
-    log_base: float = setting(2.0, number(1, open_low=True))
-    #: Units kept by the ResNet's random subnetworks, as fractions of its units (1: the whole net).
-    subnetwork_fractions: tuple = setting((0.25, 0.5, 0.75, 1.0),
-                                           list_of(number(0, 1, open_low=True), "fractions in (0, 1]"))
-    subnetwork_samples: int = setting(3, integer(1))
-    #: Training examples the subnetworks' BatchNorm statistics are recalibrated on.
-    calibration_examples: int = setting(1024, integer(1))
-    #: Test examples every error is measured on.
-    eval_examples: int = setting(1000, integer(1))
-    #: Depths of the ResNet trained alone beside the spec's (the shallow nets); empty: none.
-    shallow_depths: tuple = setting((8, 14), list_of(integer(1), "depths"))
-    n_boot: int = setting(1000, integer(10))
-
-
-@dataclass(frozen=True)
-class NormPreservationAnalysis:
-    """``analysis:`` of a ``norm-preservation`` study: depths, probe examples, which units are
-    tracked over training, the band around 1."""
-
-    #: Depths of the residual and the plain net (each trained once per seed).
-    depths: tuple = setting((20, 56, 110), list_of(integer(1), "depths 6n + 2"))
-    #: Depths of the Procrustes net (the ``procrustes`` role), if the spec gives one.
-    procrustes_depths: tuple = setting((110,), list_of(integer(1), "depths 6n + 2"))
-    #: Test examples at which every unit's spectrum is measured after training.
-    probe_size: int = setting(4, integer(1))
-    #: Units per net measured when training begins and after every epoch: every transition unit
-    #: and evenly spaced identity units; 0 measures all.
-    track_units: int = setting(8, integer(0))
-    #: Test examples (the first of the probe) at which the tracked units are measured.
-    track_probe: int = setting(1, integer(1))
-    #: Training examples that set the BatchNorm statistics before each measurement.
-    calibration_size: int = setting(512, integer(1))
-    #: Half-width of the band |log sigma| <= band around 1: the margin of the "near 1" claims.
-    band: float = setting(0.1, number(0, open_low=True))
-    #: Rounds of clip-and-restrict per projection of the Procrustes net's transitions.
-    procrustes_iterations: int = setting(1, integer(1))
-    n_boot: int = setting(1000, integer(10))
-
-
-#: The studies a quickstart runs, in this order, and the fields each may set.
-QUICKSTART_STUDIES = ("veit-lesion", "veit-paths", "norm-preservation", "ssf-dynamics")
-SUBSTUDY_KEYS = ("data", "data_root", "data_options", "models", "train", "analysis")
-
-
-@dataclass(frozen=True)
-class QuickstartAnalysis:
-    """``analysis:`` of a ``quickstart`` study: one sub-spec per study it runs, which inherits
-    the quickstart's data and training fields."""
-
-    studies: Mapping = field(default_factory=dict)
-
-    @classmethod
-    def from_spec(cls, value, path: str, spec: Mapping) -> QuickstartAnalysis:
-        value = keys(value, path, QUICKSTART_STUDIES)
-        inherited = {k: spec[k] for k in ("data", "data_root", "data_options", "train", "seed", "seeds")
-                     if spec.get(k) is not None}
-        studies = {}
-        for kind in QUICKSTART_STUDIES:
-            if kind in value:
-                sub = _merge(inherited, keys(value[kind], join(path, kind), SUBSTUDY_KEYS))
-                studies[kind] = parse_spec({**sub, "name": kind, "kind": kind}, join(path, kind))
-        return cls(studies)
-
-
-@dataclass(frozen=True)
 class StudySpec:
     """A whole spec, checked: what :func:`~unravel.study.run_study` runs."""
 
@@ -276,8 +166,8 @@ def parse_spec(spec: Mapping, path: str = "") -> StudySpec:
 batch_size, weight_decay, schedule
     """
     keys(spec, path, TOP_KEYS)
-    kind = choice(kind_names)(join(path, "kind"), spec.get("kind"))
-    entry = KINDS[kind]
+    kind = spec.get("kind")
+    entry = get_kind(kind, join(path, "kind"))
     data = DataSpec.from_spec(spec, path)
     train = section(TrainSpec, spec.get("train"), join(path, "train"))
     mpath = join(path, "models")
@@ -332,10 +222,19 @@ def validate_spec(spec: Mapping) -> None:
         keys(spec["quick"], "quick", [k for k in TOP_KEYS if k not in ("name", "kind", "quick")])
 
 
-def _merge(base: Mapping, over: Mapping | None) -> dict:
+def merge(base: Mapping, over: Mapping | None) -> dict:
+    """A deep copy of ``base`` with ``over`` merged in: mappings merge key by key, anything else
+    is replaced.
+
+    Examples
+    --------
+    >>> from unravel.study.spec import merge
+    >>> merge({"train": {"epochs": 9, "lr": 0.1}}, {"train": {"epochs": 1}})
+    {'train': {'epochs': 1, 'lr': 0.1}}
+    """
     out = copy.deepcopy(dict(base))
     for k, v in (over or {}).items():
-        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else copy.deepcopy(v)
+        out[k] = merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else copy.deepcopy(v)
     return out
 
 
@@ -351,32 +250,13 @@ def apply_quick(spec: Mapping) -> dict:
     quick = spec.get("quick")
     if quick is not None and not isinstance(quick, Mapping):
         raise SpecError(f"spec field 'quick' must be a mapping of overrides; got {quick!r}")
-    return _merge(spec, quick)
-
-
-def list_studies() -> dict:
-    """The named studies shipped with unravel (and in any folder added to :data:`STUDY_DIRS`):
-    name -> spec file.
-
-    Examples
-    --------
-    >>> from unravel.study import list_studies
-    >>> sorted(list_studies())
-    ['lm-ensemble', 'lm-ensemble-gpu', 'norm-preservation', 'quickstart', 'ssf-dynamics', 'veit-lesion', 'veit-lesion-mnist', 'veit-paths']
-    """
-    found: dict = {}
-    for folder in STUDY_DIRS:
-        folder = folder if hasattr(folder, "iterdir") else Path(folder)
-        if folder.is_dir():
-            for p in sorted(folder.iterdir(), key=lambda p: p.name):
-                if p.name.endswith(".yaml") and p.is_file():
-                    found.setdefault(p.name[:-len(".yaml")], p)
-    return found
+    return merge(spec, quick)
 
 
 def load_spec(name_or_file, quick: bool = False) -> dict:
-    """Read and check a spec, by study name (:func:`list_studies`) or YAML path; with ``quick``
-    its ``quick:`` overrides are applied.
+    """Read and check a spec, by study name (:func:`list_studies`), YAML path, or the path of a
+    study folder that holds one spec; with ``quick`` its ``quick:`` overrides are applied. The
+    code of the spec's folder, if it has any, is loaded first (:func:`load_study`).
 
     Raises
     ------
@@ -393,14 +273,20 @@ def load_spec(name_or_file, quick: bool = False) -> dict:
     """
     if isinstance(name_or_file, (str, os.PathLike)):
         path = Path(name_or_file)
-        if not path.suffix:
+        if not path.suffix and not path.is_dir():
             studies = list_studies()
             if str(name_or_file) not in studies:
                 raise SpecError(f"unknown study {str(name_or_file)!r}; available: {', '.join(studies) or 'none found'}"
-                                " (or give a path to a YAML spec)")
+                                " (or give a path to a YAML spec or a study folder)")
             path = studies[str(name_or_file)]
     else:
         path = name_or_file  # a spec file found through importlib.resources
+    if path.is_dir():
+        specs = sorted(p for p in path.iterdir() if p.name.endswith(".yaml") and p.is_file())
+        if len(specs) != 1:
+            raise SpecError(f"study folder {str(path)!r} holds {len(specs)} YAML specs "
+                            f"({', '.join(p.name for p in specs) or 'none'}); give the path of one")
+        path = specs[0]
     if not path.is_file():
         raise SpecError(f"spec file {str(path)!r} does not exist; give a YAML spec file or a study name "
                         f"({', '.join(list_studies())})")
@@ -411,6 +297,7 @@ def load_spec(name_or_file, quick: bool = False) -> dict:
     if not isinstance(spec, dict):
         raise SpecError(f"{path}: a spec is a YAML mapping of fields {', '.join(TOP_KEYS)}")
     spec.setdefault("name", Path(path.name).stem)
+    load_study(path.parent)  # the study's own code registers its kind
     if quick:
         spec = apply_quick(spec)
     validate_spec(spec)

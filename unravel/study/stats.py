@@ -24,7 +24,7 @@ import pandas as pd
 
 from ..errors import ArgumentError
 
-__all__ = ["VERDICTS", "Trials", "bootstrap", "decide", "make_claim"]
+__all__ = ["VERDICTS", "Trials", "trials_from", "subset", "bootstrap", "per_seed", "decide", "make_claim"]
 
 #: The three verdicts a claim can get.
 VERDICTS = ("supported", "contradicted", "inconclusive")
@@ -92,6 +92,41 @@ class Trials:
     def seeds(self) -> list:
         """The seeds of the rows, in order of appearance."""
         return list(self._by_seed)
+
+
+def trials_from(parts, **kw) -> Trials:
+    """Trials from a list of ``(frame, items or None)``: the frames concatenated, their items
+    stacked when every part has them; ``kw`` as for :class:`Trials`.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from unravel.study.stats import trials_from
+    >>> t = trials_from([(pd.DataFrame({"seed": [0], "error": [0.5]}), np.array([[1, 0]])),
+    ...                  (pd.DataFrame({"seed": [1], "error": [0.0]}), np.array([[0, 0]]))])
+    >>> len(t.frame), t.items.shape
+    (2, (2, 2))
+    """
+    frame = pd.concat([f for f, _ in parts], ignore_index=True)
+    items = np.concatenate([w for _, w in parts]) if all(w is not None for _, w in parts) else None
+    return Trials(frame, items, **kw)
+
+
+def subset(trials: Trials, mask, **kw) -> Trials:
+    """The rows of ``trials`` where ``mask`` holds, with their items; ``value`` and ``draws``
+    kept unless ``kw`` gives others.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from unravel.study.stats import Trials, subset
+    >>> t = Trials(pd.DataFrame({"seed": [0, 1], "error": [0.5, 0.1]}))
+    >>> subset(t, [False, True]).frame.error.tolist()
+    [0.1]
+    """
+    mask = np.asarray(mask, bool)
+    return Trials(trials.frame[mask], None if trials.items is None else trials.items[mask],
+                  value=kw.pop("value", trials.value), draws=kw.pop("draws", trials.draws))
 
 
 def _as_dict(trials):

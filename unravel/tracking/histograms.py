@@ -12,7 +12,7 @@ import torch
 
 from .._utils import check_choice, check_int, eval_mode, model_device
 from ..attribution import path_length_gradients
-from ..attribution._record import MODES, WRT
+from ..attribution.recording import MODES, WRT
 from ..errors import ArgumentError, ArgumentTypeError
 from ..train import Callback
 from ..units import find_units
@@ -130,7 +130,7 @@ class PathLengthTracker(Callback):
         Default: the parameter gradient (what the shallow-subnetwork-first claim is about).
     subnetwork_units : iterable of int, optional
         Also measure the error of random subnetworks that keep k units (the others deleted,
-        via :func:`unravel.lesion.delete_random`, with the trained BatchNorm statistics),
+        via :func:`unravel.sweeps.delete_random`, with the trained BatchNorm statistics),
         ``subnetwork_samples`` draws each, on the probe. :class:`SubnetworkTracker` recalibrates
         the statistics first.
     probe_size : int
@@ -227,7 +227,7 @@ class PathLengthTracker(Callback):
     def _subnetworks(self, model, x, y, epoch, step):
         import pandas as pd
 
-        from ..lesion import delete_random
+        from ..sweeps import delete_random
 
         n = len(find_units(model))
         ks = [n - k for k in self.subnetwork_units if 0 <= n - k <= n]

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import ArgumentError, UnsupportedModelError
-from ...units import UnitParts
+from ...units.parts import UnitParts
 from .. import Adapter, Layout, original_class
 from ._hyper import _DeepseekV4Adapter, _HYV4Adapter, _Qwen4ExpAdapter
 from ._program import _readable, _readable_layer, _ReadAdapter

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ...units import UnitParts
+from ...units.parts import UnitParts
 from .. import Adapter
 from ._read import _bind, _call, _check_signature, _known_args, _route_frame
 

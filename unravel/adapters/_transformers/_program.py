@@ -16,7 +16,7 @@ import weakref
 import torch.nn.functional as F
 
 from ...errors import ArgumentError, UnsupportedModelError
-from ...units import UnitParts
+from ...units.parts import UnitParts
 from .. import Adapter, original_class
 from ._conditions import norm_value
 from ._graph import _BIN, _CASTS, _chain, _dump, _flat, _label, _nodes, _role, _specs
@@ -233,6 +233,11 @@ class _ReadAdapter(Adapter):
 
     def parts(self, m):
         return _program(m).unit_parts(m)
+
+    def zero_plan(self, m, positions, what):
+        from ._surgery import zero_plan
+
+        return zero_plan(m, _program(m), positions, what)
 
     def route(self, m, call_unit, *args, **kwargs):
         values = _bind(m, args, kwargs)

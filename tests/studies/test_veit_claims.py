@@ -1,0 +1,327 @@
+"""Claims and their statistics on synthetic trials with known effects: every claim must come
+out supported, contradicted and inconclusive where the data say so."""
+
+import math
+from math import comb
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from unravel.studies.veit.lesion_claims import (claim_projection_units, claim_single_deletions, claim_single_deletions_vs_plain, claim_smooth_growth, independent_prediction, unit_stages)
+from unravel.studies.veit.path_claims import (claim_effective_fraction, claim_exponential_decay, claim_mean_length_below, claim_window_stays)
+from unravel.study.stats import Trials, bootstrap, decide, make_claim, per_seed
+
+B = 100  # bootstrap resamples: enough for these clear-cut cases, fast
+
+
+def _flags(rng, rate, n):
+    """n per-example wrong flags with exactly round(rate * n) wrong, shuffled."""
+    w = np.zeros(n, bool)
+    w[: int(round(rate * n))] = True
+    rng.shuffle(w)
+    return w
+
+
+def _each(rates_by_seed, base, projection=(), n=2000, model="residual"):
+    """delete_each-like trials: per seed a baseline row and one row per unit with the given
+    error rates, backed by per-example flags."""
+    rng = np.random.default_rng(0)
+    rows, items = [], []
+    for seed, rates in rates_by_seed.items():
+        b = _flags(rng, base, n)
+        rows.append({"seed": seed, "model": model, "variant": -1, "k": 0, "units": "", "projection": False})
+        items.append(b)
+        for i, r in enumerate(rates):
+            rows.append({"seed": seed, "model": model, "variant": i, "k": 1, "units": str(i),
+                         "projection": i in projection})
+            items.append(_flags(rng, r, n))
+    items = np.array(items)
+    return Trials(pd.DataFrame(rows).assign(error=items.mean(1)), items)
+
+
+def _merge(*trials):
+    return Trials(pd.concat([t.frame for t in trials], ignore_index=True), np.concatenate([t.items for t in trials]))
+
+
+# ------------------------------------------------------------------------------------------
+# The machinery
+
+
+def test_decide_is_three_valued_on_both_sides():
+    assert decide(0.5, [0.4, 0.6], 0.3, "above") == "supported"
+    assert decide(0.1, [0.0, 0.2], 0.3, "above") == "contradicted"
+    assert decide(0.3, [0.2, 0.4], 0.3, "above") == "inconclusive"
+    assert decide(0.1, [0.0, 0.2], 0.3, "below") == "supported"
+    assert decide(0.5, [0.4, 0.6], 0.3, "below") == "contradicted"
+    assert decide(math.nan, [0.0, 0.1], 0.3, "below") == "inconclusive"
+    assert decide(0.1, [math.nan, math.nan], 0.3, "below") == "inconclusive"
+    with pytest.raises(ValueError, match="direction"):
+        decide(0.1, [0, 1], 0.3, "under")
+
+
+def test_bootstrap_interval_covers_the_rate_and_narrows_with_examples():
+    rng = np.random.default_rng(1)
+    widths = []
+    for n in (500, 8000):
+        w = (rng.random(n) < 0.2)[None]
+        t = Trials(pd.DataFrame({"seed": [0], "error": w.mean(1)}), w)
+        est, (lo, hi), undefined = bootstrap(lambda f: f.error.mean(), t, n_boot=400)
+        assert lo <= est <= hi and lo < 0.2 < hi and undefined == 0
+        widths.append(hi - lo)
+    # the binomial interval: width about 2 * 1.96 * sqrt(p (1 - p) / n)
+    assert widths[1] < widths[0] / 3
+    assert widths[1] == pytest.approx(2 * 1.96 * math.sqrt(0.16 / 8000), rel=0.25)
+
+
+def test_bootstrap_keeps_rows_of_one_seed_paired():
+    # two nets wrong on nearly the same examples: their difference is known far more precisely
+    # than either error, which only holds if both rows get the same example weights
+    rng = np.random.default_rng(2)
+    a = rng.random(3000) < 0.3
+    b = a.copy()
+    b[np.flatnonzero(~a)[:30]] = True  # one point more errors
+    t = Trials(pd.DataFrame({"seed": [0, 0], "net": ["a", "b"], "error": [a.mean(), b.mean()]}), np.array([a, b]))
+    _, (lo, hi), _ = bootstrap(lambda f: f.error.iloc[1] - f.error.iloc[0], t, n_boot=300)
+    # paired: only the 30 differing examples vary, sd about sqrt(30) / 3000; unpaired the interval
+    # would be about 2 * 1.96 * sqrt(2 * 0.21 / 3000) = 0.046 wide and contain 0
+    assert 0 < lo < 0.01 < hi and hi - lo < 0.012
+
+
+def test_bootstrap_resamples_seeds_and_draws():
+    f = pd.DataFrame({"seed": [0, 0, 1, 1, 2, 2], "k": 1, "error": [0.1, 0.3, 0.2, 0.4, 0.5, 0.7]})
+    est, (lo, hi), _ = bootstrap(per_seed(lambda g: g.error.mean()), Trials(f, draws=["k"]), n_boot=500)
+    assert est == pytest.approx(0.3667, abs=1e-3)
+    # three seeds: Student's t with 2 degrees of freedom on the per-seed means (0.2, 0.3, 0.6), plus
+    # the spread of the draws within seeds
+    se_seeds = np.std([0.2, 0.3, 0.6], ddof=1) / math.sqrt(3)
+    assert lo < est - 4.30 * se_seeds and hi > est + 4.30 * se_seeds
+    assert hi - est == pytest.approx(est - lo)
+    # without seeds to resample and without draws, nothing varies
+    est1, (lo1, hi1), _ = bootstrap(lambda g: g.error.mean(), Trials(f[f.seed == 0]), n_boot=50)
+    assert lo1 == hi1 == est1
+
+
+def test_an_undefined_statistic_gives_no_interval():
+    f = pd.DataFrame({"seed": [0, 1, 2], "error": [0.1, 0.2, 0.3]})
+    est, ci, undefined = bootstrap(lambda g: math.nan, Trials(f), n_boot=50)
+    assert math.isnan(est) and all(math.isnan(v) for v in ci) and undefined == 1.0
+    c = make_claim("x", "X", "p", estimate=est, ci=ci, margin=0, direction="above", effect="x", seeds=[0, 1, 2],
+                   undefined=undefined)
+    assert c["verdict"] == "inconclusive" and c["estimate"] is None and c["ci"] == [None, None]
+    assert "undefined" in c["why"]
+
+
+def test_trials_are_checked():
+    with pytest.raises(ValueError, match="seed"):
+        Trials(pd.DataFrame({"error": [0.1]}))
+    with pytest.raises(ValueError, match="shape"):
+        Trials(pd.DataFrame({"seed": [0], "error": [0.1]}), np.zeros((2, 5), bool))
+    with pytest.raises(ValueError, match="draws"):
+        Trials(pd.DataFrame({"seed": [0], "error": [0.1]}), draws=["k"])
+
+
+# ------------------------------------------------------------------------------------------
+# Veit et al.: lesions
+
+SEEDS = (0, 1, 2)
+
+
+@pytest.mark.parametrize("rise, verdict", [(0.003, "supported"), (0.08, "contradicted"), (0.02, "inconclusive")])
+def test_single_deletions_judged_in_absolute_terms(rise, verdict):
+    # one projection unit opening stage 1, whose big damage must not count
+    rates = [0.05 + rise] * 4 + [0.6] + [0.05 + rise] * 4
+    t = _each({s: rates for s in SEEDS}, 0.05, projection={4})
+    c = claim_single_deletions(t, n_boot=B)
+    assert c["verdict"] == verdict, c
+    assert c["estimate"] == pytest.approx(rise, abs=1e-9)
+    assert c["ci"][0] <= c["estimate"] <= c["ci"][1]
+    assert set(c["measured"]["median_increase_by_stage"]) == {0, 1}
+    assert c["measured"]["largest_increase"] == pytest.approx(0.55, abs=1e-9)
+    assert c["seeds"] == list(SEEDS) and c["paper"]["where"].endswith("Fig. 3(a)")
+
+
+def test_single_deletions_of_an_untrained_net_are_inconclusive():
+    t = _each({s: [0.86] * 5 for s in SEEDS}, 0.85)
+    c = claim_single_deletions(t, n_boot=B)
+    assert c["verdict"] == "inconclusive" and "did not train" in c["why"]
+
+
+def test_residual_against_plain_needs_both_nets_trained():
+    res = _each({s: [0.06] * 6 for s in SEEDS}, 0.05)
+    plain = _each({s: [0.85] * 6 for s in SEEDS}, 0.05, model="plain")
+    c = claim_single_deletions_vs_plain(_merge(res, plain), n_boot=B)
+    assert c["verdict"] == "supported" and c["estimate"] == pytest.approx(0.79, abs=1e-9)
+    same = _each({s: [0.08] * 6 for s in SEEDS}, 0.05, model="plain")
+    assert claim_single_deletions_vs_plain(_merge(res, same), n_boot=B)["verdict"] == "contradicted"
+    # the demo's case: a barely trained plain net (baseline 0.48) cannot lose much
+    weak = _each({s: [0.6] * 6 for s in SEEDS}, 0.48, model="plain")
+    c = claim_single_deletions_vs_plain(_merge(res, weak), n_boot=B)
+    assert c["verdict"] == "inconclusive" and "plain net did not train" in c["why"]
+
+
+def _curve_trials(means_by_k, draws=8, spread=0.0, seeds=SEEDS):
+    rng = np.random.default_rng(3)
+    rows = [{"seed": s, "k": k, "variant": -1 if k == 0 else 1,
+             "error": m + (spread * rng.standard_normal() if k else 0)}
+            for s in seeds for k, m in means_by_k.items() for _ in range(1 if k == 0 else draws)]
+    return Trials(pd.DataFrame(rows), draws=["k"])
+
+
+def test_smooth_growth_straight_line_cliff_and_flat():
+    ks = [0, 1, 2, 4, 8, 16]
+    line = claim_smooth_growth(_curve_trials({k: 0.02 + 0.02 * k for k in ks}, spread=0.01), n_boot=B)
+    assert line["verdict"] == "supported" and line["estimate"] == pytest.approx(1.0, abs=0.1)
+    cliff = claim_smooth_growth(_curve_trials({k: 0.02 if k == 0 else 0.85 for k in ks}, spread=0.01),
+                                      n_boot=B)
+    assert cliff["verdict"] == "contradicted" and cliff["estimate"] > 10
+    flat = claim_smooth_growth(_curve_trials({k: 0.02 for k in ks}), n_boot=B)
+    assert flat["verdict"] == "inconclusive" and flat["estimate"] is None
+
+
+def test_smooth_growth_with_noisy_draws_near_the_margin_is_inconclusive():
+    ks = [0, 1, 2, 3, 4]
+    # steepest slope three times the average, draws spread widely
+    means = {0: 0.0, 1: 0.0, 2: 0.0, 3: 0.0, 4: 0.4}
+    c = claim_smooth_growth(_curve_trials({k: m + 0.1 * k for k, m in means.items()}, spread=0.3, draws=3),
+                                  n_boot=B)
+    assert c["verdict"] == "inconclusive", c
+
+
+def test_independent_prediction_multiplies_single_deletion_accuracies():
+    each = pd.DataFrame({"seed": 0, "variant": [-1, 0, 1, 2], "units": ["", "0", "1", "2"],
+                         "error": [0.1, 0.28, 0.1, 0.55]})
+    rnd = pd.DataFrame({"seed": 0, "variant": [0, 1], "k": [2, 3], "units": ["0,2", "0,1,2"], "error": [0.7, 0.8]})
+    got = independent_prediction(each, rnd).predicted_error.to_numpy()
+    brute = [1 - 0.9 * (0.72 / 0.9) * (0.45 / 0.9), 1 - 0.9 * (0.72 / 0.9) * (0.9 / 0.9) * (0.45 / 0.9)]
+    np.testing.assert_allclose(got, brute)
+
+
+@pytest.mark.parametrize("proj_error, verdict", [(0.5, "supported"), (0.051, "contradicted")])
+def test_projection_units_ranked_within_their_stage(proj_error, verdict):
+    stage = [0.06, 0.07, 0.08, 0.09, 0.1, 0.11, 0.12, 0.13]
+    rates = stage + [proj_error] + stage + [proj_error] + stage
+    t = _each({s: rates for s in SEEDS}, 0.05, projection={8, 17})
+    c = claim_projection_units(t, n_boot=B)
+    assert c["verdict"] == verdict, c
+    assert c["measured"]["projection_units_ranked"] == 6
+    if verdict == "supported":
+        # every projection unit ranks first: exact p = 9**-6 = 2e-6, below Monte Carlo resolution
+        assert c["estimate"] == 1.0 and c["measured"]["permutation_p"] == pytest.approx(1 / 20001)
+    else:
+        assert c["estimate"] == 0.0 and c["measured"]["permutation_p"] == 1.0
+
+
+def test_projection_units_without_projection_are_inconclusive():
+    c = claim_projection_units(_each({s: [0.1] * 5 for s in SEEDS}, 0.05), n_boot=B)
+    assert c["verdict"] == "inconclusive" and "no projection unit" in c["why"]
+
+
+def test_unit_stages_follow_unit_order_not_row_order():
+    f = pd.DataFrame({"variant": [2, -1, 0, 1], "units": ["2", "", "0", "1"],
+                      "projection": [False, False, False, True]})
+    assert unit_stages(f).tolist() == [1, -1, 0, 1]
+
+
+# ------------------------------------------------------------------------------------------
+# Veit et al.: paths
+
+
+def _paths(n, weight, seeds=SEEDS, examples=64, noise=0.05):
+    """Per-example squared norms of each length's part: ``weight(k)`` times a positive per-example
+    factor (so every example decays alike)."""
+    rng = np.random.default_rng(4)
+    rows, items = [], []
+    for s in seeds:
+        factor = np.exp(noise * rng.standard_normal(examples))
+        for k in range(n + 1):
+            sq = weight(k) * factor
+            rows.append({"seed": s, "units": n, "length": k, "count": float(comb(n, k)), "sq_norm": sq.mean()})
+            items.append(sq)
+    return Trials(pd.DataFrame(rows), np.array(items), value="sq_norm")
+
+
+def test_exponential_decay_supported_contradicted_and_not_exponential():
+    n = 12
+    decays = claim_exponential_decay(_paths(n, lambda k: (comb(n, k) * 0.5 ** k) ** 2), n_boot=B)
+    assert decays["verdict"] == "supported"
+    assert decays["estimate"] == pytest.approx(math.log(0.5), abs=1e-6)
+    grows = claim_exponential_decay(_paths(n, lambda k: (comb(n, k) * 1.5 ** k) ** 2), n_boot=B)
+    assert grows["verdict"] == "contradicted"
+    zigzag = claim_exponential_decay(_paths(n, lambda k: (comb(n, k) * (4.0 if k % 2 else 0.25)) ** 2),
+                                           n_boot=B)
+    assert zigzag["verdict"] == "inconclusive" and "variance" in zigzag["why"]
+
+
+def test_mean_length_and_effective_fraction_of_a_shallow_gradient():
+    n = 20
+    shallow = _paths(n, lambda k: 1.0 if 1 <= k <= 3 else 0.0)
+    c = claim_mean_length_below(shallow, n, n_boot=B)
+    assert c["verdict"] == "supported" and c["estimate"] == pytest.approx(2 / 10)
+    f = claim_effective_fraction(shallow, n, n_boot=B)
+    assert f["verdict"] == "supported"
+    assert f["estimate"] == pytest.approx(sum(comb(n, k) for k in (1, 2, 3)) / 2 ** n)
+    assert f["paper"]["value"] == 0.0045
+    typical = _paths(n, lambda k: comb(n, k) ** 2)  # every path alike: the gradient sits where the paths are
+    assert claim_mean_length_below(typical, n, n_boot=B)["verdict"] == "contradicted"
+    assert claim_effective_fraction(typical, n, n_boot=B)["verdict"] == "contradicted"
+
+
+def test_log_scale_interval_is_the_mapped_interval_of_the_log_and_stays_positive():
+    frame = pd.DataFrame({"seed": [0, 1, 2], "share": [1e-6, 4e-6, 2e-5]})  # spread over seeds, all positive
+    t = Trials(frame, value="share")
+    mean = per_seed(lambda g: g.share.mean())
+    est, (lo, hi), _ = bootstrap(mean, t, n_boot=B, scale="log")
+    lest, (llo, lhi), _ = bootstrap(lambda f: math.log(mean(f)), t, n_boot=B)
+    assert est == pytest.approx(frame.share.mean()) and est == pytest.approx(math.exp(lest))
+    assert (lo, hi) == pytest.approx((math.exp(llo), math.exp(lhi)))
+    assert 0 < lo < est < hi
+    linear = bootstrap(mean, t, n_boot=B)[1]
+    assert linear[0] < 0  # the symmetric interval this replaces leaves the range of a share
+    with pytest.raises(ValueError, match="scale"):
+        bootstrap(mean, t, n_boot=B, scale="sqrt")
+
+
+def test_effective_fraction_interval_stays_positive_when_seeds_disagree():
+    n = 20
+    one = _paths(n, lambda k: 1.0 if 1 <= k <= 2 else 0.0, seeds=(0,))
+    two = _paths(n, lambda k: 1.0 if 2 <= k <= 5 else 0.0, seeds=(1,))
+    both = Trials(pd.concat([one.frame, two.frame], ignore_index=True), np.concatenate([one.items, two.items]),
+                  value="sq_norm")
+    f = claim_effective_fraction(both, n, n_boot=B)
+    assert 0 < f["ci"][0] < f["estimate"] < f["ci"][1]
+
+
+def test_window_stays_or_grows_with_depth():
+    def sweep(weight):
+        parts = [_paths(n, lambda k, n=n: weight(n, k)) for n in (9, 27, 54)]
+        return Trials(pd.concat([p.frame for p in parts], ignore_index=True),
+                      np.concatenate([p.items for p in parts]), value="sq_norm")
+
+    stays = claim_window_stays(sweep(lambda n, k: 1.0 if 2 <= k <= 4 else 0.0), n_boot=B)
+    assert stays["verdict"] == "supported" and stays["estimate"] == pytest.approx(0.0, abs=1e-9)
+    grows = claim_window_stays(sweep(lambda n, k: comb(n, k) ** 2), n_boot=B)
+    assert grows["verdict"] == "contradicted" and grows["estimate"] == pytest.approx(1.0, abs=0.01)
+
+
+# ------------------------------------------------------------------------------------------
+# The framework under the Veit claims
+
+
+def test_one_seed_is_inconclusive_even_with_examples_to_resample():
+    t = _each({0: [0.051] * 6}, 0.05)
+    c = claim_single_deletions(t, n_boot=B)
+    assert c["verdict"] == "inconclusive" and "one training seed" in c["why"] and c["ci"][1] < 0.02
+
+
+def test_clusters_resample_whole_curves():
+    f = pd.DataFrame({"seed": 0, "unit": 1, "draw": [0, 0, 1, 1], "epoch": [0, 1, 0, 1], "error": [0.9, 0.1, 0.5, 0.5]})
+    t = Trials(f, draws=["unit"], cluster="draw")
+    seen = set()
+    for b in range(5):
+        _, _, _ = bootstrap(lambda g: seen.add(tuple(g.error)) or 0.0, t, n_boot=20, seed=b)
+    # a resampled curve is a whole draw: error pairs (0.9, 0.1) and (0.5, 0.5) are never split
+    assert all(len(v) % 2 == 0 and all(v[i:i + 2] in ((0.9, 0.1), (0.5, 0.5)) for i in range(0, len(v), 2))
+               for v in seen)
+    with pytest.raises(ValueError, match="cluster needs draws"):
+        Trials(f, cluster="draw")
