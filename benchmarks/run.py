@@ -243,14 +243,12 @@ def case_memory(cfg, device):
     split = max(1, cfg["batch"] // 4)
     for label, mode, chunk, part in [("fwd_bwd", "fwd_bwd", None, None), ("exact", "exact", None, None),
                                      ("before", "before", None, None),
-                                     (f"before_batch_size_{split}", "before", None, split),
-                                     ("exact_chunk_8", "exact", 8, None),
                                      (f"exact_batch_size_{split}", "exact", None, split)]:
         script = _MEMORY_SCRIPT.format(root=str(ROOT), depth=cfg["depth"], device=str(device), batch=cfg["batch"],
                                        mode=mode, chunk=chunk, split=part, threads=torch.get_num_threads())
         proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
         out[f"{label}_mib"] = json.loads(proc.stdout.strip().splitlines()[-1]) / 2**20
-    for label in ("exact", "before", f"exact_batch_size_{split}", f"before_batch_size_{split}"):
+    for label in ("exact", "before", f"exact_batch_size_{split}"):
         out[f"ratio_{label}_over_fwd_bwd"] = out[f"{label}_mib"] / max(out["fwd_bwd_mib"], 1e-9)
     out["goal_ratio_exact_at_most"] = 2
     return out
@@ -429,7 +427,7 @@ FULL = {
     "lesion": {"depth": 110, "inputs": 1024, "lesion_batch": 256, "max_k": 20, "samples_per_k": 1},
     "memory": {"depth": 110, "batch": 128},
     "tracker": {"study": "ssf-dynamics", "repeats": 3},
-    "scaling": {"depths": [20, 56, 110, 218], "batch": 32},
+    "scaling": {"depths": [20, 56, 110], "batch": 32},
     "transformers": {"vit": {"image": 224, "layers": 12, "heads": 6, "width": 384, "batch": 8, "runs": 1},
                      "gpt2": {"tokens": 128, "layers": 12, "heads": 12, "width": 768, "batch": 4, "runs": 1}},
     "jacobian": {"depth": 20, "batch": 8, "image": 32, "top": 8, "runs": 1},
