@@ -236,3 +236,23 @@ def test_float32_resnet110_shape_conserves():
 
 def test_families_listed():
     assert set(BN_FAMILIES) <= set(FAMILIES) and set(OLD_FAMILIES) <= set(FAMILIES)
+
+
+def test_in_place_ops_between_convolution_and_batch_norm_are_not_skipped():
+    """conv -> ReLU(inplace=True) -> bn: the in-place ReLU returns the convolution's output object
+    with new values, so the batch norm is not folded into the convolution across it."""
+    from unravel.models._blocks import ResidualBlock
+
+    torch.manual_seed(0)
+
+    def block():
+        return ResidualBlock(nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.ReLU(inplace=True), nn.BatchNorm2d(3),
+                                           nn.ReLU(), nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3)), post=nn.ReLU())
+
+    model = randomize_bn(nn.Sequential(block(), block(), block(), nn.Flatten(), nn.Linear(3 * 6 * 6, 3))).double().eval()
+    x, y = torch.randn(3, 3, 6, 6, dtype=torch.float64), torch.randint(0, 3, (3,))
+    res = attribution.path_length_gradients(model, x, y)
+    want = _before().path_length_gradients(model, x, y)
+    assert torch.allclose(res.by_length, want.by_length, rtol=1e-10, atol=1e-14 * float(want.by_length.abs().max()))
+    g = autograd_input_grad(model, x, y)
+    assert torch.allclose(res.total, g, rtol=1e-10, atol=1e-13 * float(g.abs().max()))

@@ -38,6 +38,7 @@ class _Segment:
     shape: tuple                         # the convolution's input shape
     in_scale: torch.Tensor | None = None   # a batch norm before the convolution (per input channel)
     relu: torch.Tensor | None = None       # the output of a ReLU before the convolution
+    version: int = 0                       # its version then
     out_scale: torch.Tensor | None = None  # batch norms after the convolution (per output channel)
     value: torch.Tensor | None = None      # the forward value, until the node is made
     like: torch.Tensor | None = None       # an unfilled tensor of the input's shape (read for its shape only)
@@ -76,14 +77,16 @@ class _Spliced(torch.autograd.Function):
     def backward(ctx, g):
         seg, c = ctx.seg, ctx.seg.conv
         d = len(seg.shape) - 2
-        if g.stride() != g.contiguous().stride():
-            g = g.contiguous()
+        g = g.contiguous()
         # a dense stand-in for the input (an expanded one, as torch.nn.grad passes, is copied
         # to a dense one inside the CPU kernel: a full pass per call)
         gi = torch.ops.aten.convolution_backward(
             g, seg.like, ctx.weight, None, list(c.stride), list(c.padding),
             list(c.dilation), False, [0] * d, c.groups, (True, False, False))[0]
         if seg.relu is not None:  # threshold_backward's rule: zero where the ReLU's output is <= 0
+            if seg.relu._version != seg.version:  # as autograd refuses a saved tensor changed in place
+                raise RuntimeError("a ReLU output that the folded backward of a unit needs was modified by an "
+                                   "in-place operation after the convolution read it")
             if _batched(gi):  # a batched VJP (is_grads_batched): vmap has no rule for out= kernels
                 gi = torch.ops.aten.threshold_backward(gi, seg.relu, 0)
             else:  # in place, on the fresh gradient
@@ -106,9 +109,10 @@ class _Folder:
     maps hold tensors, keyed by ``id``)."""
 
     def __init__(self):
-        self.convs: dict[int, tuple] = {}   # conv (or spliced) output -> (tensor, segment)
-        self.norms: dict[int, tuple] = {}   # eval-mode bn output -> (tensor, input, scale)
-        self.relus: dict[int, tuple] = {}   # relu output -> (tensor, input)
+        # keyed by id: (tensor, its version when listed, ...)
+        self.convs: dict[int, tuple] = {}   # conv (or spliced) output -> segment
+        self.norms: dict[int, tuple] = {}   # eval-mode bn output -> input, scale
+        self.relus: dict[int, tuple] = {}   # relu output -> input
         self.likes: dict[tuple, torch.Tensor] = {}  # one unfilled stand-in per input shape
 
     def clear(self):
@@ -120,8 +124,10 @@ class _Folder:
 
     @staticmethod
     def _get(table, t):
+        # the same tensor, unchanged since it was listed (an in-place op after a convolution,
+        # such as a ReLU(inplace=True), returns the same object with new values)
         hit = table.get(id(t))
-        return hit if hit is not None and hit[0] is t else None
+        return hit[2:] if hit is not None and hit[0] is t and hit[1] == t._version else None
 
     def _splice(self, seg, value):
         if not seg.pre.requires_grad or not torch.is_grad_enabled():
@@ -132,7 +138,7 @@ class _Folder:
             self.likes[key] = value.new_empty(seg.shape)
         seg.like = self.likes[key]
         out = _Spliced.apply(seg.pre, seg.weight(), seg)
-        self.convs[id(out)] = (out, seg)
+        self.convs[id(out)] = (out, out._version, seg)
         return out
 
     def conv_hook(self, conv, args, out):
@@ -142,12 +148,12 @@ class _Folder:
         seg = _Segment(conv, x, tuple(x.shape))
         relu = self._get(self.relus, x)
         if relu is not None:
-            seg.pre, seg.relu = relu[1], x.detach()
+            seg.pre, seg.relu, seg.version = relu[0], x.detach(), x._version
         norm = self._get(self.norms, seg.pre)
         if norm is not None and conv.groups == 1:
-            seg.pre, seg.in_scale = norm[1], norm[2]
+            seg.pre, seg.in_scale = norm[0], norm[1]
         if seg.pre is x:  # nothing to fold yet: a batch norm after it may be
-            self.convs[id(out)] = (out, seg)
+            self.convs[id(out)] = (out, out._version, seg)
             return None
         return self._splice(seg, out)
 
@@ -160,15 +166,15 @@ class _Folder:
         t = args[0]
         conv = self._get(self.convs, t)
         if conv is None:
-            self.norms[id(out)] = (out, t, scale)
+            self.norms[id(out)] = (out, out._version, t, scale)
             return None
-        seg = conv[1]
+        seg = conv[0]
         s = scale if seg.out_scale is None else seg.out_scale * scale
         return self._splice(dataclasses.replace(seg, out_scale=s), out)
 
     def relu_hook(self, relu, args, out):
         if len(args) == 1 and torch.is_tensor(out) and out is not args[0]:
-            self.relus[id(out)] = (out, args[0])
+            self.relus[id(out)] = (out, out._version, args[0])
         return None
 
 
