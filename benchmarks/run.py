@@ -8,13 +8,19 @@ Cases (see the README's performance section for the figures and goals):
               per length, each one forward of the batch and one backward through the path);
               the protocol is timed on a few samples and extrapolated linearly. Also the batched
               ``method="sample"``, extrapolated the same way.
-2. overhead   exact histogram vs one forward+backward of the same batch (goal <= 12x at 54 units).
+2. overhead   exact histogram vs one forward+backward of the same batch (goal <= 11x at 54 units and
+              batch 64 on a 2-core CPU, <= 5x on a GPU), with the code before issue 29 (the frozen
+              copy in ``benchmarks/_before``) timed in the same rounds: rounds interleave one
+              forward+backward (median of 3), the old and the new histogram; the median over rounds.
 3. lesion     lesion engine vs the naive loop (deep copy, delete, full forward): delete_each
               (goal >= 1.8x) and delete_random for k = 1..20.
-4. memory     peak memory of the exact histogram vs one forward+backward, and with chunk_size.
+4. memory     peak memory of the exact histogram vs one forward+backward (each in a fresh process: its
+              high-water mark less the mark after the model and batch were made), with the default
+              settings, the code before issue 29, chunk_size and batch_size.
 5. tracker    the ssf-dynamics study's ResNet trained with its step-level histogram records vs without
               (goal <= 10% extra); its recalibrated-subnetwork records reported apart.
-6. scaling    exact histogram time as the number of units grows; the exponent of a power fit.
+6. scaling    exact histogram time as the number of units grows, before and after issue 29; the
+              exponent of a power fit.
 7. transformers  ViT-S- and GPT-2-small-shaped models: the exact histogram and delete_each.
 8. jacobian   ``jacobian_spectra(top=8)`` (Lanczos, every unit) vs one forward+backward of the same
               model and batch. Not run by default (minutes on a CPU): ``--only jacobian``.
@@ -46,6 +52,9 @@ sys.path.insert(0, str(ROOT))
 
 import unravel  # noqa: E402
 from unravel import attribution, models, study, sweeps, train  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import _before  # noqa: E402  (the exact histogram before issue 29, frozen)
 
 
 def _sync(device):
@@ -145,13 +154,31 @@ def case_protocol(cfg, device):
 def case_overhead(cfg, device):
     model = _trained_like(models.resnet_cifar(cfg["depth"])).to(device)
     x, y = _batch(cfg["batch"], (3, 32, 32), device)
-    fb = _time(_fwd_bwd(model, x, y), device, runs=cfg["runs"] * 3)
-    exact = _time(lambda: attribution.path_length_gradients(model, x, y), device, runs=cfg["runs"])
-    out = {"units": len(unravel.find_units(model)), "batch": cfg["batch"], "forward_backward_s": fb,
-           "exact_s": exact, "ratio_exact_over_fwd_bwd": exact / fb, "goal_ratio_at_most": 12}
+    fwd_bwd = _fwd_bwd(model, x, y)
+    runs = {"fwd_bwd": [], "before": [], "exact": []}
+    calls = {"before": lambda: _before.path_length_gradients(model, x, y),
+             "exact": lambda: attribution.path_length_gradients(model, x, y)}
+    fwd_bwd(), calls["before"](), calls["exact"]()  # warm-up
+    for _ in range(cfg["rounds"]):  # interleaved, so that a slow spell of the machine hits all three
+        runs["fwd_bwd"].append(float(np.median([_time(fwd_bwd, device, runs=1, warmup=False) for _ in range(3)])))
+        for name, call in calls.items():
+            runs[name].append(_time(call, device, runs=1, warmup=False))
+    med = {k: float(np.median(v)) for k, v in runs.items()}
+    per_round = {k: [t / f for t, f in zip(runs[k], runs["fwd_bwd"])] for k in calls}
+    out = {"units": len(unravel.find_units(model)), "batch": cfg["batch"], "rounds": cfg["rounds"],
+           "forward_backward_s": med["fwd_bwd"], "exact_s": med["exact"], "before_s": med["before"],
+           "ratio_exact_over_fwd_bwd": med["exact"] / med["fwd_bwd"],
+           "ratio_before_over_fwd_bwd": med["before"] / med["fwd_bwd"],
+           "ratio_exact_over_fwd_bwd_per_round": per_round["exact"],
+           "ratio_before_over_fwd_bwd_per_round": per_round["before"],
+           "speedup_before_over_exact": med["before"] / med["exact"],
+           "goal_ratio_at_most": 11 if device.type == "cpu" else 5, "before_revision": _before.REVISION,
+           "runs_s": runs,
+           "how": "each round: one forward+backward (the median of 3), the histogram before issue 29 (frozen copy), "
+                  "the histogram now; ratios are medians over rounds (and per round)"}
     if device.type == "cuda":  # the default batches channels on a GPU: against one channel per VJP
-        one = _time(lambda: attribution.path_length_gradients(model, x, y, chunk_size=1), device, runs=cfg["runs"])
-        out.update(exact_chunk_1_s=one, ratio_exact_chunk_1_over_fwd_bwd=one / fb)
+        one = _time(lambda: attribution.path_length_gradients(model, x, y, chunk_size=1), device, runs=1)
+        out.update(exact_chunk_1_s=one, ratio_exact_chunk_1_over_fwd_bwd=one / med["fwd_bwd"])
     return out
 
 
@@ -177,9 +204,11 @@ def case_lesion(cfg, device):
 
 _MEMORY_SCRIPT = r"""
 import resource, sys, json, torch
-sys.path.insert(0, {root!r})
+sys.path.insert(0, {root!r}); sys.path.insert(0, {root!r} + "/benchmarks")
 import torch.nn.functional as F
 from unravel import attribution, models
+import _before
+torch.set_num_threads({threads})
 torch.manual_seed(0)
 model = models.resnet_cifar({depth}).eval().to({device!r})
 x = torch.randn({batch}, 3, 32, 32, device={device!r}); y = torch.randint(0, 10, ({batch},), device={device!r})
@@ -198,6 +227,8 @@ if {device!r}.startswith("cuda"):
 if mode == "fwd_bwd":
     xr = x.requires_grad_(); loss = F.cross_entropy(model(xr), y)
     torch.autograd.grad(loss, [xr] + list(model.parameters()))
+elif mode == "before":
+    _before.path_length_gradients(model, x, y, chunk_size={chunk}, batch_size={split})
 else:
     attribution.path_length_gradients(model, x, y, chunk_size={chunk}, batch_size={split})
 print(json.dumps(peak() - base))
@@ -206,18 +237,20 @@ print(json.dumps(peak() - base))
 
 def case_memory(cfg, device):
     out = {"units": len(unravel.find_units(models.resnet_cifar(cfg["depth"]))), "batch": cfg["batch"],
-           "how": "growth of a fresh process's peak RSS, VmHWM (CPU), or peak allocated memory (CUDA), in MiB"}
+           "how": "each configuration in a fresh process: its peak RSS (VmHWM, CPU) or peak allocated memory (CUDA) "
+                  "less the same measure after the model and the batch were made, in MiB; 'exact' is the default "
+                  "settings, 'before' the code before issue 29 (frozen copy) with its defaults"}
     split = max(1, cfg["batch"] // 4)
     for label, mode, chunk, part in [("fwd_bwd", "fwd_bwd", None, None), ("exact", "exact", None, None),
-                                     ("exact_chunk_1", "exact", 1, None), ("exact_chunk_8", "exact", 8, None),
+                                     ("before", "before", None, None),
                                      (f"exact_batch_size_{split}", "exact", None, split)]:
         script = _MEMORY_SCRIPT.format(root=str(ROOT), depth=cfg["depth"], device=str(device), batch=cfg["batch"],
-                                       mode=mode, chunk=chunk, split=part)
+                                       mode=mode, chunk=chunk, split=part, threads=torch.get_num_threads())
         proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
         out[f"{label}_mib"] = json.loads(proc.stdout.strip().splitlines()[-1]) / 2**20
-    out["ratio_exact_over_fwd_bwd"] = out["exact_mib"] / max(out["fwd_bwd_mib"], 1e-9)
-    out[f"ratio_exact_batch_size_{split}_over_fwd_bwd"] = out[f"exact_batch_size_{split}_mib"] / max(
-        out["fwd_bwd_mib"], 1e-9)
+    for label in ("exact", "before", f"exact_batch_size_{split}"):
+        out[f"ratio_{label}_over_fwd_bwd"] = out[f"{label}_mib"] / max(out["fwd_bwd_mib"], 1e-9)
+    out["goal_ratio_exact_at_most"] = 2
     return out
 
 
@@ -282,13 +315,17 @@ def case_scaling(cfg, device):
         model = _trained_like(models.resnet_cifar(depth)).to(device)
         x, y = _batch(cfg["batch"], (3, 32, 32), device)
         rows.append({"depth": depth, "units": len(unravel.find_units(model)),
-                     "exact_s": _time(lambda: attribution.path_length_gradients(model, x, y), device, runs=1),
-                     "fwd_bwd_s": _time(_fwd_bwd(model, x, y), device, runs=3)})
+                     "fwd_bwd_s": _time(_fwd_bwd(model, x, y), device, runs=3),
+                     "before_s": _time(lambda: _before.path_length_gradients(model, x, y), device, runs=1),
+                     "exact_s": _time(lambda: attribution.path_length_gradients(model, x, y), device, runs=1)})
     n = np.array([r["units"] for r in rows], float)
-    t = np.array([r["exact_s"] for r in rows], float)
-    exponent = float(np.polyfit(np.log(n), np.log(t), 1)[0]) if len(rows) > 1 else float("nan")
-    return {"batch": cfg["batch"], "rows": rows, "exponent_time_vs_units": exponent,
-            "expected": "about 2: n(n+1)/2 single-unit VJPs"}
+
+    def exponent(key):
+        t = np.array([r[key] for r in rows], float)
+        return float(np.polyfit(np.log(n), np.log(t), 1)[0]) if len(rows) > 1 else float("nan")
+
+    return {"batch": cfg["batch"], "rows": rows, "exponent_time_vs_units": exponent("exact_s"),
+            "exponent_before": exponent("before_s"), "expected": "about 2: n(n+1)/2 single-unit VJPs"}
 
 
 def _vit_s(cfg):
@@ -386,18 +423,18 @@ DEFAULT_CASES = ("protocol", "overhead", "lesion", "memory", "tracker", "scaling
 
 FULL = {
     "protocol": {"depth": 110, "batch": 128, "runs": 1, "protocol_samples": 5, "batched_samples": 2},
-    "overhead": {"depth": 110, "batch": 128, "runs": 1},
+    "overhead": {"depth": 110, "batch": 64, "rounds": 3},
     "lesion": {"depth": 110, "inputs": 1024, "lesion_batch": 256, "max_k": 20, "samples_per_k": 1},
     "memory": {"depth": 110, "batch": 128},
     "tracker": {"study": "ssf-dynamics", "repeats": 3},
-    "scaling": {"depths": [20, 56, 110, 218], "batch": 32},
+    "scaling": {"depths": [20, 56, 110], "batch": 32},
     "transformers": {"vit": {"image": 224, "layers": 12, "heads": 6, "width": 384, "batch": 8, "runs": 1},
                      "gpt2": {"tokens": 128, "layers": 12, "heads": 12, "width": 768, "batch": 4, "runs": 1}},
     "jacobian": {"depth": 20, "batch": 8, "image": 32, "top": 8, "runs": 1},
 }
 QUICK = {
     "protocol": {"depth": 8, "batch": 4, "runs": 1, "protocol_samples": 2, "batched_samples": 1},
-    "overhead": {"depth": 8, "batch": 4, "runs": 1},
+    "overhead": {"depth": 8, "batch": 4, "rounds": 1},
     "lesion": {"depth": 8, "inputs": 16, "lesion_batch": 8, "max_k": 2, "samples_per_k": 1},
     "memory": {"depth": 8, "batch": 4},
     "tracker": {"study": "ssf-dynamics", "quick": True, "repeats": 1},
@@ -406,6 +443,18 @@ QUICK = {
                      "gpt2": {"tokens": 16, "layers": 2, "heads": 2, "width": 16, "batch": 2, "runs": 1}},
     "jacobian": {"depth": 8, "batch": 2, "image": 8, "top": 2, "runs": 1},
 }
+
+
+def _revision():
+    """The commit measured, with '+dirty' where the working tree differs from it."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def _fmt(v):
@@ -420,7 +469,10 @@ def main(argv=None):
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--json", default=None, help="write every figure, the machine, versions and settings here")
     p.add_argument("--only", nargs="*", choices=list(CASES), help="run only these cases (default: all but jacobian)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     args = p.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: torch sees no CUDA device")
@@ -431,6 +483,7 @@ def main(argv=None):
               "versions": {"python": platform.python_version(), "torch": torch.__version__,
                            "unravel": unravel.__version__},
               "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "device": str(device), "quick": args.quick,
+              "revision": _revision(),
               "settings": settings, "results": {}}
     for name in args.only or list(DEFAULT_CASES):
         start = time.perf_counter()
@@ -439,7 +492,7 @@ def main(argv=None):
         report["results"][name] = result
         print(f"\n== {name}")
         for k, v in result.items():
-            if k != "rows":
+            if k not in ("rows", "runs_s"):
                 print(f"  {k:40s} {_fmt(v)}")
         for row in result.get("rows", []):
             print("  " + "  ".join(f"{k}={_fmt(v)}" for k, v in row.items()))

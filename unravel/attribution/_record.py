@@ -22,6 +22,7 @@ from .._utils import as_tuple, logits_of, saved_modes
 from ..errors import ArgumentError, ArgumentTypeError
 from ..interventions import intervene
 from ..units import ResidualUnit, inplace as _inplace
+from ._fold import folding
 
 METHODS = ("exact", "sample")
 WRT = ("input", "units")
@@ -82,11 +83,15 @@ def analysis_mode(model, mode):
                     b.copy_(saved)
 
 
-def record(model, units, inputs, targets, loss):
+def record(model, units, inputs, targets, loss, fold=False):
     """One forward pass recorded unit by unit; returns (records in the order the units ran,
     output, loss). That order is the chain the propagation walks back; it can differ from
     :func:`unravel.find_units`' order without example inputs, which is the order the blocks are
-    registered in (timm's Twins registers its position encodings after all the blocks)."""
+    registered in (timm's Twins registers its position encodings after all the blocks).
+
+    ``fold=True`` records the units' eval-mode batch norms and ReLU masks folded into their
+    convolutions (:mod:`unravel.attribution._fold`): the same values, a cheaper backward for
+    input gradients, but no gradient reaches those modules' parameters."""
     records: list[Record | None] = [None] * len(units)
     order: list[int] = []
 
@@ -109,9 +114,11 @@ def record(model, units, inputs, targets, loss):
         y_out = y.detach().requires_grad_(True)
         records[p] = Record(unit, x_in, x, s, r, z, zl, y, y_out)
         order.append(p)
+        if folder is not None:
+            folder.clear()
         return y_out
 
-    with torch.enable_grad(), intervene(model, compute=compute):
+    with torch.enable_grad(), folding(units, fold) as folder, intervene(model, compute=compute):
         out = model(*inputs)
         L = loss(out, targets)
         if not torch.is_tensor(L):

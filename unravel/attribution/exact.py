@@ -19,43 +19,38 @@ from torch import nn
 from .._utils import check_choice, check_int
 from ..errors import ArgumentError
 from ..units import find_units
-from ._record import METHODS, MODES, WRT, analysis_mode, is_relu, post_vjp, prepare, record, storage, vjps, writable
+from ._budget import DEFAULT_SHARE, SavedBytes, available_bytes, bytes_per_example, check_budget, examples_per_step
+from ._propagate import through_unit
+from ._record import METHODS, MODES, WRT, analysis_mode, prepare, record, vjps
 from .result import PathLengthGradients, _live_counts
 
 __all__ = ["path_length_gradients"]
 
 
-def _add(a, b):
-    return a if b is None else b if a is None else a + b
+def _fitting_batch(model, units, inputs, targets, loss_fn, wrt, max_length, fold, memory_budget):
+    """The examples per step that fit ``memory_budget`` (default: half the memory available), from
+    a recording of one example; None where the memory available is unknown."""
+    budget = memory_budget
+    if budget is None:
+        free = available_bytes(inputs[0].device)
+        if free is None:
+            return None
+        budget = int(DEFAULT_SHARE * free)
+    saved = SavedBytes(model)
+    with saved.hooks():
+        records, _, _ = record(model, units, tuple(t[:1] for t in inputs),
+                               None if targets is None else targets[:1], loss_fn, fold=fold)
+    n = len(_live_counts(records)) - 1
+    M = n if max_length is None else min(max_length, n)
+    return examples_per_step(bytes_per_example(records, saved, M, wrt), budget, inputs[0].shape[0])
 
 
-def _through_unit(short, res, c, M):
-    """Combine a unit's shortcut and residual VJPs of the length channels (c kept channels for
-    lengths 0..c-1, then one overflow channel for lengths > M): the shortcut keeps each length,
-    the residual branch adds one. Returns min(c+1, M+1) kept channels and the overflow."""
-    c_new = min(c + 1, M + 1)
-    kept = min(c, c_new - 1)  # residual channels that stay within max_length
-    new = [None] * (c_new + 1)
-    if short is not None:  # a plain unit has none: every path takes its residual branch
-        new[:c] = short[:c]
-    foreign = {storage(t) for t in short if t is not None} if short is not None else set()
-    for k in range(kept):
-        a, b = new[k + 1], res[k]
-        if a is not None and b is not None and b.shape == a.shape and b.dtype == a.dtype and writable(b, foreign):
-            new[k + 1] = b.add_(a)  # no new buffer: on a CPU, fresh pages cost as much as the sum
-        else:
-            new[k + 1] = _add(a, b)
-    overflow = short[c] if short is not None else None
-    for k in range(kept, c + 1):  # pushed past max_length, and the old overflow
-        overflow = _add(overflow, res[k])
-    new[c_new] = overflow
-    return new
-
-
-def _exact(model, units, records, L, wrt, M, chunk_size):
+def _exact(model, units, records, L, wrt, M, chunk_size, out=None):
     """Propagate the length channels from the output to the first unit's input
     (DESIGN: G^(l)_k = S_l^T P_l^T G^(l+1)_k + R_l^T P_l^T G^(l+1)_{k-1}). Channels are a list
-    (the last one the overflow past ``max_length``); None marks an exactly-zero channel."""
+    (the last one the overflow past ``max_length``); None marks an exactly-zero channel. The
+    records are consumed (each set to None once its unit is done). With ``out`` (``wrt="input"``)
+    the channels at the first unit's input are written into it (:func:`through_unit`)."""
     n = len(units)
     params = {k: p for k, p in model.named_parameters() if p.requires_grad} if wrt == "units" else {}
     unit_params: dict[nn.Module, list[str]] = {}
@@ -87,35 +82,28 @@ def _exact(model, units, records, L, wrt, M, chunk_size):
 
     last = records[-1]
     head = torch.autograd.grad(L, [last.y_out] + [params[k] for k in outside], retain_graph=True, allow_unused=True)
+    del last
     for name, g in zip(outside, head[1:]):
         if g is not None:  # the head: no residual branch between it and the loss
             pgrads[name][0] = g
     G = [head[0], None]  # length 0, and an empty overflow
+    del head
+    x0 = records[0].x
     for l in range(n - 1, -1, -1):
         rec = records[l]
         names = unit_params.get(rec.unit.module, [])
-        c = len(G) - 1
-        if rec.y is rec.zl or is_relu(rec.unit.parts.post):  # a ReLU has no parameters
-            gz = post_vjp(rec, G, chunk_size)
-        else:
-            gz = vjp(rec.y, rec.zl, G, names, 0)
-        if rec.s is None:
-            short = None
-        elif rec.s is rec.x:
-            short = gz
-        else:
-            short = vjp(rec.s, rec.x, gz, names, 0)
-        if rec.r is None:  # a deleted unit: every path takes its shortcut, no length is added
-            G = short
-        else:
-            G = _through_unit(short, vjp(rec.r, rec.x, gz, names, 1), c, M)
+        G = through_unit(rec, G, M, names, vjp, chunk_size, out if l == 0 else None)
         if l > 0:
             if rec.x_in is not records[l - 1].y_out:  # code between units: shared by every path
                 G = vjp(rec.x_in, records[l - 1].y_out, G, outside, 0)
         elif outside and rec.x_in.grad_fn is not None:
             # the stem: its parameters take the lengths of the paths above it
             accumulate(outside, vjps(rec.x_in, [params[k] for k in outside], G, chunk_size), 0)
-    zero = torch.zeros_like(records[0].x)
+        # streamed: a unit's activations and local graphs go once its VJPs are taken
+        records[l] = rec = None
+    if out is not None:
+        return out, {}
+    zero = torch.zeros_like(x0)
     stacked = {}
     for name, slots in pgrads.items():
         z = torch.zeros_like(params[name])
@@ -126,7 +114,8 @@ def _exact(model, units, records, L, wrt, M, chunk_size):
 def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Callable | None = None,
                           wrt: str = "input", method: str = "exact", max_length: int | None = None,
                           chunk_size: int | None = None, num_samples: int = 100, generator=None,
-                          mode: str = "eval", batch_size: int | None = None) -> PathLengthGradients:
+                          mode: str = "eval", batch_size: int | None = None,
+                          memory_budget: int | None = None) -> PathLengthGradients:
     """The loss gradient split by path length: how much travels through k residual branches.
 
     Parameters
@@ -172,7 +161,17 @@ def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Calla
         Exact: decompose this many examples at a time and combine the parts (weighted as the mean
         loss weighs them), so that the extra memory scales with ``batch_size``, not the batch.
         The result is the same up to floating-point rounding. Needs the default loss and
-        ``mode="eval"`` (a custom loss, or batch statistics, need not split over examples).
+        ``mode="eval"`` (a custom loss, or batch statistics, need not split over examples). By
+        default (with that loss and mode) it is chosen so that one step fits ``memory_budget``:
+        the whole batch unless that would not fit.
+    memory_budget : int, optional
+        Exact, with the default loss and ``mode="eval"``: the bytes one step may use, at least
+        1 MiB (``2**20``); the batch is split into the largest steps that fit it, estimated from
+        a recording of one example (what its units' graphs keep, the length channels of the
+        widest unit and the rows of the result). Default: half the memory available when the
+        call starts (the device's free memory on a GPU, ``MemAvailable`` on a CPU); where that is
+        unknown, the batch is not split. Ignored when ``batch_size`` is given. An estimate, not a
+        limit the allocator enforces.
 
     Returns
     -------
@@ -182,8 +181,9 @@ def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Calla
     ------
     ArgumentError
         For an unknown ``method``/``wrt``/``mode``, ``method="sample"`` with ``wrt="units"``, an
-        empty batch, a model whose units do not run exactly once or do not form a chain, or a
-        ``batch_size`` that cannot split the loss.
+        empty batch, a model whose units do not run exactly once or do not form a chain, a
+        ``memory_budget`` that is not a number of bytes of at least 1 MiB, or a ``batch_size``
+        or ``memory_budget`` that cannot split the loss.
 
     Examples
     --------
@@ -198,6 +198,12 @@ def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Calla
     >>> torch.allclose(res.by_length.sum(0), g, rtol=1e-10, atol=0)
     True
 
+    A memory budget splits the batch into the steps that fit it; the parts are the same:
+
+    >>> small = unravel.attribution.path_length_gradients(net, x, y, memory_budget=2**20)
+    >>> torch.allclose(small.by_length, res.by_length, rtol=1e-10, atol=1e-16)
+    True
+
     Notes
     -----
     The decomposition is exact for the gradient at the recorded activations (the chain rule's
@@ -205,6 +211,15 @@ def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Calla
     holds). It does not say the network's function is a sum of independent paths. The cost is
     about n(n+1)/2 single-unit VJPs, roughly (n+1)/2 backward passes, against 1,000 (n+1)
     single-path backward passes for the paper's protocol.
+
+    In eval mode the input parts are propagated with each unit's batch norms folded into the
+    convolutions next to them (a batch norm with running statistics is a per-channel affine map:
+    its VJP scales the convolution's weight) and each ReLU's derivative applied in place to the
+    fresh gradient: the same values to floating-point rounding, without the batch norms' and
+    ReLUs' backward passes. Modules in train mode, and parameter parts, are never folded. Each
+    unit's recorded activations are freed once its VJPs are taken, and the parts are written
+    into the result as the last unit produces them, so the memory beyond one recorded forward
+    pass is about one set of length channels.
 
     On NVIDIA GPUs float32 convolutions use TF32 by default (``torch.backends.cudnn.allow_tf32``):
     the parts then sum to autograd's gradient only to about 1e-4 relative (measured on an H100:
@@ -225,50 +240,59 @@ def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Calla
     max_length = check_int("max_length", max_length, 0, allow_none=True)
     chunk_size = check_int("chunk_size", chunk_size, 1, allow_none=True)
     batch_size = check_int("batch_size", batch_size, 1, allow_none=True)
-    if batch_size is not None and (method != "exact" or loss is not None or mode != "eval"):
-        raise ArgumentError("batch_size splits the exact decomposition over examples: it needs method='exact', "
-                            "the default loss (mean cross-entropy, or the summed top logit) and mode='eval'.")
+    memory_budget = check_budget(memory_budget)
+    splits = method == "exact" and loss is None and mode == "eval"
+    for name, value in (("batch_size", batch_size), ("memory_budget", memory_budget)):
+        if value is not None and not splits:
+            raise ArgumentError(f"{name} splits the exact decomposition over examples: it needs method='exact', "
+                                "the default loss (mean cross-entropy, or the summed top logit) and mode='eval'.")
     if method == "sample":
         num_samples = check_int("num_samples", num_samples, 1)
     inputs, loss_fn = prepare(model, inputs, targets, loss)
     units = find_units(model)
     B = inputs[0].shape[0]
-    step = B if batch_size is None else batch_size
+    # eval-mode batch norms and ReLU masks folded into the convolutions' input VJPs
+    fold = method == "exact" and wrt == "input" and mode == "eval"
     L = 0.0
-    input_parts, param_parts, counts, M = [], None, None, None
+    allparts, param_parts, counts, M = None, None, None, None
     with analysis_mode(model, mode):
         if method == "sample":
             from .sample import sample_paths_gradients
 
             records, _, L = record(model, units, inputs, targets, loss_fn)
             return sample_paths_gradients(records, L, num_samples, chunk_size or 64, generator, max_length)
+        step = batch_size
+        if step is None and splits and B > 1:
+            step = _fitting_batch(model, units, inputs, targets, loss_fn, wrt, max_length, fold, memory_budget)
+        step = B if step is None else step
         for start in range(0, B, step):
             piece = tuple(t[start:start + step] for t in inputs)
             piece_targets = None if targets is None else targets[start:start + step]
-            records, _, L_piece = record(model, units, piece, piece_targets, loss_fn)
+            records, _, L_piece = record(model, units, piece, piece_targets, loss_fn, fold=fold)
             if counts is None:
                 # the paths of the network that ran (a lesion removes the deleted units' branches)
                 counts = _live_counts(records)
                 n = len(counts) - 1
                 M = n if max_length is None else min(max_length, n)
-            G, pgrads = _exact(model, units, records, L_piece, wrt, M, chunk_size)
+                if wrt == "input":  # lengths 0..M, then the overflow; written in place, not stacked
+                    x0 = records[0].x
+                    allparts = x0.new_empty((M + 2, B) + tuple(x0.shape[1:]))
+                    del x0
+            out = allparts[:, start:start + step] if wrt == "input" else None
+            _, pgrads = _exact(model, units, records, L_piece, wrt, M, chunk_size, out)
             del records
             # the default loss is a mean over examples (with targets) or a sum (without)
             weight = piece[0].shape[0] / B if targets is not None else 1.0
             L = L + weight * float(L_piece.detach())
-            K = len(G) - 1  # kept channels at x_0
             if wrt == "input":
-                parts = torch.stack(G[:K] + [G[K]]).detach()  # lengths 0..K-1, then the overflow
-                if K < M + 1:
-                    parts = torch.cat([parts[:K], parts.new_zeros((M + 1 - K,) + tuple(parts.shape[1:])),
-                                       parts[K:]])
-                input_parts.append(parts if weight == 1.0 else parts * weight)
+                if weight != 1.0:
+                    out.mul_(weight)
             else:
                 pgrads = {k: v.detach() if weight == 1.0 else v.detach() * weight for k, v in pgrads.items()}
                 param_parts = pgrads if param_parts is None else {k: param_parts[k] + v for k, v in pgrads.items()}
-            del G, pgrads
+            del out, pgrads
     if wrt == "input":
-        allparts = input_parts[0] if len(input_parts) == 1 else torch.cat(input_parts, dim=1)
+        allparts = allparts.detach()
         parts, overflow = allparts[: M + 1], allparts[M + 1]
         norms = parts.flatten(1).norm(dim=1)
         total = parts.sum(0) + overflow
