@@ -124,13 +124,18 @@ def test_equals_the_implementation_before(family):
                 assert torch.allclose(got.param_by_length[k], v, rtol=1e-9, atol=1e-14 * float(v.abs().max() + 1)), k
 
 
-def test_lesioned_model_equals_the_implementation_before():
+@pytest.mark.parametrize("family", ["resnet-v1-conv", "resmlp", "transformer-preln"])  # a ReLU post, none
+def test_lesioned_model_equals_the_implementation_before(family):
     old = _before().path_length_gradients
-    model, x, y = _family("resnet-v1-conv")
+    model, x, y = _family(family)
     with unravel.lesion.delete(model, [1, 3]):
-        want, got = old(model, x, y), attribution.path_length_gradients(model, x, y)
-    assert got.counts == want.counts
-    assert torch.allclose(got.by_length, want.by_length, rtol=1e-10, atol=1e-14 * float(want.by_length.abs().max()))
+        for wrt in ("input", "units"):
+            want, got = old(model, x, y, wrt=wrt), attribution.path_length_gradients(model, x, y, wrt=wrt)
+            assert got.counts == want.counts
+            assert torch.allclose(got.norms, want.norms, rtol=1e-10, atol=1e-16) and float(got.norms.max()) > 0
+            if wrt == "input":
+                scale = float(want.by_length.abs().max())
+                assert torch.allclose(got.by_length, want.by_length, rtol=1e-10, atol=1e-14 * scale)
 
 
 def _spy(monkeypatch):

@@ -67,7 +67,7 @@ def through_unit(rec, G, M, names, vjp, chunk_size, out=None):
     c = len(G) - 1
     post = _Post(rec, vjp)
     if rec.r is None:  # a deleted unit: every path takes its shortcut, no length is added
-        gz = post(G, names)
+        gz = post(list(G), names)  # a copy: an identity post hands its list back
         G[:] = [None] * len(G)
         short = gz if rec.s is rec.x else vjp(rec.s, rec.x, gz, names, 0)
         return short if out is None else _fill(out, short[:c], short[c], c, M)
