@@ -21,7 +21,7 @@ from torch import nn
 from unravel._utils import as_tuple, logits_of, saved_modes
 from unravel.errors import ArgumentError, ArgumentTypeError
 from unravel import intervene
-from unravel.units import ResidualUnit, _inplace
+from unravel.units import ResidualUnit, inplace as _inplace
 
 METHODS = ("exact", "sample")
 WRT = ("input", "units")
