@@ -3,6 +3,7 @@
 requirement free), and ``tools/lowest.py`` pins each direct requirement at its lower bound."""
 
 import configparser
+import importlib.util
 import re
 import subprocess
 import sys
@@ -19,13 +20,13 @@ LOCK = ROOT / "requirements" / "lock-py311.txt"
 
 
 def _setup_requirements():
+    """Every requirement of setup.cfg (install_requires and every extra), as tools/lowest.py reads them."""
+    spec = importlib.util.spec_from_file_location("lowest", ROOT / "tools" / "lowest.py")
+    lowest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lowest)
     cfg = configparser.ConfigParser(interpolation=None)
     cfg.read(ROOT / "setup.cfg")
-    lines = cfg["options"]["install_requires"].splitlines()
-    for extra, text in cfg["options.extras_require"].items():
-        lines += text.splitlines()
-    reqs = [Requirement(line.strip()) for line in lines if line.strip() and not line.strip().startswith("%(")]
-    return reqs
+    return [Requirement(line) for line in lowest.requirements(list(cfg["options.extras_require"]))]
 
 
 def _lock():

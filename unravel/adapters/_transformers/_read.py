@@ -100,13 +100,18 @@ class _Bound(dict):
         raise _signature_changed(self.cls, f"takes no argument {name!r}")
 
 
+def _named_params(cls) -> list[inspect.Parameter]:
+    """The named arguments of ``cls.forward`` past ``self`` (not ``*args`` or ``**kwargs``)."""
+    _, _, sig = _forward_of(cls)
+    return [p for p in list(sig.parameters.values())[1:] if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
 def _signature_problem(cls, known, required) -> str | None:
     """What keeps an adapter written for ``known`` and ``required`` arguments from reading
     ``cls.forward``, or None: an argument of ``required`` missing (removed or renamed), or a new
     named argument without a default (every call would pass it, and the adapter would not pass
     it on). A new argument with a default is checked per call (:func:`_known_args`)."""
-    _, _, sig = _forward_of(cls)
-    params = [p for p in list(sig.parameters.values())[1:] if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    params = _named_params(cls)
     missing = [n for n in required if n not in {p.name for p in params}]
     new = [p.name for p in params if p.name not in set(known) | set(required) and p.default is p.empty]
     if missing:
@@ -137,10 +142,8 @@ def _known_args(v: _Bound, known) -> dict:
     """The arguments of ``known`` that the layer's ``forward`` takes, as bound in ``v``; any other
     named argument (one a newer release added) must be at its default, since the adapter does
     not pass it on."""
-    _, _, sig = _forward_of(v.cls)
-    for p in list(sig.parameters.values())[1:]:
-        if (p.name not in known and p.name != "hidden_states" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-                and p.name in v and not _at_default(v[p.name], p.default)):
+    for p in _named_params(v.cls):
+        if p.name not in known and p.name != "hidden_states" and p.name in v and not _at_default(v[p.name], p.default):
             raise _signature_changed(v.cls, f"was called with {p.name!r}, an argument its adapter does not pass on")
     return {k: v[k] for k in known if k in v}
 
