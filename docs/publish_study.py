@@ -7,8 +7,8 @@
 
 Each folder goes to ``docs/_static/studies/<study>/``: figures (PNG), tidy CSVs, per-example
 outcomes (``*_items.npz``), ``summary.json``, ``config.yaml``, ``environment.json``, ``report.md``,
-and ``verdicts.md``, the table of claims that ``docs/studies.md`` includes (the paper's figure
-beside ours). It refuses a quick run and a run whose code had local changes, so that every number
+and ``verdicts.md``, the table of claims that the study's narrative page (``studies/<folder>/<study>.md``,
+included by ``docs/studies.md``) includes (the paper's figure beside ours). It refuses a quick run and a run whose code had local changes, so that every number
 in the docs comes from a committed revision. After publishing it rewrites the README's verdict
 table (between the ``verdicts:start``/``verdicts:end`` markers) from every published
 ``summary.json``, so the README and the studies page never disagree (``tests/test_docs.py``
