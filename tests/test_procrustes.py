@@ -283,9 +283,9 @@ def test_callback_projects_during_fit(shortcut, monkeypatch):
     assert len(calls) == len(convs) * (steps + 1) and set(map(id, calls)) == set(map(id, convs))
     assert [h["procrustes_deviation"] for h in history] == sorted(h["procrustes_deviation"] for h in history)[::-1]
     # afterwards the transition units' operators are nearly norm-preserving
-    deviations = [clip_deviation(conv, size, stride=stride) for _, conv, _, size, stride in cb.plan]
+    deviations = [clip_deviation(conv, size, stride=stride) for _, conv, _, size, stride, _, _ in cb.plan]
     assert max(deviations) < 0.05
-    for _, conv, _, size, _ in cb.plan:
+    for _, conv, _, size, _, _, _ in cb.plan:
         values = conv_singular_values(conv, size, structural_zeros=False)
         assert torch.allclose(values, torch.ones_like(values), atol=0.05)
     # a net trained alike without the callback is far from it
@@ -293,7 +293,7 @@ def test_callback_projects_during_fit(shortcut, monkeypatch):
     plain = unravel.models.resnet_cifar(8, width=4, num_classes=2, in_channels=1, dims=1, shortcut=shortcut).double()
     unravel.train.fit(plain, _data(), epochs=2, batch_size=16, progress=False)
     free = [clip_deviation(c, size, stride=stride)
-            for (_, c), (_, _, _, size, stride) in zip(procrustes_units(plain), cb.plan)]
+            for (_, c), (_, _, _, size, stride, _, _) in zip(procrustes_units(plain), cb.plan)]
     assert max(free) > 0.3
 
 

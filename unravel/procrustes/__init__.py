@@ -6,6 +6,14 @@ width change, are where a ResNet loses norm-preservation. Their Procrustes ResNe
 singular values of the convolution *operators* in those units after gradient steps (their code:
 at a random half of the steps), with the projection of Sedghi, Gupta & Long [2]_.
 
+**Two recipes** (:data:`RECIPES`, ``recipe=`` of :func:`procrustes_` and
+:class:`ProcrustesCallback`). Ours clips the transition units' own (strided) operators to
+singular values 1 by the SVD after every step. The authors' code also constrains the stem, clips
+the stride-1 operator of each kernel to singular values ``sqrt(c_out / c_in)`` by 10 Newton-Schulz
+iterations (:func:`newton_schulz_polar`) instead of the SVD, and does so after a random half of the
+steps; their net is a bottleneck ProcResNet (:func:`unravel.models.procresnet`) whose transitions
+are 1x1 convolutions of stride 2.
+
 **The operator of a convolution.** A convolution with circular padding is a linear map of its
 whole input, ``c_in x n`` (1-D) or ``c_in x n1 x n2`` (2-D) numbers, to its whole output. With
 stride 1 the discrete Fourier transform block-diagonalises it: zero-pad each ``c_out x c_in``
@@ -37,10 +45,13 @@ References
 .. [2] H. Sedghi, V. Gupta, P. M. Long. "The Singular Values of Convolutional Layers." ICLR 2019.
 """
 
-from .model import ProcrustesCallback, procrustes_, procrustes_units
+from .model import RECIPES, ProcrustesCallback, procrustes_, procrustes_units
 from .operators import clip_deviation, conv_singular_values, project_conv_, project_kernel
+from .polar import newton_schulz_polar
 
 __all__ = [
+    "newton_schulz_polar",
+    "RECIPES",
     "conv_singular_values",
     "clip_deviation",
     "project_kernel",

@@ -8,9 +8,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._utils import check_int
+from .._utils import check_choice, check_int
 from ..errors import ArgumentError
 from .geometry import _bounds, _geometry, _is_conv
+from .polar import METHODS
 from .spectrum import _clip_spectrum, _from_spectrum, _full_kernel, _restrict, _spectrum, _svdvals
 
 __all__ = ["conv_singular_values", "clip_deviation", "project_kernel", "project_conv_"]
@@ -102,7 +103,8 @@ def clip_deviation(conv_or_weight, input_size, low: float = 1.0, high: float = 1
 
 
 def project_kernel(conv_or_weight, input_size, low: float = 1.0, high: float = 1.0, *, iterations: int = 1,
-                   restrict: bool = True, stride=None, padding=None, dilation=None, groups=None) -> torch.Tensor:
+                   restrict: bool = True, stride=None, padding=None, dilation=None, groups=None,
+                   method: str = "svd", steps: int = 10) -> torch.Tensor:
     """A kernel whose circular-padding operator has its singular values clipped into ``[low, high]``.
 
     One iteration: spread the kernel over the input (``n`` taps per dimension), take the FFT,
@@ -130,6 +132,14 @@ def project_kernel(conv_or_weight, input_size, low: float = 1.0, high: float = 1
         kernel the layer can hold; ``iterations`` must then be 1.
     stride, padding, dilation, groups : optional
         As in :func:`conv_singular_values`.
+    method : {"svd", "newton_schulz"}
+        How each frequency's matrix is projected: ``"svd"`` clips its singular values exactly;
+        ``"newton_schulz"`` (Zaeemzadeh et al.'s code) takes its polar factor by ``steps``
+        iterations (:func:`newton_schulz_polar`) and scales it to ``high``, which must then equal
+        ``low``: every singular value is set to that one target, nearly (exactly as ``steps``
+        grows, for full-rank matrices).
+    steps : int
+        Newton-Schulz iterations (``method="newton_schulz"`` only).
 
     Returns
     -------
@@ -150,6 +160,7 @@ def project_kernel(conv_or_weight, input_size, low: float = 1.0, high: float = 1
     """
     low, high = _bounds(low, high)
     iterations = check_int("iterations", iterations, 1)
+    method, steps = _method(method, steps, low, high)
     if not isinstance(restrict, bool):
         raise ArgumentError(f"restrict={restrict!r} must be True or False.")
     if not restrict and iterations != 1:
@@ -157,21 +168,23 @@ def project_kernel(conv_or_weight, input_size, low: float = 1.0, high: float = 1
     g = _geometry(conv_or_weight, input_size, stride, padding, dilation, groups)
     c_in_g = g.weight.shape[1]
     if not restrict:
-        full = _from_spectrum(_clip_spectrum(_spectrum(_full_kernel(g), g), g, low, high), g, c_in_g)
+        full = _from_spectrum(_clip_spectrum(_spectrum(_full_kernel(g), g), g, low, high, method=method, steps=steps),
+                              g, c_in_g)
         # as a kernel read with dilation 1 from offset -padding: tap i holds offset i - padding
         full = torch.roll(full, shifts=g.padding, dims=tuple(range(2, 2 + g.d)))
         return full.to(device=g.weight.device, dtype=g.weight.dtype)
     g.check_support()
     weight = g.weight
     for _ in range(iterations):
-        full = _from_spectrum(_clip_spectrum(_spectrum(_full_kernel(g), g), g, low, high, live_only=True), g, c_in_g)
+        spec = _clip_spectrum(_spectrum(_full_kernel(g), g), g, low, high, live_only=True, method=method, steps=steps)
+        full = _from_spectrum(spec, g, c_in_g)
         g.weight = _restrict(full, g)
     weight, g.weight = g.weight, weight
     return weight.to(device=g.weight.device, dtype=g.weight.dtype)
 
 
 def project_conv_(conv: nn.Module, input_size, low: float = 1.0, high: float = 1.0, *, iterations: int = 1,
-                  stride=None) -> nn.Module:
+                  stride=None, method: str = "svd", steps: int = 10) -> nn.Module:
     """Clip a convolution's operator singular values into ``[low, high]``, in place (Procrustes).
 
     The kernel is replaced by :func:`project_kernel`'s, under ``torch.no_grad`` (the bias is left
@@ -196,6 +209,8 @@ def project_conv_(conv: nn.Module, input_size, low: float = 1.0, high: float = 1
         rows), so does that. For a widening transition (``c_out > c_in``) the stride-1
         operator can only become an isometry, and dropping rows of an isometry does not keep
         norms: the strided operator's smallest singular values fall below 1.
+    method, steps
+        As in :func:`project_kernel` (``"newton_schulz"``: Zaeemzadeh et al.'s projection).
 
     Returns
     -------
@@ -215,7 +230,17 @@ def project_conv_(conv: nn.Module, input_size, low: float = 1.0, high: float = 1
     if not _is_conv(conv):
         raise ArgumentError(f"project_conv_ expects a convolution (nn.Conv1d, nn.Conv2d or nn.Conv3d), "
                             f"got {type(conv).__name__}.")
-    new = project_kernel(conv, input_size, low, high, iterations=iterations, stride=stride)
+    new = project_kernel(conv, input_size, low, high, iterations=iterations, stride=stride, method=method, steps=steps)
     with torch.no_grad():
         conv.weight.copy_(new)
     return conv
+
+
+def _method(method, steps, low, high):
+    """Check a projection method and its iterations: Newton-Schulz sets every value to one target."""
+    check_choice("method", method, METHODS)
+    steps = check_int("steps", steps, 1)
+    if method == "newton_schulz" and low != high:
+        raise ArgumentError(f"method='newton_schulz' sets every singular value to one target (the polar factor, "
+                            f"scaled); give low == high, not [{low}, {high}] (method='svd' clips into a band).")
+    return method, steps

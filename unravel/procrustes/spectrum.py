@@ -10,6 +10,7 @@ import math
 import torch
 
 from .geometry import _Geometry
+from .polar import newton_schulz_polar
 
 __all__: list = []
 
@@ -63,7 +64,9 @@ def _from_spectrum(spec: torch.Tensor, g: _Geometry, c_in_g: int) -> torch.Tenso
     return x.reshape(c_out, c_in_g, *g.n)
 
 
-def _clip_matrices(a: torch.Tensor, low: float, high: float) -> torch.Tensor:
+def _clip_matrices(a: torch.Tensor, low: float, high: float, method: str = "svd", steps: int = 10) -> torch.Tensor:
+    if method == "newton_schulz":  # every singular value set to one target (low == high)
+        return newton_schulz_polar(a, steps) * high
     u, s, vh = torch.linalg.svd(a, full_matrices=False)
     return (u * s.clamp(low, high).to(u.dtype).unsqueeze(-2)) @ vh
 
@@ -89,27 +92,31 @@ def _svdvals(spec: torch.Tensor, g: _Geometry) -> torch.Tensor:
     return torch.cat([values, values[~own]])
 
 
-def _clip_spectrum(spec: torch.Tensor, g: _Geometry, low: float, high: float, live_only: bool = False) -> torch.Tensor:
+def _clip_spectrum(spec: torch.Tensor, g: _Geometry, low: float, high: float, live_only: bool = False,
+                   method: str = "svd", steps: int = 10) -> torch.Tensor:
     """Each frequency's matrix with its singular values clipped into [low, high]. Computed once
     per pair ``{f, -f}`` and conjugated for ``-f`` (real for ``f = -f``), so that the kernel stays
     real even where the nearest clipped matrix is not unique (a rank-deficient matrix, low > 0).
 
     ``live_only``: clip only the columns the kernel's support can fill and leave the others at
     zero (what restriction to the support keeps anyway; without it the structural zeros would be
-    lifted into columns that restriction then drops, in directions that are not unique)."""
+    lifted into columns that restriction then drops, in directions that are not unique).
+
+    ``method="newton_schulz"``: each matrix's polar factor by ``steps`` Newton-Schulz iterations,
+    times ``high`` (which must equal ``low``), instead of the SVD."""
     if live_only:
         live = g.live_columns().to(spec.device)
         if not bool(live.all()):
             out = torch.zeros_like(spec)
-            out[..., live] = _clip_spectrum(spec[..., live], g, low, high)
+            out[..., live] = _clip_spectrum(spec[..., live], g, low, high, method=method, steps=steps)
             return out
     flat = spec.reshape(-1, *spec.shape[g.d:])
     index, mirror, own = _frequency_pairs(g.m, spec.device)
     clipped = torch.empty((len(index),) + flat.shape[1:], dtype=flat.dtype, device=flat.device)
     if bool((~own).any()):
-        clipped[~own] = _clip_matrices(flat[index[~own]], low, high)
+        clipped[~own] = _clip_matrices(flat[index[~own]], low, high, method, steps)
     if bool(own.any()):  # f = -f: the matrix is real; clip it in real arithmetic
-        clipped[own] = _clip_matrices(flat[index[own]].real, low, high).to(flat.dtype)
+        clipped[own] = _clip_matrices(flat[index[own]].real, low, high, method, steps).to(flat.dtype)
     out = torch.empty_like(flat)
     out[index] = clipped
     out[mirror] = clipped.conj()
