@@ -2,11 +2,16 @@
 (Zaeemzadeh, Rahnavard & Shah, TPAMI 2021).
 
 Per seed it trains pre-activation residual and plain nets at each depth, and Procrustes ResNets
-where the spec gives one, measuring the singular values of each unit's Jacobian
+where the spec gives one (``procrustes``: ours; ``procrustes_authors``: the authors' bottleneck
+ProcResNet trained with their recipe), measuring the singular values of each unit's Jacobian
 (:func:`unravel.jacobian_spectra`, on a copy whose BatchNorm statistics are set from training
 data) when training begins and after every epoch (a subset of units, :class:`SpectraTracker`)
 and, after training, of every unit at every probe example; identity and transition units are
-kept apart throughout. It does not check that the nets are deep or trained enough to stand for
+kept apart throughout. After training it also records what the authors report: per unit and
+probe example the smallest and largest singular value and the share within ``[1 - delta, 1 +
+delta]`` (:func:`unravel.jacobian.measure_norm_preservation`), and per unit the ratio of the
+loss gradient's norm at its input to that at its output on a training batch
+(:func:`unravel.jacobian.gradient_norm_ratios`). It does not check that the nets are deep or trained enough to stand for
 the paper's.
 """
 
@@ -21,7 +26,8 @@ import torch
 
 from unravel import plots, train
 from unravel.procrustes import ProcrustesCallback
-from unravel.jacobian.spectra import SpectraTracker, measure_spectra
+from unravel.jacobian import gradient_norm_ratios, measure_norm_preservation
+from unravel.jacobian.spectra import SpectraTracker, recalibrated, spectrum_summary
 from unravel.study.schema import integer, list_of, number, setting
 from unravel.study.stats import Trials
 from unravel.units import find_units
@@ -40,6 +46,12 @@ class NormPreservationAnalysis:
     depths: tuple = setting((20, 56, 110), list_of(integer(1), "depths 6n + 2"))
     #: Depths of the Procrustes net (the ``procrustes`` role), if the spec gives one.
     procrustes_depths: tuple = setting((110,), list_of(integer(1), "depths 6n + 2"))
+    #: Depths of the authors' bottleneck ProcResNet (the ``procrustes_authors`` role), if the spec gives one.
+    authors_depths: tuple = setting((112,), list_of(integer(1), "depths 9n + 4"))
+    #: Half-width of the authors' band [1 - delta, 1 + delta] (their norm-preservation definition).
+    delta: float = setting(0.1, number(0, open_low=True))
+    #: Training examples (one batch) on which the gradient-norm ratios are measured after training.
+    ratio_batch: int = setting(128, integer(1))
     #: Test examples at which every unit's spectrum is measured after training.
     probe_size: int = setting(4, integer(1))
     #: Units per net measured when training begins and after every epoch: every transition unit
@@ -59,6 +71,15 @@ class NormPreservationAnalysis:
 #: (values below the first edge go into the first bin: the zero singular values of plain units).
 BINS = np.round(np.arange(-4.025, 1.5251, 0.05), 4)
 _KEYS = ["seed", "model", "depth", "net", "unit", "name", "transition"]
+
+
+def _ratios_per_unit(ratios: pd.DataFrame) -> pd.DataFrame:
+    """Per unit of one net: the gradient-norm ratio over the whole batch and its spread over examples."""
+    g = ratios.groupby(["unit", "name", "projection"], sort=False)
+    return pd.DataFrame({
+        "ratio": np.sqrt(g.grad_in.apply(lambda v: float((v ** 2).sum())) / g.grad_out.apply(lambda v: float((v ** 2).sum()))),
+        "ratio_median": g.ratio.median(), "ratio_min": g.ratio.min(), "ratio_max": g.ratio.max(),
+    }).reset_index().rename(columns={"projection": "transition"})
 
 
 def tracked_units(units, n: int) -> list[int]:
@@ -138,24 +159,32 @@ def run_norm_preservation(ctx) -> list:
     x, _ = ctx.probe(a.probe_size)
     calibration = ctx.data.batch(a.calibration_size, split="train")[0].to(ctx.device)
     chunk = 64 if ctx.device.type == "cpu" else None
+    xr, yr = (t.to(ctx.device) for t in ctx.data.batch(a.ratio_batch, split="train"))
     nets = [(role, d) for d in a.depths for role in ("residual", "plain")]
     if "procrustes" in ctx.spec.models:
         nets += [("procrustes", d) for d in a.procrustes_depths]
-    hist, tracked, final, dens, errors, wrong, costs = [], [], [], [], [], [], []
+    if "procrustes_authors" in ctx.spec.models:
+        nets += [("procrustes_authors", d) for d in a.authors_depths]
+    hist, tracked, final, dens, errors, wrong, costs, bands, ratios = [], [], [], [], [], [], [], [], []
     for seed in ctx.seed_bar("seeds"):
         for role, depth in nets:
             tag = {"seed": seed, "model": role, "depth": depth, "net": f"{role}-{depth}"}
             model = ctx.model(role, seed, depth=depth)
-            callbacks = [ProcrustesCallback(x[:1], iterations=a.procrustes_iterations)] if role == "procrustes" else []
+            callbacks = {"procrustes": [ProcrustesCallback(x[:1], iterations=a.procrustes_iterations)],
+                         "procrustes_authors": [ProcrustesCallback(x[:1], recipe="authors", seed=seed)]}.get(role, [])
             tracker = SpectraTracker(x[:a.track_probe], calibration=calibration, band=a.band, chunk_size=chunk,
                                      units=tracked_units(find_units(model), a.track_units))
             start = time.perf_counter()
             h = ctx.fit(model, callbacks=[*callbacks, tracker], seed=seed).to_frame()
             fitted = time.perf_counter()
-            summary, full = measure_spectra(model, x, calibration=calibration, band=a.band, return_spectra=True,
-                                            chunk_size=chunk)
+            net = recalibrated(model, calibration)
+            band, full = measure_norm_preservation(net, x, delta=a.delta, return_spectra=True, chunk_size=chunk)
+            summary = spectrum_summary(full, band=a.band)
+            measured = time.perf_counter()
+            ratios.append(_ratios_per_unit(gradient_norm_ratios(net, xr, yr)).assign(**tag))
             costs.append({**tag, "train_s": float(h.seconds.sum()), "track_s": fitted - start - float(h.seconds.sum()),
-                          "final_spectra_s": time.perf_counter() - fitted})
+                          "final_spectra_s": measured - fitted, "gradient_ratios_s": time.perf_counter() - measured})
+            bands.append(band.assign(**tag))
             hist.append(h.assign(**tag))
             tracked.append(tracker.to_frame().assign(**tag))
             final.append(summary.assign(**tag))
@@ -169,6 +198,8 @@ def run_norm_preservation(ctx) -> list:
     ctx.frame("spectra_tracked", tracked)
     final = pd.concat(final, ignore_index=True).rename(columns={"projection": "transition"})
     ctx.frame("spectra_final", final)
+    ctx.frame("norm_final", pd.concat(bands, ignore_index=True).rename(columns={"projection": "transition"}))
+    ctx.frame("gradient_ratios", pd.concat(ratios, ignore_index=True))
     units, items = _per_unit(final)
     ctx.frame("units_final", units)
     ctx.items("units_final", items)
