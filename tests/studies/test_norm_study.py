@@ -96,3 +96,34 @@ def test_without_a_procrustes_net_its_claims_are_left_out(tmp_path):
     assert [c["id"] for c in claims] == ["identity-near-one", "deeper-concentrates", "transition-farther",
                                          "plain-farther"]
     assert {c["verdict"] for c in claims} == {"inconclusive"}  # one seed, and one depth
+
+
+def test_the_authors_measurements_and_recipe(tmp_path):
+    spec = {**SPEC, "models": {**{k: v for k, v in SPEC["models"].items() if k != "procrustes"},
+                               "procrustes_authors": {"name": "procresnet", "width": 1}},
+            "train": {"epochs": 1, "batch_size": 32},
+            "analysis": {**SPEC["analysis"], "depths": [8], "authors_depths": [13], "ratio_batch": 16, "delta": 0.2},
+            "seeds": [0]}
+    out = study.run_study(spec, tmp_path, progress=False)
+    train = pd.read_csv(out / "train.csv")
+    assert set(train.net) == {"residual-8", "plain-8", "procrustes_authors-13"}
+    assert train[train.model == "procrustes_authors"].procrustes_deviation.notna().all()
+    band = pd.read_csv(out / "norm_final.csv")
+    spectra = pd.read_csv(out / "spectra_final.csv")
+    data = study.load_data(spec)
+    for net, g in band.groupby("net"):
+        model, depth = net.rsplit("-", 1)
+        found = unravel.find_units(study.build_model({**spec["models"][model], "depth": int(depth)}, data))
+        assert sorted(g.unit.unique()) == [u.index for u in found]
+        assert (g.groupby("unit").size() == 3).all()  # every probe example
+    assert ((band.s_min <= band.s_max) & band.within_band.between(0, 1)).all()
+    # the same singular values as the spectra summary's
+    both = band.merge(spectra, on=["net", "seed", "unit", "example"])
+    assert len(both) == len(band) and np.allclose(both.s_max, both["max"]) and np.allclose(both.s_min, both["min"])
+    ratios = pd.read_csv(out / "gradient_ratios.csv")
+    assert len(ratios) == sum(len(g.unit.unique()) for _, g in band.groupby("net"))
+    assert (ratios.ratio_min <= ratios.ratio_median + 1e-12).all() and (ratios.ratio_median <= ratios.ratio_max + 1e-12).all()
+    assert ((ratios.ratio >= ratios.ratio_min - 1e-9) & (ratios.ratio <= ratios.ratio_max + 1e-9)).all()
+    authors = ratios[ratios.model == "procrustes_authors"]
+    assert authors[authors.transition].name.tolist() == ["stage2.0", "stage3.0"]
+    assert (pd.read_csv(out / "costs.csv").gradient_ratios_s > 0).all()
