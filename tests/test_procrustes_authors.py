@@ -187,3 +187,27 @@ def test_procresnet_units(dims):
     for depth in (12, 20, True):
         with pytest.raises(ArgumentError, match="9n\\+4"):
             unravel.models.procresnet(depth)
+
+
+@pytest.mark.parametrize("method", ["svd", "newton_schulz"])
+def test_pointwise_kernels_take_the_exact_shortcut(method):
+    """A 1x1 kernel's stride-1 operator holds the kernel's matrices at every frequency: projecting
+    them once equals the FFT path (restrict=False, which never takes the shortcut), and its
+    singular values are theirs, as the explicit operator says."""
+    torch.manual_seed(6)
+    for groups, dims in [(1, 1), (2, 2)]:
+        conv = (nn.Conv1d if dims == 1 else nn.Conv2d)(4, 8, 1, stride=2, groups=groups, bias=False).double()
+        w = conv.weight.detach()
+        short = project_kernel(conv, 8, 1.5, 1.5, stride=1, method=method, steps=12)
+        full = project_kernel(conv, 8, 1.5, 1.5, stride=1, method=method, steps=12, restrict=False)
+        assert torch.allclose(short.flatten(2)[..., 0], full.flatten(2)[..., 0], atol=1e-12)
+        assert full.flatten(2)[..., 1:].abs().max() < 1e-12
+        blocks = w.reshape(groups, 8 // groups, 4 // groups)
+        values = torch.linalg.svdvals(blocks).flatten().repeat(8 ** dims).sort(descending=True).values
+        assert torch.allclose(conv_singular_values(conv, 8, stride=1), values, atol=1e-12)
+        eye = torch.eye(4 * 8 ** dims, dtype=torch.float64).reshape(-1, 4, *([8] * dims))
+        one = (nn.Conv1d if dims == 1 else nn.Conv2d)(4, 8, 1, groups=groups, bias=False).double()
+        with torch.no_grad():
+            one.weight.copy_(w)
+            matrix = one(eye).reshape(len(eye), -1).T
+        assert torch.allclose(torch.linalg.svdvals(matrix), values, atol=1e-10)

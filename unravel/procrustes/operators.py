@@ -5,6 +5,8 @@ operators with singular values in the band (:func:`project_kernel`, :func:`proje
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -12,7 +14,8 @@ from .._utils import check_choice, check_int
 from ..errors import ArgumentError
 from .geometry import _bounds, _geometry, _is_conv
 from .polar import METHODS
-from .spectrum import _clip_spectrum, _from_spectrum, _full_kernel, _restrict, _spectrum, _svdvals
+from .spectrum import (_clip_matrices, _clip_spectrum, _from_spectrum, _full_kernel, _restrict, _spectrum, _svdvals,
+                       _work_dtype_device)
 
 __all__ = ["conv_singular_values", "clip_deviation", "project_kernel", "project_conv_"]
 
@@ -70,6 +73,9 @@ def conv_singular_values(conv_or_weight, input_size, *, stride=None, padding=Non
     g = _geometry(conv_or_weight, input_size, stride, padding, dilation, groups)
     if not isinstance(structural_zeros, bool):
         raise ArgumentError(f"structural_zeros={structural_zeros!r} must be True or False.")
+    if _pointwise(g):  # every frequency holds the kernel's own matrices: their values, prod(n) times each
+        values = torch.linalg.svdvals(_matrices(g)).flatten().repeat(math.prod(g.n))
+        return values.sort(descending=True).values.to(device=g.weight.device, dtype=g.weight.dtype)
     spec = _spectrum(_full_kernel(g), g)
     if not structural_zeros:
         spec = spec[..., g.live_columns().to(spec.device)]
@@ -174,6 +180,11 @@ def project_kernel(conv_or_weight, input_size, low: float = 1.0, high: float = 1
         full = torch.roll(full, shifts=g.padding, dims=tuple(range(2, 2 + g.d)))
         return full.to(device=g.weight.device, dtype=g.weight.dtype)
     g.check_support()
+    if _pointwise(g):  # the same matrices at every frequency (up to a phase): project them once, exactly as below
+        w = _matrices(g)
+        for _ in range(iterations):
+            w = _clip_matrices(w, low, high, method, steps)
+        return w.reshape(g.weight.shape).to(device=g.weight.device, dtype=g.weight.dtype)
     weight = g.weight
     for _ in range(iterations):
         spec = _clip_spectrum(_spectrum(_full_kernel(g), g), g, low, high, live_only=True, method=method, steps=steps)
@@ -244,3 +255,15 @@ def _method(method, steps, low, high):
         raise ArgumentError(f"method='newton_schulz' sets every singular value to one target (the polar factor, "
                             f"scaled); give low == high, not [{low}, {high}] (method='svd' clips into a band).")
     return method, steps
+
+
+def _pointwise(g) -> bool:
+    """A 1x1 kernel's stride-1 operator: every frequency's matrix is the kernel's (times a phase)."""
+    return all(k == 1 for k in g.k) and all(s == 1 for s in g.stride)
+
+
+def _matrices(g) -> torch.Tensor:
+    """A 1x1 kernel as ``[groups, c_out/groups, c_in/groups]`` matrices, in float64."""
+    dtype, device = _work_dtype_device(g.weight)
+    w = g.weight.to(device=device, dtype=dtype)
+    return w.reshape(g.groups, w.shape[0] // g.groups, w.shape[1])
