@@ -146,6 +146,8 @@ def test_authors_callback_in_fit_is_reproducible():
 def test_recipes_and_overrides():
     cb = ProcrustesCallback(input_sizes={}, recipe="authors", probability=1.0, parts=["residual"])
     assert cb.probability == 1.0 and cb.parts == ("residual",) and cb.method == "newton_schulz"
+    band = ProcrustesCallback(input_sizes={}, recipe="authors", target="band", low=2.0, high=2.0)
+    assert (band.low, band.high, band.method) == (2.0, 2.0, "newton_schulz")
     assert RECIPES["authors"]["steps"] == 10 and RECIPES["authors"]["probability"] == 0.5
     for kwargs, match in [
         (dict(recipe="theirs"), "recipe"),
@@ -156,6 +158,7 @@ def test_recipes_and_overrides():
         (dict(target="unit"), "target"),
         (dict(parts=["head"]), "parts"),
         (dict(recipe="authors", steps=0), "steps"),
+        (dict(recipe="authors", high=2.0), "ignored"),
     ]:
         with pytest.raises(ArgumentError, match=match):
             ProcrustesCallback(input_sizes={}, **kwargs)

@@ -52,6 +52,9 @@ def _settings(recipe, **given) -> dict:
         raise ArgumentError(f"probability={p!r} must lie in (0, 1]: the chance of projecting after a step.")
     if not isinstance(s["at_start"], bool):
         raise ArgumentError(f"at_start={s['at_start']!r} must be True or False.")
+    if s["target"] == "sqrt_ratio" and (given.get("low") is not None or given.get("high") is not None):
+        raise ArgumentError("target='sqrt_ratio' sets each convolution's band to sqrt(c_out / c_in); low and high "
+                            "would be ignored: give target='band' with low and high, or neither.")
     low, high = (1.0, 1.0) if s["target"] == "sqrt_ratio" else (s["low"], s["high"])
     s["method"], s["steps"] = _method(s["method"], s["steps"], low, high)
     return s
