@@ -301,3 +301,10 @@ def test_group_attribution_refuses_sampling():
     model, ids = _lm(depth=2)
     with pytest.raises(ArgumentError, match="method='exact'"):
         attribution.path_length_gradients(model, ids, loss="next_token", group="layer", method="sample")
+
+
+def test_norm_ratios_take_the_built_in_loss():
+    model, ids = _lm(depth=2)
+    built = attribution.norm_ratios(model, ids, loss="next_token")
+    by_hand = attribution.norm_ratios(model, ids, loss=lambda out, _: next_token_loss(out, ids))
+    assert np.allclose(built.ratio, by_hand.ratio, rtol=1e-12) and len(built) == 4

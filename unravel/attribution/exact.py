@@ -18,12 +18,12 @@ from torch import nn
 
 from .._utils import check_choice, check_int
 from ..errors import ArgumentError
-from ..losses import IGNORE_INDEX, check_loss, next_token_loss
+from ..losses import IGNORE_INDEX, check_loss
 from ..units import find_units, unit_groups
 from ._budget import DEFAULT_SHARE, SavedBytes, available_bytes, bytes_per_example, check_budget, examples_per_step
 from ._groups import group_counts, group_records, propagate_groups
 from ._propagate import through_unit
-from ._record import METHODS, MODES, WRT, analysis_mode, prepare, record, vjps
+from ._record import METHODS, MODES, WRT, analysis_mode, builtin_loss, prepare, record, vjps
 from .result import PathLengthGradients, _live_counts
 
 __all__ = ["path_length_gradients"]
@@ -123,10 +123,6 @@ def _exact(model, units, records, L, wrt, M, chunk_size, out=None, groups=None):
         z = torch.zeros_like(params[name])
         stacked[name] = torch.stack([z if g is None else g for g in slots])
     return [zero if g is None else g for g in G], stacked
-
-
-def _next_token(out, ids):
-    return next_token_loss(out, ids)
 
 
 def _shares(targets, next_token):
@@ -302,11 +298,8 @@ def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Calla
                                 "and mode='eval'.")
     if method == "sample":
         num_samples = check_int("num_samples", num_samples, 1)
-    if loss == "next_token":
-        if targets is None:  # the inputs are the token ids
-            first = inputs[0] if isinstance(inputs, (tuple, list)) and inputs else inputs
-            targets = first if torch.is_tensor(first) else None
-        loss = _next_token
+    next_token = loss == "next_token"
+    loss, targets = builtin_loss(loss, inputs, targets)
     inputs, loss_fn = prepare(model, inputs, targets, loss)
     units = find_units(model)
     groups = unit_groups(units, group)
@@ -315,7 +308,7 @@ def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Calla
     elif method != "exact":
         raise ArgumentError(f"group={group!r} counts a path's length in groups: it needs method='exact'.")
     B = inputs[0].shape[0]
-    share = _shares(targets, loss is _next_token)
+    share = _shares(targets, next_token)
     # eval-mode batch norms and ReLU masks folded into the convolutions' input VJPs
     fold = method == "exact" and wrt == "input" and mode == "eval"
     L = 0.0
