@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import RandomSampler
 
 from .._utils import check_choice, check_int, eval_mode, model_device
+from ..adapters.wrappers import as_module
 from ..errors import ArgumentError, InterventionError
 from ..interventions import active_interventions
 from ..losses import check_loss
@@ -99,6 +100,7 @@ def _variant_row(study, v: Variant, units, seed, tally) -> dict:
 
 def _study(name, model, data, variants, *, seed, batch_size, device, progress, results, process_group,
            method, loss, max_rows, settings, next_token=False, return_items=False):
+    model = as_module(model)  # an nnsight wrapper: the model inside
     check_choice("method", method, ("fast", "naive"))
     if not isinstance(return_items, bool):
         raise ArgumentError(f"return_items={return_items!r} must be True or False.")
