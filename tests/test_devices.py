@@ -154,3 +154,33 @@ def test_a_forward_replaced_by_hand_is_still_refused(saved):
     layer.forward = lambda *a, **k: type(layer).forward(layer, *a, **k)
     with pytest.raises(unravel.UnsupportedModelError, match="overrides forward"):
         unravel.find_units(model)
+
+
+def test_transformer_lens_bridge(saved, tmp_path):
+    """TransformerLens's TransformerBridge keeps the transformers layers (its bridges replace their
+    submodules): units found, lesions and attribution equal the plain model's. transformer_lens
+    is not in the lock (its dependencies: wandb, datasets, pyarrow, ...); install it to run this."""
+    tl = pytest.importorskip("transformer_lens.model_bridge", reason="transformer_lens is not in the lock")
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel({f"t{i}": i for i in range(50)}, unk_token="t0"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="t0", pad_token="t1", bos_token="t2",
+                                         eos_token="t3").save_pretrained(tmp_path)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(saved, dtype=torch.float64, attn_implementation="eager")
+    bridge = tl.TransformerBridge.boot_transformers(str(saved), hf_model=hf.eval(), dtype=torch.float64, device="cpu",
+                                                    tokenizer=transformers.AutoTokenizer.from_pretrained(tmp_path))
+    # the bridge runs eager attention; so does the reference
+    plain = transformers.AutoModelForCausalLM.from_pretrained(saved, dtype=torch.float64,
+                                                              attn_implementation="eager").eval()
+    assert len(unravel.verify_units(bridge, IDS)) == 6
+    with torch.no_grad():
+        base = bridge(IDS)
+        with unravel.lesion.delete(bridge, [2, 3]):
+            lesioned = bridge(IDS)
+        with unravel.lesion.delete(plain, [2, 3]):
+            assert torch.equal(lesioned, plain(IDS).logits)
+        assert torch.equal(bridge(IDS), base)
+    res = attribution.path_length_gradients(bridge, IDS, loss="next_token")
+    _conserves(res, autograd_input_grad(bridge, IDS, IDS, next_token_loss))
+    assert torch.equal(res.by_length, attribution.path_length_gradients(plain, IDS, loss="next_token").by_length)
