@@ -87,6 +87,7 @@ dist.destroy_process_group()
 '''
 
 
+@pytest.mark.slow
 def test_sharded_over_two_processes_equals_one_process(tmp_path):
     run_torchrun(_DIST, tmp_path, out_name="out.pt")
     net, (x, y) = _net(), _data()
