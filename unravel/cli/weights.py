@@ -1,0 +1,81 @@
+"""The model the options name, with its weights: ``--checkpoint`` (its own head kept, or a new
+head of ``--num-classes``), ``--pretrained``, or an ``hf:`` folder that holds weights. Says on one
+line when the head and the data's labels differ.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ..errors import ArgumentError, CheckpointError
+
+__all__: list = []
+
+
+def _head(model):
+    """The name of the last ``nn.Linear`` (the classifier head), or None."""
+    from torch import nn
+
+    names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return names[-1] if names else None
+
+
+def _hf_weights(name: str) -> bool:
+    from pathlib import Path
+
+    if not name.startswith("hf:"):
+        return False
+    folder = Path(name[3:]).expanduser()
+    return folder.is_dir() and any((folder / f).is_file() for f in ("model.safetensors", "pytorch_model.bin"))
+
+
+def _build(args, d, options, num_classes):
+    import torch
+
+    from ..models import build_model
+
+    torch.manual_seed(args.seed)
+    extra = {} if num_classes is None else {"num_classes": num_classes}
+    return build_model(args.model, d, **options, **extra)
+
+
+def build_with_weights(args, d, options):
+    """``(model, weighted)``: the model built for ``d``, its weights loaded where the options
+    give some (``weighted``)."""
+    from .. import train
+
+    checkpoint = getattr(args, "checkpoint", None)
+    model = _build(args, d, options, args.num_classes)
+    if not checkpoint:
+        return model, bool(options.get("pretrained")) or _hf_weights(args.model)
+    state = train.load(checkpoint)["state_dict"]
+    own = model.state_dict()
+    differ = [k for k, v in own.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    head = _head(model)
+    head_keys = {f"{head}.weight", f"{head}.bias"} if head else set()
+    if not differ:
+        train.load(checkpoint, model)
+        return model, True
+    if not set(differ) <= head_keys:
+        shown = ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in differ[:3])
+        raise CheckpointError(f"{checkpoint!r} does not fit model {args.model!r}: {len(differ)} tensors differ in "
+                              f"shape ({shown}); is it the same architecture (--depth, --width)?")
+    classes = int(state[f"{head}.weight"].shape[0])
+    if args.num_classes is None:  # keep the checkpoint's head; the data's labels are scored within it
+        if d.num_classes > classes:
+            raise ArgumentError(f"--checkpoint's head has {classes} classes but {d.name} has labels up to "
+                                f"{d.num_classes - 1}: give --num-classes {d.num_classes} (a new head, to train "
+                                "with --epochs N)")
+        model = _build(args, d, options, classes)
+        train.load(checkpoint, model)
+        print(f"kept the checkpoint's {classes}-class head: the {d.num_classes} labels of {d.name} are scored "
+              f"as classes 0..{d.num_classes - 1} of it (--num-classes {d.num_classes} gives a new head instead)",
+              file=sys.stderr)
+        return model, True
+    missing, _ = model.load_state_dict({k: v for k, v in state.items() if k not in head_keys}, strict=False)
+    if set(missing) - head_keys:
+        raise CheckpointError(f"{checkpoint!r} lacks {len(set(missing) - head_keys)} tensors of model "
+                              f"{args.model!r} (such as {sorted(set(missing) - head_keys)[0]!r})")
+    print(f"loaded {checkpoint} but its {classes}-class head: {head} is new, with {args.num_classes} classes and "
+          "random weights (train it with --epochs N)", file=sys.stderr)
+    return model, True
