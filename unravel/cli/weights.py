@@ -53,6 +53,12 @@ def build_with_weights(args, d, options):
     differ = [k for k, v in own.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
     head = _head(model)
     head_keys = {f"{head}.weight", f"{head}.bias"} if head else set()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        what = [f"{len(missing)} tensors missing (such as {missing[0]!r})"] if missing else []
+        what += [f"{len(unexpected)} unexpected (such as {unexpected[0]!r})"] if unexpected else []
+        raise CheckpointError(f"{checkpoint!r} does not fit model {args.model!r}: {' and '.join(what)}; is it the "
+                              "same architecture (--depth, --width)?")
     if not differ:
         train.load(checkpoint, model)
         return model, True
