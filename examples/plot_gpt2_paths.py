@@ -13,7 +13,6 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
-import torch.nn.functional as F
 import transformers
 
 import unravel
@@ -40,18 +39,14 @@ lm.eval()
 unravel.verify_units(lm, ids[:2])  # routing every layer through its units reproduces the model
 
 
-def next_token_loss(out, _):
-    return F.cross_entropy(out.logits[:, :-1].flatten(0, 1), ids[:8, 1:].flatten())
-
-
 # %%
 # Deleting each unit in turn, scored per token (the output at t against byte t + 1).
-frame = unravel.sweeps.delete_each(lm, (ids, ids), next_token=True, progress=False)
+frame = unravel.sweeps.delete_each(lm, (ids, ids), loss="next_token", progress=False)
 print(frame[["variant", "names", "error", "loss", "per"]].to_string(index=False))
 
 # %%
 # The exact path-length decomposition of the next-token loss gradient (8 units: 2^8 paths).
-res = unravel.attribution.path_length_gradients(lm, ids[:8], loss=next_token_loss)
+res = unravel.attribution.path_length_gradients(lm, ids[:8], loss="next_token")
 print("mean length", round(res.mean_length, 2), "of", len(res.lengths) - 1, "; effective paths",
       res.effective_paths(0.9))
 unravel.plots.gradient_by_length(res.to_frame(), "norm")

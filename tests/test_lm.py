@@ -122,7 +122,7 @@ def test_next_token_loss_equals_transformers_own_and_evaluate_counts(small):
     m = _tiny().eval()
     x = small.test.tensors[0]
     with torch.no_grad():
-        assert torch.allclose(lm.next_token_loss(m(x), x), m(x, labels=x).loss, atol=1e-6)
+        assert torch.allclose(unravel.losses.next_token_loss(m(x), x), m(x, labels=x).loss, atol=1e-6)
         logits = m(x).logits[:, :-1]
     e = lm.evaluate(m, small, "test", batch_size=3)
     wrong = (logits.argmax(-1) != x[:, 1:]).float().mean()

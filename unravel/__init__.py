@@ -6,7 +6,7 @@ the gradient exactly by path length.
 """
 
 from . import adapters, attribution, data, errors, graph, interventions, lesion, models, plots
-from . import jacobian, lm, procrustes, prune, study, sweeps, tracking, train, units, verify
+from . import jacobian, lm, losses, procrustes, prune, study, sweeps, tracking, train, units, verify
 from .adapters import Adapter, register_adapter, supported_blocks, unregister_adapter
 from .errors import UnravelError, UnsupportedModelError
 from .graph import UnraveledGraph, unravel
@@ -25,5 +25,5 @@ __all__ = [
     "jacobian_spectra",
     "UnravelError", "UnsupportedModelError",
     "units", "verify", "graph", "adapters", "interventions", "lesion", "sweeps", "attribution", "jacobian",
-    "tracking", "train", "data", "models", "plots", "study", "procrustes", "prune", "errors", "lm",
+    "tracking", "train", "data", "models", "plots", "study", "procrustes", "prune", "errors", "lm", "losses",
 ]

@@ -24,9 +24,10 @@ from torch import nn
 from .cache import cached_training, code_hash
 from ._utils import check_int, eval_mode, logits_of, model_device
 from .errors import ArgumentError
+from .losses import next_token_loss
 from .models.registry import register_model
 
-__all__ = ["gpt2", "LMTraining", "fit", "evaluate", "trained", "train_study_model", "next_token_loss", "cache_key"]
+__all__ = ["gpt2", "LMTraining", "fit", "evaluate", "trained", "train_study_model", "cache_key"]
 
 
 def gpt2(num_classes: int = 256, context: int = 128, depth: int = 6, width: int = 256, heads: int = 4,
@@ -71,20 +72,6 @@ def gpt2(num_classes: int = 256, context: int = 128, depth: int = 6, width: int 
 
 register_model("gpt2_lm", gpt2, sizing=lambda shape: {"context": int(shape[-1])}, depth=6, width="width",
                replace=True)
-
-
-def next_token_loss(out, ids, reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy of the output at position t against token t + 1 (nats per token).
-
-    Examples
-    --------
-    >>> import torch, unravel
-    >>> ids = torch.tensor([[1, 2, 3]])
-    >>> round(float(unravel.lm.next_token_loss(torch.zeros(1, 3, 4), ids)), 4)  # uniform over 4: ln 4
-    1.3863
-    """
-    logits = logits_of(out)
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten(), reduction=reduction)
 
 
 #: What :class:`LMTraining` ``precision`` allows: float32 throughout, or bfloat16 autocast.

@@ -105,7 +105,7 @@ def _label(name):
 
 def _custom(name, model, test, variants, ctx):
     return sweeps.run_variants(name, model, test, variants, batch_size=64, device=ctx.device, progress=ctx.progress,
-                               next_token=True, return_items=True)
+                               loss="next_token", return_items=True)
 
 
 def _swap_order(groups, l):
@@ -119,7 +119,7 @@ def _path_rows(model, ids, seed, n):
     """The exact decomposition of the next-token loss gradient at the first unit's input: a
     frame per length (count, sq_norm: mean per-window squared norm) and the per-window squared
     norms ``[lengths, windows]``."""
-    res = attribution.path_length_gradients(model, ids, ids, loss=lm.next_token_loss)
+    res = attribution.path_length_gradients(model, ids, loss="next_token")
     sq = res.by_length.detach().double().pow(2).flatten(2).sum(-1).cpu().numpy()
     frame = pd.DataFrame({"seed": seed, "units": n, "length": res.lengths.tolist(),
                           "count": [float(c) for c in res.counts[: len(res.lengths)]], "sq_norm": sq.mean(1)})
@@ -152,7 +152,7 @@ def run_lm_ensemble(ctx) -> list:
         n, groups = len(units), layer_groups(units)
         n_layers = len(groups)
         layer_of = {i: l for l, g in enumerate(groups) for i in g}
-        common = dict(device=ctx.device, progress=ctx.progress, next_token=True, return_items=True)
+        common = dict(device=ctx.device, progress=ctx.progress, loss="next_token", return_items=True)
         f, w = sweeps.delete_each(model, test, batch_size=64, **common)
         f = f.assign(seed=seed, layer=[layer_of.get(int(u), -1) if u else -1 for u in f.units.fillna("")],
                      lesion=[_label(s) if s else "none" for s in f.names.fillna("")])

@@ -21,6 +21,7 @@ from torch import nn
 from .._utils import as_tuple, logits_of, saved_modes
 from ..errors import ArgumentError, ArgumentTypeError
 from ..interventions import intervene
+from ..losses import check_loss, next_token_loss
 from ..units import ResidualUnit, inplace as _inplace
 from ._fold import folding
 
@@ -225,6 +226,19 @@ def grad(outputs, inputs, grads, chunk_size=None):
         return list(pieces[0])
     return [None if pieces[0][i] is None else torch.cat([p[i] for p in pieces]) for i in range(len(inputs))]
 
+
+
+def builtin_loss(loss, inputs, targets):
+    """``(loss, targets)`` with a built-in loss's name (:mod:`unravel.losses`) made a callable:
+    ``"next_token"`` scores the output at t against token t + 1, the targets defaulting to the
+    first input (the token ids). Anything else is checked and passed on."""
+    loss = check_loss(loss)
+    if loss != "next_token":
+        return loss, targets
+    if targets is None:
+        first = inputs[0] if isinstance(inputs, (tuple, list)) and inputs else inputs
+        targets = first if torch.is_tensor(first) else None
+    return (lambda out, ids: next_token_loss(out, ids)), targets
 
 
 def prepare(model, inputs, targets, loss):

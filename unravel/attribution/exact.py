@@ -18,10 +18,12 @@ from torch import nn
 
 from .._utils import check_choice, check_int
 from ..errors import ArgumentError
-from ..units import find_units
+from ..losses import IGNORE_INDEX, check_loss
+from ..units import find_units, unit_groups
 from ._budget import DEFAULT_SHARE, SavedBytes, available_bytes, bytes_per_example, check_budget, examples_per_step
+from ._groups import group_counts, group_records, propagate_groups
 from ._propagate import through_unit
-from ._record import METHODS, MODES, WRT, analysis_mode, prepare, record, vjps
+from ._record import METHODS, MODES, WRT, analysis_mode, builtin_loss, prepare, record, vjps
 from .result import PathLengthGradients, _live_counts
 
 __all__ = ["path_length_gradients"]
@@ -45,12 +47,13 @@ def _fitting_batch(model, units, inputs, targets, loss_fn, wrt, max_length, fold
     return examples_per_step(bytes_per_example(records, saved, M, wrt), budget, inputs[0].shape[0])
 
 
-def _exact(model, units, records, L, wrt, M, chunk_size, out=None):
+def _exact(model, units, records, L, wrt, M, chunk_size, out=None, groups=None):
     """Propagate the length channels from the output to the first unit's input
     (DESIGN: G^(l)_k = S_l^T P_l^T G^(l+1)_k + R_l^T P_l^T G^(l+1)_{k-1}). Channels are a list
     (the last one the overflow past ``max_length``); None marks an exactly-zero channel. The
     records are consumed (each set to None once its unit is done). With ``out`` (``wrt="input"``)
-    the channels at the first unit's input are written into it (:func:`through_unit`)."""
+    the channels at the first unit's input are written into it (:func:`through_unit`). With
+    ``groups`` (positions in ``records``) a path's length counts groups (:mod:`._groups`)."""
     n = len(units)
     params = {k: p for k, p in model.named_parameters() if p.requires_grad} if wrt == "units" else {}
     unit_params: dict[nn.Module, list[str]] = {}
@@ -89,7 +92,18 @@ def _exact(model, units, records, L, wrt, M, chunk_size, out=None):
     G = [head[0], None]  # length 0, and an empty overflow
     del head
     x0 = records[0].x
-    for l in range(n - 1, -1, -1):
+    if groups is not None:  # a path's length counted in groups of units
+        def between(l, G):
+            rec = records[l]
+            if l > 0:
+                return G if rec.x_in is records[l - 1].y_out else vjp(rec.x_in, records[l - 1].y_out, G, outside, 0)
+            if outside and rec.x_in.grad_fn is not None:
+                accumulate(outside, vjps(rec.x_in, [params[k] for k in outside], G, chunk_size), 0)
+            return G
+
+        G = propagate_groups(records, groups, G, M, lambda rec: unit_params.get(rec.unit.module, []), between, vjp,
+                             out)
+    for l in range(n - 1, -1, -1) if groups is None else ():
         rec = records[l]
         names = unit_params.get(rec.unit.module, [])
         G = through_unit(rec, G, M, names, vjp, chunk_size, out if l == 0 else None)
@@ -111,11 +125,26 @@ def _exact(model, units, records, L, wrt, M, chunk_size, out=None):
     return [zero if g is None else g for g in G], stacked
 
 
-def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Callable | None = None,
+def _shares(targets, next_token):
+    """``share(start, step)``: the weight of examples ``start:start+step`` in the whole batch's
+    loss (a mean over examples, over scored tokens for ``next_token``; a sum without targets)."""
+    if targets is None:
+        return lambda start, step: 1.0
+    if not next_token:
+        return lambda start, step: min(step, targets.shape[0] - start) / targets.shape[0]
+    scored = (targets[:, 1:] != IGNORE_INDEX).flatten(1).sum(1)
+    total = int(scored.sum())
+    if total == 0:
+        raise ArgumentError("loss='next_token' has no token to score: every target after the first position is "
+                            f"{IGNORE_INDEX} (ignored).")
+    return lambda start, step: int(scored[start:start + step].sum()) / total
+
+
+def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Callable | str | None = None,
                           wrt: str = "input", method: str = "exact", max_length: int | None = None,
                           chunk_size: int | None = None, num_samples: int = 100, generator=None,
                           mode: str = "eval", batch_size: int | None = None,
-                          memory_budget: int | None = None) -> PathLengthGradients:
+                          memory_budget: int | None = None, group="unit") -> PathLengthGradients:
     """The loss gradient split by path length: how much travels through k residual branches.
 
     Parameters
@@ -130,8 +159,11 @@ def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Calla
     targets : tensor, optional
         Labels for the default loss (mean cross-entropy). Without them the loss is the sum of each
         input's largest logit.
-    loss : callable, optional
-        ``loss(outputs, targets) -> scalar``.
+    loss : callable or "next_token", optional
+        ``loss(outputs, targets) -> scalar``. ``"next_token"``: causal language models, the mean
+        cross-entropy over the vocabulary of the output at position t against token t + 1
+        (:func:`unravel.losses.next_token_loss`; the targets default to the inputs, the token
+        ids; targets of -100 are left out). It splits over examples as the default loss does.
     wrt : {"input", "units"}
         ``"input"``: the gradient at the first unit's input. ``"units"``: every parameter's
         gradient (a unit's own residual branch counts in the length of its parameters' paths).
@@ -172,6 +204,13 @@ def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Calla
         call starts (the device's free memory on a GPU, ``MemAvailable`` on a CPU); where that is
         unknown, the batch is not split. Ignored when ``batch_size`` is given. An estimate, not a
         limit the allocator enforces.
+    group : {"unit", "layer", "stage"} or list of lists of units
+        Exact: count a path's length in groups of units (:func:`unravel.units.unit_groups`)
+        instead of units. ``"layer"``: a transformer layer's attention and MLP units are one
+        group, and a path has length k when it takes a residual branch in k layers. The parts
+        still sum to the gradient exactly; ``counts[k]`` is the number of paths (subsets of
+        units) with length k in groups, ``prod_g (1 + (2^{m_g} - 1) t)`` for groups of ``m_g``
+        residual units.
 
     Returns
     -------
@@ -202,6 +241,15 @@ def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Calla
 
     >>> small = unravel.attribution.path_length_gradients(net, x, y, memory_budget=2**20)
     >>> torch.allclose(small.by_length, res.by_length, rtol=1e-10, atol=1e-16)
+    True
+
+    Lengths counted in groups of units (here two groups of two, a layer's sublayers in a
+    transformer) split the same gradient:
+
+    >>> pairs = unravel.attribution.path_length_gradients(net, x, y, group=[[0, 1], [2, 3]])
+    >>> pairs.lengths.tolist(), pairs.counts
+    ([0, 1, 2, 3], [1, 7, 15, 9])
+    >>> torch.allclose(pairs.by_length.sum(0), g, rtol=1e-10, atol=0)
     True
 
     Notes
@@ -241,16 +289,26 @@ def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Calla
     chunk_size = check_int("chunk_size", chunk_size, 1, allow_none=True)
     batch_size = check_int("batch_size", batch_size, 1, allow_none=True)
     memory_budget = check_budget(memory_budget)
-    splits = method == "exact" and loss is None and mode == "eval"
+    loss = check_loss(loss)
+    splits = method == "exact" and loss in (None, "next_token") and mode == "eval"
     for name, value in (("batch_size", batch_size), ("memory_budget", memory_budget)):
         if value is not None and not splits:
             raise ArgumentError(f"{name} splits the exact decomposition over examples: it needs method='exact', "
-                                "the default loss (mean cross-entropy, or the summed top logit) and mode='eval'.")
+                                "the default loss (mean cross-entropy, or the summed top logit) or loss='next_token', "
+                                "and mode='eval'.")
     if method == "sample":
         num_samples = check_int("num_samples", num_samples, 1)
+    next_token = loss == "next_token"
+    loss, targets = builtin_loss(loss, inputs, targets)
     inputs, loss_fn = prepare(model, inputs, targets, loss)
     units = find_units(model)
+    groups = unit_groups(units, group)
+    if all(len(g) == 1 for g in groups):
+        groups = None  # the unit recursion
+    elif method != "exact":
+        raise ArgumentError(f"group={group!r} counts a path's length in groups: it needs method='exact'.")
     B = inputs[0].shape[0]
+    share = _shares(targets, next_token)
     # eval-mode batch norms and ReLU masks folded into the convolutions' input VJPs
     fold = method == "exact" and wrt == "input" and mode == "eval"
     L = 0.0
@@ -269,9 +327,10 @@ def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Calla
             piece = tuple(t[start:start + step] for t in inputs)
             piece_targets = None if targets is None else targets[start:start + step]
             records, _, L_piece = record(model, units, piece, piece_targets, loss_fn, fold=fold)
+            positions = None if groups is None else group_records(records, groups)
             if counts is None:
                 # the paths of the network that ran (a lesion removes the deleted units' branches)
-                counts = _live_counts(records)
+                counts = _live_counts(records) if groups is None else group_counts(records, positions)
                 n = len(counts) - 1
                 M = n if max_length is None else min(max_length, n)
                 if wrt == "input":  # lengths 0..M, then the overflow; written in place, not stacked
@@ -279,10 +338,15 @@ def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Calla
                     allparts = x0.new_empty((M + 2, B) + tuple(x0.shape[1:]))
                     del x0
             out = allparts[:, start:start + step] if wrt == "input" else None
-            _, pgrads = _exact(model, units, records, L_piece, wrt, M, chunk_size, out)
+            # the built-in losses are a mean over examples or tokens (with targets) or a sum (without)
+            weight = share(start, step)
+            if weight == 0.0:  # nothing of this piece is scored: its parts are zero
+                del records
+                if wrt == "input":
+                    out.zero_()
+                continue
+            _, pgrads = _exact(model, units, records, L_piece, wrt, M, chunk_size, out, positions)
             del records
-            # the default loss is a mean over examples (with targets) or a sum (without)
-            weight = piece[0].shape[0] / B if targets is not None else 1.0
             L = L + weight * float(L_piece.detach())
             if wrt == "input":
                 if weight != 1.0:

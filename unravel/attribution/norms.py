@@ -14,18 +14,19 @@ from torch import nn
 
 from .._utils import check_choice
 from ..units import find_units
-from ._record import MODES, analysis_mode, prepare, record
+from ._record import MODES, analysis_mode, builtin_loss, prepare, record
 
 __all__ = ["norm_ratios"]
 
 
-def norm_ratios(model: nn.Module, inputs, targets=None, *, loss: Callable | None = None, mode: str = "eval"):
+def norm_ratios(model: nn.Module, inputs, targets=None, *, loss: Callable | str | None = None, mode: str = "eval"):
     """Per unit, ``||dL/dx_l|| / ||dL/dx_{l+1}||``: the norm-preservation measure [1]_.
 
     Returns a tidy frame: unit (position in the order the units ran), index (that unit's index in
     :func:`unravel.find_units`), name (the unit that ran there), projection, kind,
     deleted (inside a lesion: the unit's residual branch was removed), grad_in (``||dL/dx_l||``), grad_out
     (``||dL/dx_{l+1}||``), ratio. Ratios near 1 mean the backward signal keeps its norm.
+    ``loss`` as in :func:`path_length_gradients` (a callable, or ``"next_token"``).
 
     Examples
     --------
@@ -42,6 +43,7 @@ def norm_ratios(model: nn.Module, inputs, targets=None, *, loss: Callable | None
     import pandas as pd
 
     check_choice("mode", mode, MODES)
+    loss, targets = builtin_loss(loss, inputs, targets)
     inputs, loss_fn = prepare(model, inputs, targets, loss)
     units = find_units(model)
     with analysis_mode(model, mode):

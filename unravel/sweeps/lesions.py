@@ -14,7 +14,7 @@ from .._utils import check_int, model_device
 from ..errors import ArgumentError
 from ..lesion import unit_shapes
 from ..train import as_loader
-from ..units import find_units, resolve_units, swappable
+from ..units import find_units, resolve_units, swappable, unit_groups
 from .engine import Variant
 from .run import _study
 
@@ -39,13 +39,21 @@ _STUDY_DOC = """
     method : {"fast", "naive"}
         "fast" reuses the unlesioned states and stacks variants on the batch dimension; "naive"
         deep-copies the model for each variant (the reference it is tested against).
-    loss : callable, optional
+    loss : callable or "next_token", optional
         ``loss(logits, targets, reduction=...)`` on flattened logits ``[N, C]`` and targets
-        ``[N]``; default cross-entropy.
+        ``[N]``; default cross-entropy. ``"next_token"``: causal language models whose data are
+        token ids, the output at position t scored by cross-entropy over the vocabulary against
+        token t + 1 (the same as ``next_token=True``; pass the ids as inputs and as targets).
     max_rows : int
         Inputs in one stacked forward (memory bound).
     next_token : bool
-        Causal language models: the output at position t is scored against the target at t + 1.
+        Causal language models: the output at position t is scored against the target at t + 1
+        (with the default loss, what ``loss="next_token"`` does).
+    group : {"unit", "layer", "stage"} or list of lists of units
+        What moves together (:func:`unravel.units.unit_groups`): each unit alone (default);
+        ``"layer"``, a transformer layer's sublayers (its attention and MLP units) deleted
+        together, or reordered as a block; ``"stage"``, a CNN stage; or groups of your own. ``k``
+        then counts groups, and ``units`` lists every unit of the variant's groups.
     return_items : bool
         Also return every variant's outcome on every scored item, for bootstrap confidence
         intervals: the result is ``(frame, wrong)`` (see Returns). Not with ``results`` (a
@@ -78,8 +86,8 @@ _STUDY_DOC = """
 
 def delete_each(model: nn.Module, data, *, batch_size: int = 256, device=None, progress: bool = True,
                 results=None, process_group=None, method: str = "fast", loss=None, max_rows: int = 2048,
-                next_token: bool = False, return_items: bool = False):
-    """Delete each unit in turn (Veit et al. 2016, Fig. 3).
+                next_token: bool = False, group="unit", return_items: bool = False):
+    """Delete each unit (or each group of units) in turn (Veit et al. 2016, Fig. 3).
 
     Parameters
     ----------
@@ -87,11 +95,18 @@ def delete_each(model: nn.Module, data, *, batch_size: int = 256, device=None, p
         Evaluated in eval mode; its mode is restored.
     """
 
-    units = find_units(model)
-    variants = [Variant(id=i, k=1, deleted=(i,)) for i in range(len(units))]
+    groups = unit_groups(find_units(model), group)
+    variants = [Variant(id=i, k=1, deleted=g) for i, g in enumerate(groups)]
     return _study("delete_each", model, data, variants, seed=0, batch_size=batch_size, device=device,
                   progress=progress, results=results, process_group=process_group, method=method, loss=loss,
-                  max_rows=max_rows, settings={}, next_token=next_token, return_items=return_items)
+                  max_rows=max_rows, settings=_group_setting(group, groups), next_token=next_token,
+                  return_items=return_items)
+
+
+def _group_setting(group, groups) -> dict:
+    """The grouping, for a results file's fingerprint (nothing for units alone, so that files
+    written before groups existed still resume)."""
+    return {} if isinstance(group, str) and group == "unit" else {"group": [list(g) for g in groups]}
 
 
 def _ks(ks, limit, what):
@@ -107,8 +122,9 @@ def _ks(ks, limit, what):
 def delete_random(model: nn.Module, data, ks: Iterable[int] = (1, 2, 4, 8), samples_per_k: int = 5, seed: int = 0,
                   *, candidates=None, batch_size: int = 256, device=None, progress: bool = True, results=None,
                   process_group=None, method: str = "fast", loss=None, max_rows: int = 2048,
-                  next_token: bool = False, return_items: bool = False):
-    """Delete k units drawn uniformly at random, ``samples_per_k`` times per k (Veit Fig. 5a).
+                  next_token: bool = False, group="unit", return_items: bool = False):
+    """Delete k units (or k groups) drawn uniformly at random, ``samples_per_k`` times per k
+    (Veit Fig. 5a).
 
     Parameters
     ----------
@@ -119,35 +135,50 @@ def delete_random(model: nn.Module, data, ks: Iterable[int] = (1, 2, 4, 8), samp
     seed : int
         Seeds the draws; the same seed gives the same variants.
     candidates : units, optional
-        Draw only among these (indices, names or units); default all units.
+        Draw only among these (indices, names or units); default all units. With ``group``, the
+        groups all of whose units are candidates.
     """
     units = find_units(model)
-    pool = [u.index for u in (resolve_units(units, candidates) if candidates is not None else units)]
-    ks = _ks(ks, len(pool), f"the model has {len(pool)} candidate units")
+    allowed = [u.index for u in (resolve_units(units, candidates) if candidates is not None else units)]
+    if isinstance(group, str) and group == "unit":
+        groups = [(i,) for i in allowed]  # in the order given: the draws of a seed stay those of before groups
+    else:
+        groups = [g for g in unit_groups(units, group) if set(g) <= set(allowed)]
+    if not groups:
+        raise ArgumentError("no candidate to delete: no group has all of its units among candidates=.")
+    pool = list(range(len(groups)))
+    what = "units" if isinstance(group, str) and group == "unit" else "groups"
+    ks = _ks(ks, len(pool), f"the model has {len(pool)} candidate {what}")
     samples_per_k = check_int("samples_per_k", samples_per_k, 1)
     seed = check_int("seed", seed)
     rng = np.random.default_rng(seed)
     variants = []
     for k in ks:
         for draw in range(samples_per_k):
-            chosen = tuple(sorted(int(i) for i in rng.choice(pool, size=k, replace=False)))
-            variants.append(Variant(id=len(variants), k=k, deleted=chosen, draw=draw))
+            chosen = sorted(int(i) for i in rng.choice(pool, size=k, replace=False))
+            deleted = tuple(sorted(i for j in chosen for i in groups[j]))
+            variants.append(Variant(id=len(variants), k=k, deleted=deleted, draw=draw))
+    settings = {"ks": ks, "samples_per_k": samples_per_k, "candidates": [i for g in groups for i in g]}
     return _study("delete_random", model, data, variants, seed=seed, batch_size=batch_size, device=device,
                   progress=progress, results=results, process_group=process_group, method=method, loss=loss,
-                  max_rows=max_rows, settings={"ks": ks, "samples_per_k": samples_per_k, "candidates": pool},
+                  max_rows=max_rows, settings={**settings, **_group_setting(group, groups)},
                   next_token=next_token, return_items=return_items)
 
 
 def reorder_random(model: nn.Module, data, ks: Iterable[int] = (1, 2, 4, 8), samples_per_k: int = 5, seed: int = 0,
                    *, batch_size: int = 256, device=None, progress: bool = True, results=None,
                    process_group=None, method: str = "fast", loss=None, max_rows: int = 2048,
-                   next_token: bool = False, return_items: bool = False):
-    """Swap k random pairs of compatible units, ``samples_per_k`` times per k (Veit Fig. 5b).
+                   next_token: bool = False, group="unit", return_items: bool = False):
+    """Swap k random pairs of compatible units (or groups), ``samples_per_k`` times per k (Veit
+    Fig. 5b).
 
     Compatible units have identity shortcuts and equal input and output shapes, and the same
     input shape and role as each other (so, in a CIFAR ResNet, units of one stage; in a
     transformer, attention with attention and feed-forward with feed-forward). The k swaps are
     applied one after another, each between a pair drawn uniformly among all compatible pairs.
+    With ``group``, two groups are compatible when they hold as many units and theirs are
+    compatible in turn; a swap moves each group as a block (``group="layer"``: whole
+    transformer layers change places).
 
     Parameters
     ----------
@@ -157,19 +188,28 @@ def reorder_random(model: nn.Module, data, ks: Iterable[int] = (1, 2, 4, 8), sam
     seed : int
     """
     units = find_units(model)
+    groups = unit_groups(units, group)
     loader = as_loader(data, check_int("batch_size", batch_size, 1), split="test")
     x0, _ = next(iter(loader))
     device = model_device(model, device)
     samples_per_k = check_int("samples_per_k", samples_per_k, 1)
     seed = check_int("seed", seed)
     shapes = unit_shapes(model, x0[:1].to(device))
-    groups: dict[tuple, list[int]] = {}
-    for u in units:
-        if swappable(u) is None and shapes[u.index][0] == shapes[u.index][1]:
-            groups.setdefault((shapes[u.index][0], u.parts.label), []).append(u.index)
-    pairs = [(a, b) for g in groups.values() for i, a in enumerate(g) for b in g[i + 1:]]
+
+    def role(i):  # what a unit must share with the one it changes places with; None: it may not move
+        u = units[i]
+        ok = swappable(u) is None and shapes[i][0] == shapes[i][1]
+        return (shapes[i][0], u.parts.label) if ok else None
+
+    alike: dict[tuple, list[int]] = {}
+    for j, g in enumerate(groups):
+        roles = tuple(role(i) for i in g)
+        if None not in roles:
+            alike.setdefault(roles, []).append(j)
+    pairs = [(a, b) for js in alike.values() for i, a in enumerate(js) for b in js[i + 1:]]
     if not pairs:
-        raise ArgumentError("no two units of this model may change places (identity shortcuts and equal "
+        what = "units" if isinstance(group, str) and group == "unit" else "groups"
+        raise ArgumentError(f"no two {what} of this model may change places (identity shortcuts and equal "
                             "shapes are needed).")
     ks = _ks(ks, 10**9, "swaps of compatible pairs")
     rng = np.random.default_rng(seed)
@@ -178,14 +218,15 @@ def reorder_random(model: nn.Module, data, ks: Iterable[int] = (1, 2, 4, 8), sam
         for draw in range(samples_per_k):
             order = list(range(len(units)))
             for i in rng.integers(0, len(pairs), size=k):
-                a, b = pairs[int(i)]
-                order[a], order[b] = order[b], order[a]
+                ga, gb = pairs[int(i)]
+                for a, b in zip(groups[ga], groups[gb]):
+                    order[a], order[b] = order[b], order[a]
             moved = [p for p, q in enumerate(order) if p != q]
             variants.append(Variant(id=len(variants), k=k, order=tuple(order), draw=draw, info={"moved": moved}))
     return _study("reorder_random", model, loader, variants, seed=seed, batch_size=batch_size, device=device,
                   progress=progress, results=results, process_group=process_group, method=method, loss=loss,
-                  max_rows=max_rows, settings={"ks": ks, "samples_per_k": samples_per_k}, next_token=next_token,
-                  return_items=return_items)
+                  max_rows=max_rows, settings={"ks": ks, "samples_per_k": samples_per_k, **_group_setting(group, groups)},
+                  next_token=next_token, return_items=return_items)
 
 
 _EACH_EXAMPLES = """

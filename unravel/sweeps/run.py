@@ -19,6 +19,7 @@ from torch.utils.data import RandomSampler
 from .._utils import check_choice, check_int, eval_mode, model_device
 from ..errors import ArgumentError, InterventionError
 from ..interventions import active_interventions
+from ..losses import check_loss
 from ..train import as_loader
 from ..units import find_units
 from . import _journal
@@ -117,9 +118,11 @@ def _study(name, model, data, variants, *, seed, batch_size, device, progress, r
                             "columns would not be the same items from one variant to the next. Pass a "
                             "DataLoader with shuffle=False (or the dataset itself).")
     device = model_device(model, device)
-    loss_fn = loss or F.cross_entropy
     if not isinstance(next_token, bool):
         raise ArgumentError(f"next_token={next_token!r} must be True or False.")
+    if check_loss(loss) == "next_token":  # the built-in: cross-entropy of position t against token t + 1
+        loss, next_token = None, True
+    loss_fn = loss or F.cross_entropy
     group, rank, world = _process_group(process_group)
 
     path = Path(results) if results is not None else None

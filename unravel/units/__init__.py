@@ -27,7 +27,8 @@ References
 """
 
 from .find import find_units, unit_table
+from .groups import GROUPS, unit_groups
 from .parts import UNIT_KINDS, ResidualUnit, UnitParts, host_modules, inplace, is_identity, resolve_units, swappable
 
 __all__ = ["ResidualUnit", "UnitParts", "find_units", "unit_table", "resolve_units", "swappable", "is_identity",
-           "inplace", "host_modules", "UNIT_KINDS"]
+           "inplace", "host_modules", "UNIT_KINDS", "unit_groups", "GROUPS"]
