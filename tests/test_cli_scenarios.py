@@ -79,14 +79,14 @@ def test_llama_paths_scores_next_tokens_and_plots(llama, tmp_path, capsys, no_tr
     assert fig.is_file() and fig.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_the_next_token_loss_is_the_models_own(llama):
-    from unravel.cli.scoring import next_token_loss
-
-    model = unravel.models.build_model(f"hf:{llama / 'my-llama'}").eval()
+def test_llama_paths_by_layer_is_the_apis_next_token_decomposition(llama, tmp_path, capsys, no_training):
+    _ok(capsys, ["paths", *_lm(llama, "--batch", "3", "--group", "layer", "--out", str(tmp_path / "p.csv"))])
+    frame = pd.read_csv(tmp_path / "p.csv")
+    model = unravel.models.build_model(f"hf:{llama / 'my-llama'}")
     x = unravel.data.token_ids(llama / "ids.npy").test.tensors[0][:3]
-    with torch.no_grad():
-        out = model(x, labels=x)
-    assert torch.allclose(next_token_loss(out, x), out.loss, rtol=1e-6, atol=0)
+    res = unravel.attribution.path_length_gradients(model, x, x, loss="next_token", group="layer")
+    assert frame.length.tolist() == [0, 1, 2, 3]  # lengths counted in layers
+    assert np.allclose(frame.norm, res.to_frame().norm, rtol=1e-5, atol=0)
 
 
 def test_llama_prune_needs_no_budget_with_max_units(llama, tmp_path, capsys, no_training):
@@ -220,7 +220,9 @@ def test_reference_models_without_weights_train_and_say_so(capsys, monkeypatch):
     (["paths", "resmlp", "--split", "val"], "--split"),
     (["prune", "resmlp"], "give --budget"),
     (["lesion", "resmlp", "--plot", "fig.txt"], "--plot"),
-    (["lesion", "resmlp", "--kind", "reorder_random", "--group", "layer"], "--group"),
+    (["lesion", "resmlp", "--group", "block"], "--group"),
+    (["lesion", "resnet_cifar", "--depth", "8", "--group", "stage", "--kind", "delete_random", "--ks", "4"],
+     "3 groups (stage)"),
 ])
 def test_new_options_are_checked_before_anything_runs(argv, fragment, capsys, no_training):
     assert main(argv) == 2

@@ -14,8 +14,6 @@ __all__: list = []
 def _cmd_lesion(args):
     from .. import sweeps
 
-    if args.kind == "reorder_random" and args.group != "unit":
-        raise ArgumentError("--group applies to --kind delete_each and delete_random")
     run = load(args, before_training=lambda model: _check_ks(args, model))
     common = dict(progress=not args.no_progress, results=args.results, **sweep_options(args, run))
     if args.kind == "delete_each":
@@ -31,11 +29,13 @@ def _cmd_lesion(args):
 
 def _check_ks(args, model) -> None:
     from ..units import find_units
+    from ..units.groups import unit_groups
 
-    if args.kind == "delete_random":  # k deleted units need k units
-        n = len(find_units(model))
+    if args.kind == "delete_random":  # k deleted groups need k groups
+        n = len(unit_groups(find_units(model), args.group))
+        what = "units" if args.group == "unit" else f"groups ({args.group})"
         if max(args.ks) > n:
-            raise ArgumentError(f"--ks {','.join(map(str, args.ks))}: model {args.model!r} has {n} units, so each "
+            raise ArgumentError(f"--ks {','.join(map(str, args.ks))}: model {args.model!r} has {n} {what}, so each "
                                 f"k must lie in 1..{n}")
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
-
 from .figures import add_plot, draw
 from .loading import add_model_args, load
 from .options import _count, _new_file, _write
@@ -18,10 +16,7 @@ def _cmd_paths(args):
     run = load(args)
     x, y = run.batch(args.batch)
     options = attribution_options(args, run)
-    fn = attribution.path_length_gradients
-    if "progress" in inspect.signature(fn).parameters:
-        options["progress"] = not args.no_progress
-    res = fn(run.model, x, y, method=args.method, wrt=args.wrt, num_samples=args.num_samples,
+    res = attribution.path_length_gradients(run.model, x, y, method=args.method, wrt=args.wrt, num_samples=args.num_samples,
              generator=args.seed, **options)
     eff = res.effective_paths(0.9)
     _write(res.to_frame(), args.out)
