@@ -228,3 +228,49 @@ def test_new_options_are_checked_before_anything_runs(argv, fragment, capsys, no
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("unravel: error: ") and err.count("\n") == 1 and fragment in err, err
+
+
+# ------------------------------------------------------------------------------------------
+# Figures: the CLI's --plot is the figure unravel.plots draws from the same frame
+
+SMALL = ["resmlp", "--data", "digits", "--epochs", "0", "--no-progress"]
+
+
+def _pixels(path):
+    import matplotlib.image
+
+    return matplotlib.image.imread(path)
+
+
+def _drawn(ax, path):
+    import matplotlib.pyplot as plt
+
+    ax.figure.savefig(path, dpi=150)
+    plt.close(ax.figure)
+    return _pixels(path)
+
+
+@pytest.mark.parametrize("command, draw", [
+    (["lesion"], lambda f: unravel.plots.deletion_errors(f, hue=None)),
+    (["lesion", "--kind", "delete_random", "--ks", "1,2", "--samples-per-k", "2"],
+     lambda f: unravel.plots.error_vs_k(f, hue=None)),
+    (["spectra", "--batch", "2", "--per-example"],
+     lambda f: unravel.plots.unit_spectra(f, hue=None, ylabel="median |log singular value|")),
+])
+def test_plot_is_the_figure_of_unravel_plots(command, draw, tmp_path, capsys):
+    fig, csv = tmp_path / "cli.png", tmp_path / "frame.csv"
+    _ok(capsys, [command[0], *SMALL, *command[1:], "--out", str(csv), "--plot", str(fig)])
+    frame = pd.read_csv(csv, converters={"units": str})  # "" for the unlesioned row, as the sweeps write it
+    assert np.array_equal(_pixels(fig), _drawn(draw(frame), tmp_path / "api.png"))
+
+
+def test_paths_and_prune_plots(tmp_path, capsys):
+    fig = tmp_path / "paths.png"
+    out, _ = _ok(capsys, ["paths", *SMALL, "--batch", "8", "--out", str(tmp_path / "p.csv"), "--plot", str(fig)])
+    frame = pd.read_csv(tmp_path / "p.csv")
+    res_window = tuple(int(v) for v in out.split("magnitude in lengths ")[1].split(" ")[0].split(".."))
+    api = _drawn(unravel.plots.gradient_by_length(frame, hue=None, window=res_window), tmp_path / "api.png")
+    assert np.array_equal(_pixels(fig), api)
+    _ok(capsys, ["prune", *SMALL, "--max-units", "2", "--out", str(tmp_path / "pruned"), "--plot",
+                 str(tmp_path / "prune.png")])
+    assert _pixels(tmp_path / "prune.png").shape[0] > 100

@@ -17,7 +17,7 @@ def _cmd_paths(args):
     x, y = run.batch(args.batch)
     options = attribution_options(args, run)
     res = attribution.path_length_gradients(run.model, x, y, method=args.method, wrt=args.wrt, num_samples=args.num_samples,
-             generator=args.seed, **options)
+             generator=args.seed, progress=not args.no_progress, **options)
     eff = res.effective_paths(0.9)
     _write(res.to_frame(), args.out)
     print(f"gradient-weighted mean length {res.mean_length:.2f} of {len(res.lengths) - 1} units; 90% of the "
