@@ -274,3 +274,25 @@ def test_paths_and_prune_plots(tmp_path, capsys):
     _ok(capsys, ["prune", *SMALL, "--max-units", "2", "--out", str(tmp_path / "pruned"), "--plot",
                  str(tmp_path / "prune.png")])
     assert _pixels(tmp_path / "prune.png").shape[0] > 100
+
+
+def test_pretrained_weights_are_measured_with_their_own_head(vision, capsys, monkeypatch, no_training):
+    import torchvision
+
+    asked = []
+
+    def resnet18(weights=None, **kw):  # stands in for torchvision's download into its cache
+        asked.append(weights)
+        if kw.get("num_classes", 1000) != 1000:
+            raise ValueError(f"The parameter 'num_classes' expected value 1000 but got {kw['num_classes']} instead.")
+        torch.manual_seed(0)
+        return torchvision.models.resnet.ResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1, 1])
+
+    monkeypatch.setattr(torchvision.models, "resnet18", resnet18)
+    argv = ["torchvision:resnet18", "--pretrained", "--data", "image_folder", "--data-root", str(vision / "images"),
+            "--no-progress", "--batch", "2"]
+    _, err = _ok(capsys, ["paths", *argv])
+    assert asked == ["DEFAULT"] and "kept the pretrained 1000-class head" in err
+    assert main(["paths", *argv, "--num-classes", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--pretrained" in err and "expected value 1000" in err

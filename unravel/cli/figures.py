@@ -45,7 +45,8 @@ def draw(kind: str, frame, path, **kwargs) -> None:
         ax = plots.unit_spectra(frame, hue=None, ylabel="median |log singular value|")
     elif kind == "prune":
         ax = plots.lesion_effects(frame, x="units_removed", y=kwargs["metric"], reference=kwargs.get("reference"),
-                                  xlabel="units removed (dotted: the budget's limit)")
+                                  xlabel="units removed" + ("" if kwargs.get("reference") is None else
+                                                            " (dotted: the budget's limit)"))
     else:  # pragma: no cover - the commands name their kind
         raise ValueError(kind)
     ax.figure.savefig(path, dpi=150)

@@ -53,6 +53,7 @@ def add_model_args(q, *, analyses: bool = True) -> None:
     from ..data import DATASETS
     from ..models.registry import model_names
 
+    q.usage = f"{q.prog} [MODEL] [options]"
     q.add_argument("model", nargs="?", default="resnet_cifar", type=_model_name, metavar="MODEL",
                    help=f"a reference model ({', '.join(model_names())}; default resnet_cifar) or yours: "
                         "torchvision:NAME, timm:NAME, hf:CONFIG_OR_DIR (a local config.json, or a folder saved with "

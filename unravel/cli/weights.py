@@ -36,7 +36,26 @@ def _build(args, d, options, num_classes):
 
     torch.manual_seed(args.seed)
     extra = {} if num_classes is None else {"num_classes": num_classes}
-    return build_model(args.model, d, **options, **extra)
+    if not options.get("pretrained"):
+        return build_model(args.model, d, **options, **extra)
+    try:  # the weights' own head unless --num-classes asks for another
+        return build_model(args.model, d if extra else tuple(d.input_shape), **options, **extra)
+    except (OSError, RuntimeError, ValueError) as e:  # not in the cache and no network, or a head that differs
+        raise ArgumentError(f"--pretrained: {args.model} could not load its library's weights "
+                            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); give --checkpoint "
+                            "FILE instead") from e
+
+
+def _say_head(model, d, whose) -> None:
+    head = _head(model)
+    classes = getattr(model.get_submodule(head), "out_features", None) if head else None
+    if classes is None or classes == d.num_classes:
+        return
+    if d.num_classes > classes:
+        raise ArgumentError(f"{whose} head has {classes} classes but {d.name} has labels up to {d.num_classes - 1}: "
+                            f"give --num-classes {d.num_classes} (a new head, to train with --epochs N)")
+    print(f"kept {whose} {classes}-class head: the {d.num_classes} labels of {d.name} are scored as classes "
+          f"0..{d.num_classes - 1} of it (--num-classes {d.num_classes} gives a new head instead)", file=sys.stderr)
 
 
 def build_with_weights(args, d, options):
@@ -47,6 +66,8 @@ def build_with_weights(args, d, options):
     checkpoint = getattr(args, "checkpoint", None)
     model = _build(args, d, options, args.num_classes)
     if not checkpoint:
+        if options.get("pretrained") and args.num_classes is None:
+            _say_head(model, d, "the pretrained")
         return model, bool(options.get("pretrained")) or _hf_weights(args.model)
     state = train.load(checkpoint)["state_dict"]
     own = model.state_dict()
@@ -68,15 +89,9 @@ def build_with_weights(args, d, options):
                               f"shape ({shown}); is it the same architecture (--depth, --width)?")
     classes = int(state[f"{head}.weight"].shape[0])
     if args.num_classes is None:  # keep the checkpoint's head; the data's labels are scored within it
-        if d.num_classes > classes:
-            raise ArgumentError(f"--checkpoint's head has {classes} classes but {d.name} has labels up to "
-                                f"{d.num_classes - 1}: give --num-classes {d.num_classes} (a new head, to train "
-                                "with --epochs N)")
         model = _build(args, d, options, classes)
         train.load(checkpoint, model)
-        print(f"kept the checkpoint's {classes}-class head: the {d.num_classes} labels of {d.name} are scored "
-              f"as classes 0..{d.num_classes - 1} of it (--num-classes {d.num_classes} gives a new head instead)",
-              file=sys.stderr)
+        _say_head(model, d, "the checkpoint's")
         return model, True
     missing, _ = model.load_state_dict({k: v for k, v in state.items() if k not in head_keys}, strict=False)
     if set(missing) - head_keys:
