@@ -58,8 +58,9 @@ def test_llama_units(llama, capsys, no_training):
 
 
 def test_llama_lesion_by_layer_deletes_both_units_of_each_layer(llama, tmp_path, capsys, no_training):
-    out, err = _ok(capsys, ["lesion", *_lm(llama, "--group", "layer", "--out", str(tmp_path / "f.csv"))])
-    assert "measuring on the test split" in err
+    out, err = _ok(capsys, ["lesion", *_lm(llama, "--group", "layer", "--out", str(tmp_path / "f.csv"), "--plot",
+                                          str(tmp_path / "layers.png"))])
+    assert "measuring on the test split" in err and (tmp_path / "layers.png").is_file()
     frame = pd.read_csv(tmp_path / "f.csv")
     assert len(frame) == 1 + 3 and set(frame.per) == {"token"}  # baseline and one row per layer
     model = unravel.models.build_model(f"hf:{llama / 'my-llama'}")
