@@ -297,3 +297,18 @@ def test_pretrained_weights_are_measured_with_their_own_head(vision, capsys, mon
     assert main(["paths", *argv, "--num-classes", "2"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--pretrained" in err and "expected value 1000" in err
+
+
+def test_no_progress_reaches_transformers_imported_later(tmp_path):
+    import subprocess
+    import sys
+
+    pytest.importorskip("transformers")
+    code = ("import sys\nfrom unravel.cli import main\n"
+            "assert main(['units', 'resmlp', '--data', 'digits', '--no-progress']) == 0\n"
+            "assert 'transformers' not in sys.modules\n"
+            "from transformers.utils import logging\n"
+            "raise SystemExit(0 if not logging.is_progress_bar_enabled() else 3)\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]

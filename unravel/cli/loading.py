@@ -105,21 +105,22 @@ class Loaded:
 
 
 def quiet(args) -> None:
-    """``--no-progress`` silences transformers' bars as well as unravel's."""
-    if getattr(args, "no_progress", False):
-        import os
+    """``--no-progress`` silences transformers' bars as well as unravel's: through the variable
+    huggingface_hub reads when it is imported, and directly where it is imported already (no
+    import of transformers only for this)."""
+    if not getattr(args, "no_progress", False):
+        return
+    import os
 
-        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-        if "transformers" in sys.modules or _has("transformers"):
-            from transformers.utils import logging
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
 
-            logging.disable_progress_bar()
+        disable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging
 
-
-def _has(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
+        logging.disable_progress_bar()
 
 
 def _importable_cwd() -> None:
