@@ -170,7 +170,8 @@ def check(args) -> dict:
     return options
 
 
-def _load_data(args):
+def load_data(args):
+    """The dataset the options name, resized (``--image-size``) and normalised (``--normalize``)."""
     from .. import study
 
     spec = {"data": args.data, "data_root": args.data_root}
@@ -217,7 +218,7 @@ def load(args, *, default_epochs: int | None = EPOCHS, before_training=None) -> 
     from .weights import build_with_weights
 
     options = check(args)
-    d = _load_data(args)
+    d = load_data(args)
     tokens = args.data in data_mod.TOKENS
     model, weighted = build_with_weights(args, d, options)
     if before_training is not None:

@@ -10,7 +10,7 @@ __all__: list = []
 
 def _cmd_train(args):
     from .. import train, units
-    from .loading import _load_data
+    from .loading import load_data
     from .weights import build_with_weights
 
     options = check(args)
@@ -19,7 +19,7 @@ def _cmd_train(args):
 
         raise ArgumentError(f"unravel train trains classifiers, not on the token ids of {args.data}: train a "
                             "language model with `unravel lm train`")
-    d = _load_data(args)
+    d = load_data(args)
     model, _ = build_with_weights(args, d, options)
     print(f"{args.model} on {d!r}")
     print(units.unit_table(model).to_string(index=False))

@@ -9,11 +9,11 @@ __all__: list = []
 
 def _cmd_units(args):
     from .. import units
-    from .loading import _load_data
+    from .loading import load_data
     from .weights import build_with_weights
 
     options = check(args)
-    d = _load_data(args)
+    d = load_data(args)
     model, _ = build_with_weights(args, d, options)
     print(units.unit_table(model).to_string(index=False))
     return 0
