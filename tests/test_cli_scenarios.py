@@ -197,6 +197,7 @@ def test_a_factory_in_the_current_directory(tmp_path, capsys, monkeypatch, no_tr
                                         "    return unravel.models.resmlp(40, num_classes, width=8, depth=3)\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.path", [p for p in __import__("sys").path if p not in ("", str(tmp_path))])
+    monkeypatch.delitem(__import__("sys").modules, "mynets", raising=False)  # imported here, gone after
     net = unravel.models.resmlp(40, 10, width=8, depth=3)
     torch.save(net.state_dict(), tmp_path / "w.pt")
     out, _ = _ok(capsys, ["lesion", "mynets:small", "--checkpoint", "w.pt", "--no-progress"])

@@ -8,9 +8,9 @@ line before it; this test honours and counts the marks, and a shell block with a
 cannot run must carry one.
 """
 
-import os
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,8 +74,9 @@ def _run_page(path: Path, tmp_path, monkeypatch):
             continue
         if lang == "python":
             named = FILE.match(code)
-            if named:
+            if named:  # a fresh module: not one of that name imported earlier in this process
                 (tmp_path / named.group(1)).write_text(code)
+                monkeypatch.delitem(sys.modules, named.group(1)[:-3], raising=False)
             exec(compile(code, where, "exec"), namespace)
         else:
             for words in _commands(code):
