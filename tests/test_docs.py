@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SITE = ROOT / "docs" / "_build" / "html"
 PAGES = ["index.html", "getting-started.html", "concepts.html", "studies.html", "api.html", "changelog.html",
          "howto/index.html", "howto/own-model.html", "howto/torchvision.html", "howto/timm.html",
-         "howto/transformers.html", "howto/huggingface.html", "howto/coverage.html",
+         "howto/transformers.html", "howto/huggingface.html", "howto/multi-device.html", "howto/coverage.html",
          "howto/data.html", "howto/gpu.html", "howto/scale-out.html", "howto/resume.html", "howto/procrustes.html",
          "howto/prune.html",
          "auto_examples/index.html"]

@@ -148,7 +148,7 @@ def test_only_rank_zero_repairs_a_cut_line(tmp_path, monkeypatch):
     path.write_text(text + "delete_each,7,1,2")  # a line cut short by a kill
     cut = path.read_text()
     # this process is rank 1 of 2: it may read the file, never rewrite it
-    monkeypatch.setattr(sweeps.run, "_process_group", lambda group: (None, 1, 2))
+    monkeypatch.setattr(sweeps.run, "process_group_of", lambda group: (None, 1, 2))
     monkeypatch.setattr(dist, "barrier", lambda group=None: None)
     monkeypatch.setattr(dist, "all_gather_object", lambda out, rows, group=None: out.__setitem__(slice(None), [rows, []]))
     sweeps.delete_each(net, (x, y), results=path, progress=False)

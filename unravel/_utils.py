@@ -155,3 +155,29 @@ def _range_text(minimum, maximum) -> str:
     if maximum is not None:
         return f" <= {maximum}"
     return ""
+
+
+def process_group_of(process_group=None) -> tuple[Any, int, int]:
+    """``(group, rank, world size)`` of the processes that share a job: ``process_group`` if
+    given; else, under ``torchrun`` (``WORLD_SIZE`` > 1 and ``MASTER_ADDR`` set), the default group,
+    joined here if need be (NCCL where CUDA is available, else gloo); else ``(None, 0, 1)``.
+
+    Examples
+    --------
+    >>> process_group_of()
+    (None, 0, 1)
+    """
+    import os
+
+    import torch.distributed as dist
+
+    if process_group is not None:
+        return process_group, dist.get_rank(process_group), dist.get_world_size(process_group)
+    if not dist.is_available():
+        return None, 0, 1
+    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1 and "MASTER_ADDR" in os.environ:
+        # launched under torchrun: join the job's group
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        return None, dist.get_rank(), dist.get_world_size()
+    return None, 0, 1

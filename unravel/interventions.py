@@ -14,7 +14,8 @@ adapters describe their blocks (``find_units(model, example_inputs=...)`` does).
 
 How a block is routed: for the duration, the block's class is swapped for a generated subclass
 whose ``forward`` routes (the module's ``__dict__``, parameters, buffers and flags are never
-touched); on exit the class is put back. A ``copy.deepcopy`` or a pickle of a model taken inside
+touched, except that a block wrapped by accelerate's device hook or by nnsight is made to call the
+routed forward, :mod:`unravel.adapters.wrappers`); on exit the class, and the wrapper, are put back. A ``copy.deepcopy`` or a pickle of a model taken inside
 an intervention holds the original classes, so the copy computes the unchanged network. Host
 state lives in a weak dictionary behind a lock, so two threads entering interventions on one
 model cannot leave a block routed.
@@ -32,6 +33,7 @@ from typing import Any
 from torch import nn
 
 from .adapters import adapter_for, original_class
+from .adapters.wrappers import as_module, rebind_body
 from .errors import ArgumentError, ArgumentTypeError, InterventionError
 from .units import ResidualUnit, find_units, host_modules, resolve_units
 
@@ -155,7 +157,9 @@ def _enter(module: nn.Module, units: list[ResidualUnit], layer: Intervention) ->
         host = _HOSTS.get(module)
         if host is None:
             host = _Host(module, units)
-            module.__class__ = _routed_class(original_class(module))
+            module.__class__ = routed = _routed_class(original_class(module))
+            # a device hook or nnsight's wrapper calls the class's own forward: make it call the routed one
+            host.restore = rebind_body(module, routed.forward, host.cls)
             _HOSTS[module] = host
         if layer.compute is not None and any(other.compute is not None for other in host.layers):
             raise InterventionError(
@@ -174,6 +178,7 @@ def _leave(host: _Host, layer: Intervention) -> None:
                 del host.layers[i]
                 break
         if not host.layers:
+            host.restore()
             host.module.__class__ = host.cls
             _HOSTS.pop(host.module, None)
 
@@ -246,9 +251,9 @@ def intervene(model: nn.Module, *, delete: Any = (), place: Mapping | None = Non
     >>> seen
     [('blocks.0', False), ('blocks.1', True), ('blocks.2', False)]
     """
-    if not isinstance(model, nn.Module):
+    if not isinstance(as_module(model), nn.Module):
         raise ArgumentTypeError(f"intervene() takes a torch.nn.Module, got {type(model).__name__}.")
-    units = find_units(model)
+    units = find_units(as_module(model))
     deleted = _resolve(units, delete, "delete") if delete is not None else []
     placement = {}
     if place is not None:

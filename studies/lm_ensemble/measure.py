@@ -23,7 +23,7 @@ from unravel.errors import SpecError
 from unravel.study.schema import choice, integer, list_of, number, section, setting
 from unravel.study.stats import trials_from
 from unravel.sweeps import Variant
-from unravel.units import find_units
+from unravel.units import find_units, unit_groups
 
 from ..veit import lesion_claims, path_claims
 from ..veit.papers import VEIT
@@ -87,10 +87,7 @@ def layer_groups(units) -> list[list[int]]:
     >>> layer_groups(unravel.find_units(unravel.lm.gpt2(context=8, depth=2, width=8, heads=2)))
     [[0, 1], [2, 3]]
     """
-    groups: dict[int, list[int]] = {}
-    for u in units:
-        groups.setdefault(id(u.module), []).append(u.index)
-    return list(groups.values())
+    return [list(g) for g in unit_groups(units, "layer")]
 
 
 def _per_window(wrong, windows):

@@ -3,7 +3,8 @@
 An adapter reads a module and never changes it. Matching is exact: an adapter applies to its
 block class, and to a subclass only when the subclass (and the instance) does not override
 ``forward`` -- a subclass with its own ``forward`` computes another function, so the base class's
-description would be wrong. Built-in adapters are named by qualified class name and loaded on
+description would be wrong (an instance ``forward`` that is accelerate's device hook or nnsight's
+wrapper around the class's own is not an override: :mod:`unravel.adapters.wrappers`). Built-in adapters are named by qualified class name and loaded on
 first use, so nothing here imports torchvision or other libraries. This module does not check
 that an adapter describes its block faithfully; ``find_units(model, example_inputs=...)`` does.
 """
@@ -20,6 +21,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import ArgumentTypeError, UnsupportedModelError
+from .wrappers import wrapper_of
 
 __all__ = ["Adapter", "Layout", "register_adapter", "unregister_adapter", "adapters", "supported_blocks", "ECOSYSTEMS"]
 
@@ -301,7 +303,7 @@ def match(module: nn.Module) -> tuple[Adapter | None, str | None]:
     (the subclass overrides ``forward``); ``(None, None)`` when no class in its MRO has one."""
     cls = original_class(module)
     overriding = None  # the first class (from the module's own) that defines forward itself
-    if "forward" in module.__dict__:
+    if "forward" in module.__dict__ and wrapper_of(module, cls) is None:  # not accelerate's or nnsight's
         overriding = "the instance"
     for c in cls.__mro__:
         adapter = _lookup(c)

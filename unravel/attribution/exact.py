@@ -19,6 +19,7 @@ from torch import nn
 from .._utils import check_choice, check_int
 from ..errors import ArgumentError
 from ..losses import IGNORE_INDEX, check_loss
+from ..adapters.wrappers import as_module
 from ..units import find_units, unit_groups
 from ._budget import DEFAULT_SHARE, SavedBytes, available_bytes, bytes_per_example, check_budget, examples_per_step
 from ._groups import group_counts, group_records, propagate_groups
@@ -286,9 +287,14 @@ def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Calla
        Relatively Shallow Networks." NeurIPS 2016, Sec. 4.1 and Fig. 6.
     .. [2] unravel's design notes (``DESIGN.md``): the exact path-length decomposition.
     """
+    model = as_module(model)  # an nnsight wrapper: the model inside
     check_choice("method", method, METHODS)
     check_choice("wrt", wrt, WRT)
     check_choice("mode", mode, MODES)
+    if wrt == "units" and any(p.device.type == "meta" for p in model.parameters()):
+        raise ArgumentError("wrt='units' needs the parameters in memory, but some are on the meta device (offloaded by "
+                            "accelerate's device_map, brought in only for each forward): use wrt='input', or load the "
+                            "model without offloading.")
     if method == "sample" and wrt != "input":
         raise ArgumentError("method='sample' measures single-path gradients at the input: use wrt='input'.")
     max_length = check_int("max_length", max_length, 0, allow_none=True)

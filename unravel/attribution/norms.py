@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .._utils import check_choice
+from ..adapters.wrappers import as_module
 from ..units import find_units
 from ._record import MODES, analysis_mode, builtin_loss, prepare, record
 
@@ -42,6 +43,7 @@ def norm_ratios(model: nn.Module, inputs, targets=None, *, loss: Callable | str 
     """
     import pandas as pd
 
+    model = as_module(model)  # an nnsight wrapper: the model inside
     check_choice("mode", mode, MODES)
     loss, targets = builtin_loss(loss, inputs, targets)
     inputs, loss_fn = prepare(model, inputs, targets, loss)

@@ -11,6 +11,7 @@ import numpy as np
 from torch import nn
 
 from .._utils import check_int, model_device
+from ..adapters.wrappers import as_module
 from ..errors import ArgumentError
 from ..lesion import unit_shapes
 from ..train import as_loader
@@ -187,6 +188,7 @@ def reorder_random(model: nn.Module, data, ks: Iterable[int] = (1, 2, 4, 8), sam
     samples_per_k : int
     seed : int
     """
+    model = as_module(model)  # an nnsight wrapper: the model inside
     units = find_units(model)
     groups = unit_groups(units, group)
     loader = as_loader(data, check_int("batch_size", batch_size, 1), split="test")

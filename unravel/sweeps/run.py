@@ -7,7 +7,6 @@ shared between the processes of a group. It does not choose the variants
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import RandomSampler
 
-from .._utils import check_choice, check_int, eval_mode, model_device
+from .._utils import check_choice, check_int, eval_mode, model_device, process_group_of
+from ..adapters.wrappers import as_module
 from ..errors import ArgumentError, InterventionError
 from ..interventions import active_interventions
 from ..losses import check_loss
@@ -67,25 +67,6 @@ def _frame(rows: list[dict], reorders: bool = False):
 
 
 # ------------------------------------------------------------------------------------------
-# Distribution over processes
-
-
-def _process_group(process_group):
-    import torch.distributed as dist
-
-    if process_group is not None:
-        return process_group, dist.get_rank(process_group), dist.get_world_size(process_group)
-    if not dist.is_available():
-        return None, 0, 1
-    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1 and "MASTER_ADDR" in os.environ:
-        # launched under torchrun: join the job's group
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        return None, dist.get_rank(), dist.get_world_size()
-    return None, 0, 1
-
-
-# ------------------------------------------------------------------------------------------
 # Studies
 
 
@@ -99,6 +80,7 @@ def _variant_row(study, v: Variant, units, seed, tally) -> dict:
 
 def _study(name, model, data, variants, *, seed, batch_size, device, progress, results, process_group,
            method, loss, max_rows, settings, next_token=False, return_items=False):
+    model = as_module(model)  # an nnsight wrapper: the model inside
     check_choice("method", method, ("fast", "naive"))
     if not isinstance(return_items, bool):
         raise ArgumentError(f"return_items={return_items!r} must be True or False.")
@@ -123,7 +105,7 @@ def _study(name, model, data, variants, *, seed, batch_size, device, progress, r
     if check_loss(loss) == "next_token":  # the built-in: cross-entropy of position t against token t + 1
         loss, next_token = None, True
     loss_fn = loss or F.cross_entropy
-    group, rank, world = _process_group(process_group)
+    group, rank, world = process_group_of(process_group)
 
     path = Path(results) if results is not None else None
     done: dict[int, dict] = {}

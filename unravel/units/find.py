@@ -14,6 +14,7 @@ from torch import nn
 
 from .._utils import as_tuple, eval_mode
 from ..adapters import Adapter, match, supported_blocks
+from ..adapters.wrappers import as_module
 from ..errors import ArgumentTypeError, UnsupportedModelError
 from .parts import ResidualUnit
 
@@ -58,6 +59,7 @@ def find_units(model: nn.Module, example_inputs: Any = None) -> list[ResidualUni
     >>> len(units), units[0].name, sum(u.projection for u in units)
     (9, 'stage1.0', 2)
     """
+    model = as_module(model)  # an nnsight wrapper: the model inside
     if not isinstance(model, nn.Module):
         raise ArgumentTypeError(f"find_units expects a torch.nn.Module, got {type(model).__name__}.")
     found: list[tuple[str, nn.Module, Adapter]] = []
