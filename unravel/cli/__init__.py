@@ -1,8 +1,10 @@
 """The ``unravel`` command line.
 
-``unravel study run NAME|FILE|FOLDER``, ``unravel study list``, ``unravel train``, ``unravel lesion``,
-``unravel prune``, ``unravel paths``, ``unravel units``, ``unravel data``, ``unravel lm train`` and
-``unravel demo``. Every option is checked before data is loaded or a model trained. A user's mistake (an :class:`~unravel.errors.UnravelError`)
+``unravel study run NAME|FILE|FOLDER``, ``unravel study list``, ``unravel data``, ``unravel lm train``,
+``unravel demo``, and the commands on a model, one grammar for all: ``unravel COMMAND MODEL
+[options]`` for ``units``, ``train``, ``lesion``, ``paths``, ``spectra`` and ``prune`` (MODEL a
+reference model or ``torchvision:NAME``, ``timm:NAME``, ``hf:CONFIG_OR_DIR``,
+``package.module:factory``). Every option is checked before data is loaded or a model trained. A user's mistake (an :class:`~unravel.errors.UnravelError`)
 is one line on stderr and exit status 2; anything else is a bug and keeps its traceback. One
 module per command; :mod:`~unravel.cli.options` holds what they share.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import UnravelError
-from . import data, lesion, lm, paths, prune, study, train, units
+from . import data, lesion, lm, paths, prune, spectra, study, train, units
 from .options import _Parser
 
 __all__ = ["main"]
@@ -25,7 +27,7 @@ def _parser():
     p.add_argument("--version", action="version", version=f"unravel {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     study.add_demo(sub)
-    for command in (units, train, lesion, prune, paths, data, lm, study):
+    for command in (units, train, lesion, paths, spectra, prune, data, lm, study):
         command.add(sub)
     return p
 

@@ -1,11 +1,11 @@
 """What every command shares: the parser whose usage errors are one line, the option types that
-check one value as argparse reads it, and the model, data and output options.
+check one value as argparse reads it, and how a frame is written. The model and data options are
+:mod:`~unravel.cli.loading`'s.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ..errors import ArgumentError
@@ -76,16 +76,6 @@ def _ks(text: str) -> tuple[int, ...]:
     return ks
 
 
-def _model_name(text: str) -> str:
-    """A registered model name or a model string (checked when the model is built)."""
-    from ..models.registry import model_names
-
-    if text not in model_names() and ":" not in text:
-        raise argparse.ArgumentTypeError(f"unknown model {text!r}; available: {', '.join(model_names())}, or "
-                                         "torchvision:NAME, timm:NAME, hf:CONFIG_OR_DIR, package.module:factory")
-    return text
-
-
 def _existing_file(text: str) -> str:
     if not Path(text).is_file():
         raise argparse.ArgumentTypeError(f"no file at {text!r}")
@@ -99,99 +89,9 @@ def _new_file(text: str) -> str:
     return text
 
 
-# ------------------------------------------------------------------------------------------
-# Data and models from the options
-
-
-def _model_options(args) -> dict:
-    """The model's keyword arguments from ``--depth`` and ``--width``, checked against the
-    registry before anything is built."""
-    from ..models import registry
-
-    entry = registry.model_entry(args.model)
-    options = {}
-    depth = args.depth if args.depth is not None else entry.depth
-    if depth is not None:
-        options["depth"] = depth
-    if args.width is not None:
-        if entry.width is None:
-            raise ArgumentError(f"--width: model {args.model!r} has no width to set")
-        options[entry.width] = args.width
-    registry.check_model_arguments(args.model, options, complete=False)
-    return options
-
-
-def _check_data(args) -> None:
-    from .. import data
-
-    if args.data in data.ROOTED and not args.data_root:
-        raise ArgumentError(f"dataset {args.data!r} needs --data-root, the folder of its local files")
-
-
-def _data(args):
-    from .. import study
-
-    return study.load_data({"data": args.data, "data_root": args.data_root})
-
-
-def _model(args, d, options):
-    import torch
-
-    from ..models import build_model
-
-    torch.manual_seed(args.seed)
-    return build_model(args.model, d, **options)
-
-
-def _prepare(args, model, d) -> None:
-    """Load the weights of ``--checkpoint``, or train for ``--epochs``."""
-    from .. import train
-
-    if args.checkpoint:
-        train.load(args.checkpoint, model)
-    elif args.epochs:
-        print(f"training {args.model} on {d.name} for {args.epochs} epochs", file=sys.stderr)
-        train.fit(model, d, epochs=args.epochs, optimizer="adam", lr=3e-3, seed=args.seed,
-                  progress=not args.no_progress)
-
-
-def _setup(args):
-    """Check the model and data options, then load the data and build the model (untrained)."""
-    options = _model_options(args)
-    _check_data(args)
-    d = _data(args)
-    return d, _model(args, d, options)
-
-
 def _write(frame, out):
     if out:
         frame.to_csv(out, index=False)
         print(f"wrote {out}")
     else:
         print(frame.to_string(index=False))
-
-
-# ------------------------------------------------------------------------------------------
-# Commands
-
-
-def _model_args(q, epochs: int | None) -> None:
-    from ..data import DATASETS
-    from ..models.registry import model_names
-
-    names = model_names()
-    q.add_argument("--model", default="resnet_cifar", type=_model_name, metavar="NAME",
-                   help=f"{', '.join(names)} (default resnet_cifar), or a model of yours: torchvision:NAME, "
-                        "timm:NAME, hf:CONFIG_OR_DIR, package.module:factory")
-    q.add_argument("--depth", type=_count(1), default=None,
-                   help="depth (default: the model's; 20 for the CIFAR nets, 22 for densenet_bc)")
-    q.add_argument("--width", type=_count(1), default=None, help="width (growth rate for densenet_bc)")
-    q.add_argument("--data", default="mnist1d", choices=list(DATASETS), metavar="NAME",
-                   help=f"{', '.join(DATASETS)} (default mnist1d)")
-    q.add_argument("--data-root", default=None, help="folder of local data files (mnist, cifar10)")
-    q.add_argument("--seed", type=_count(0), default=0)
-    q.add_argument("--no-progress", action="store_true", help="no progress bars")
-    if epochs is not None:
-        q.add_argument("--epochs", type=_count(0), default=epochs, help=f"training epochs first (default {epochs})")
-        q.add_argument("--checkpoint", type=_existing_file, default=None,
-                       help="load weights from this checkpoint (written by `unravel train --save`) instead of training")

@@ -1,37 +1,44 @@
-"""``unravel prune``: choose units to remove under a budget and write the smaller model."""
+"""``unravel prune MODEL``: choose units to remove under a budget and write the smaller model."""
 
 from __future__ import annotations
 
-from ..errors import ArgumentError
+import sys
 from pathlib import Path
 
-from .options import _count, _positive_float, _nonnegative_float, _model_name, _prepare, _setup, _model_args
+from ..errors import ArgumentError
+from .figures import add_plot, draw
+from .loading import add_model_args, load
+from .options import _count, _nonnegative_float, _positive_float
 
 __all__: list = []
 
 
 def _cmd_prune(args):
-    from .. import data as data_mod, prune, train
+    from .. import prune, train
     from ..units import find_units
 
-    if args.model_arg is not None:
-        args.model = args.model_arg
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ArgumentError(f"--out {args.out!r} is a file; give a folder to write the pruned model and report into")
-    d, model = _setup(args)
-    _prepare(args, model, d)
-    tokens = args.data in data_mod.TOKENS
-    sel = prune.select(model, d, budget=args.budget, strategy=args.strategy, metric=args.metric, group=args.group,
-                       max_units=args.max_units, batch_size=args.batch_size, next_token=tokens,
-                       progress=not args.no_progress)
+    if args.budget is None and args.max_units is None:
+        raise ArgumentError("give --budget (the largest increase of --metric allowed), --max-units, or both")
+    budget = float("inf") if args.budget is None else args.budget
+    run = load(args)
+    model, d, tokens = run.model, run.data, run.tokens
+    print(f"selecting on the {run.split} split ({len(run.scored):,}); the report's test numbers are on the test "
+          f"split ({len(d.test):,})" + (": the same data, so optimistic (--split train selects on other data)"
+                                        if run.split in ("test", "all") else ""), file=sys.stderr)
+    sel = prune.select(model, run.scored, budget=budget, strategy=args.strategy, metric=args.metric,
+                       group="module" if args.group == "layer" else "unit", max_units=args.max_units,
+                       batch_size=args.batch_size, next_token=tokens, progress=not args.no_progress)
     pruned = prune.remove(model, sel.units)
+    test = {"before": prune.quality(model, d, "test", next_token=tokens, batch_size=args.batch_size)}
+    test["after"] = prune.quality(pruned, d, "test", next_token=tokens, batch_size=args.batch_size)
     healing = None
     if args.heal:
-        before = prune.quality(pruned, d, "test", next_token=tokens)
         h = prune.heal(pruned, d, steps=args.heal, lr=args.heal_lr, next_token=tokens, seed=args.seed,
                        progress=not args.no_progress)
-        healing = (h, before, prune.quality(pruned, d, "test", next_token=tokens))
+        healing = (h, test["after"], prune.quality(pruned, d, "test", next_token=tokens))
     out.mkdir(parents=True, exist_ok=True)
     sel.frame.to_csv(out / "selection.csv", index=False)
     if prune.hf.is_hf(pruned):
@@ -43,13 +50,17 @@ def _cmd_prune(args):
         saved = train.save(pruned, out / "model.pt", {k: v for k, v in meta.items() if v is not None})
     units = find_units(model)
     before, after = (sum(p.numel() for p in m.parameters()) for m in (model, pruned))
-    (out / "report.md").write_text(_prune_report(args, sel, len(units), before, after, saved, healing))
+    (out / "report.md").write_text(_prune_report(args, run, sel, len(units), before, after, saved, test, healing))
     last = sel.frame[sel.frame.units_removed == len(sel.units)].iloc[-1] if sel.units else sel.frame.iloc[0]
-    print(f"removed {len(sel.units)} of {len(units)} units ({', '.join(sel.names) or 'none'}): {args.metric} "
-          f"{sel.baseline[args.metric]:.4g} -> {last[args.metric]:.4g} (budget +{args.budget:g}); parameters "
-          f"{before:,} -> {after:,}")
+    limit = "" if args.budget is None else f" (budget +{args.budget:g})"
+    print(f"removed {len(sel.units)} of {len(units)} units ({', '.join(sel.names) or 'none'}): {args.metric} on the "
+          f"{run.split} split {sel.baseline[args.metric]:.4g} -> {last[args.metric]:.4g}{limit}; test error "
+          f"{test['before']['error']:.4g} -> {test['after']['error']:.4g}; parameters {before:,} -> {after:,}")
     if healing:
         print(_healing_line(*healing))
+    if args.plot:
+        draw("prune", sel.frame, args.plot, metric=args.metric,
+             reference=None if args.budget is None else sel.baseline[args.metric] + args.budget)
     print(f"wrote {saved}, {out / 'selection.csv'} and {out / 'report.md'}")
     return 0
 
@@ -60,13 +71,16 @@ def _healing_line(h, before, after) -> str:
             f"{before['error']:.4g} -> {after['error']:.4g}, test loss {before['loss']:.4g} -> {after['loss']:.4g}")
 
 
-def _prune_report(args, sel, n_units, before, after, saved, healing=None) -> str:
+def _prune_report(args, run, sel, n_units, before, after, saved, test, healing=None) -> str:
     f = sel.frame
+    budget = "none (--max-units only)" if args.budget is None else f"+{sel.budget:g} over the unlesioned model"
     cols = ["step", "units_removed", "removed", "error", "loss", "within_budget", "score"]
     lines = [f"# unravel prune: {args.model} on {args.data}", "",
-             f"- strategy: `{sel.strategy}` (candidates: {args.group}s), metric: {sel.metric}, budget: "
-             f"+{sel.budget:g} over the unlesioned model",
+             f"- strategy: `{sel.strategy}` (candidates: {args.group}s), metric: {sel.metric}, budget: {budget}",
+             f"- selected on the {run.split} split ({len(run.scored):,}); the table below is on it",
              f"- unlesioned: error {sel.baseline['error']:.4f}, loss {sel.baseline['loss']:.4f}",
+             f"- test split ({len(run.data.test):,}): error {test['before']['error']:.4f} -> "
+             f"{test['after']['error']:.4f}, loss {test['before']['loss']:.4f} -> {test['after']['loss']:.4f}",
              f"- removed {len(sel.units)} of {n_units} units: {', '.join(sel.names) or 'none'}",
              f"- parameters: {before:,} -> {after:,} ({after / max(before, 1):.1%})",
              f"- pruned model: `{saved}`" + (" (load it with `unravel.prune.load(path, model)`, `model` the "
@@ -86,16 +100,14 @@ def _prune_report(args, sel, n_units, before, after, saved, healing=None) -> str
 def add(sub) -> None:
     """The ``prune`` command's parser."""
     q = sub.add_parser("prune", help="choose units to remove under an error budget and write the smaller model")
-    q.add_argument("model_arg", nargs="?", type=_model_name, metavar="MODEL",
-                   help="the model (same as --model): a reference model, torchvision:NAME, timm:NAME, "
-                        "hf:CONFIG_OR_DIR or package.module:factory")
-    _model_args(q, 5)
-    q.add_argument("--budget", type=_nonnegative_float, required=True,
-                   help="the largest increase of --metric over the unlesioned model (0.01: one point of error)")
+    add_model_args(q)
+    q.add_argument("--budget", type=_nonnegative_float, default=None,
+                   help="the largest increase of --metric over the unlesioned model (0.01: one point of error); "
+                        "needed unless --max-units is given")
     q.add_argument("--strategy", choices=["greedy", "block_influence", "angular", "gradient_share"], default="greedy")
     q.add_argument("--metric", choices=["error", "loss"], default="error")
-    q.add_argument("--group", choices=["unit", "module"], default="unit",
-                   help="candidates: single units, or all units of a module (a transformer layer)")
+    q.add_argument("--group", choices=["unit", "layer"], default="unit",
+                   help="candidates: single units, or all units of one layer (a transformer layer)")
     q.add_argument("--max-units", type=_count(1), default=None, help="remove at most this many candidates")
     q.add_argument("--batch-size", type=_count(1), default=256)
     q.add_argument("--heal", type=_count(0), default=0, metavar="STEPS",
@@ -103,4 +115,5 @@ def add(sub) -> None:
     q.add_argument("--heal-lr", type=_positive_float, default=1e-4, help="learning rate of --heal (default 1e-4)")
     q.add_argument("--out", default="pruned", help="folder for the pruned model, selection.csv and report.md "
                                                    "(default pruned)")
+    add_plot(q)
     q.set_defaults(func=_cmd_prune)

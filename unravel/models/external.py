@@ -2,8 +2,9 @@
 ``hf:CONFIG_OR_DIR`` and ``package.module:factory``. Each becomes a registry entry on the fly,
 so the CLI (``--model``) and study specs take them like the reference models.
 
-Nothing is downloaded: torchvision and timm models are built without weights (``weights=None``,
-``pretrained=False``); ``hf:`` reads a local ``config.json`` (a file, or a folder that may also
+Nothing is downloaded unless asked: torchvision and timm models are built without weights
+(``weights=None``, ``pretrained=False``) unless the builder is given ``pretrained=True`` (the
+library's default weights, from its cache or its download); ``hf:`` reads a local ``config.json`` (a file, or a folder that may also
 hold weights) with ``local_files_only``. It does not check that a model suits the data beyond the
 sizes it fills in.
 """
@@ -36,14 +37,22 @@ def _torchvision(name: str):
     if not name or not callable(getattr(tvm, name, None)) or name.startswith("_"):
         raise ArgumentError(f"torchvision:{name}: no such builder in torchvision.models (e.g. resnet18, vit_b_16).")
     builder = getattr(tvm, name)
-    return lambda **kw: builder(weights=None, **kw), lambda shape: {}
+
+    def build(pretrained=False, **kw):  # pretrained: the builder's default weights, from torch's local cache
+        return builder(weights="DEFAULT" if pretrained else None, **kw)
+
+    return build, lambda shape: {}
 
 
 def _timm(name: str):
     timm = _require("timm", "timm")
     if not timm.is_model(name):
         raise ArgumentError(f"timm:{name}: timm has no such model (see timm.list_models()).")
-    return lambda **kw: timm.create_model(name, pretrained=False, **kw), lambda shape: {"in_chans": shape[0]}
+
+    def build(pretrained=False, **kw):
+        return timm.create_model(name, pretrained=pretrained, **kw)
+
+    return build, lambda shape: {"in_chans": shape[0]}
 
 
 def _hf(where: str):

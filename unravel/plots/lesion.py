@@ -23,13 +23,21 @@ def deletion_errors(frame, hue: str | None = "model", ax=None):
     ...                   "projection": [False, False, True], "model": "resnet"})
     >>> unravel.plots.deletion_errors(f).get_ylabel()
     'test error'
+
+    Groups of units (``group="layer"`` in the sweep) are numbered in forward order:
+
+    >>> g = f.assign(units=["", "0,1", "2,3"])
+    >>> unravel.plots.deletion_errors(g).get_xlabel()
+    'deleted group'
     """
     import seaborn as sns
 
     _require(frame, ["variant", "units", "error"], "deletion_errors")
     hue = hue if hue and hue in frame.columns else None
     ax = _axes(ax)
-    units = frame[frame.variant >= 0].assign(unit=lambda d: d.units.astype(str).astype(int))
+    units = frame[frame.variant >= 0]
+    single = units.units.astype(str).str.fullmatch(r"\d+").all()  # groups (group="layer") list several units
+    units = units.assign(unit=units.units.astype(str).astype(int) if single else units.variant)
     sns.lineplot(data=units, x="unit", y="error", hue=hue, marker="o", ax=ax)
     if "projection" in units.columns and units.projection.any():
         proj = units[units.projection]
@@ -39,7 +47,7 @@ def deletion_errors(frame, hue: str | None = "model", ax=None):
     base = frame[frame.variant == -1]
     for name, err in (base.groupby(hue).error.mean().items() if hue else [(None, base.error.mean())]):
         ax.axhline(err, ls="--", lw=1, color=palette.get(name, "0.4"))
-    ax.set_xlabel("deleted unit")
+    ax.set_xlabel("deleted unit" if single else "deleted group")
     ax.set_ylabel("test error")
     ax.set_title("Deleting single units (dashed: no deletion)")
     ax.legend(fontsize=8, frameon=False)
