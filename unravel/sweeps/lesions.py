@@ -94,6 +94,11 @@ def delete_each(model: nn.Module, data, *, batch_size: int = 256, device=None, p
                   max_rows=max_rows, settings={}, next_token=next_token, return_items=return_items)
 
 
+#: The most swaps one reorder variant may make (each draws one pair; more only mixes the units
+#: the same way).
+MAX_SWAPS = 10**6
+
+
 def _ks(ks, limit, what):
     if isinstance(ks, (int, np.integer)) and not isinstance(ks, bool):
         ks = [ks]
@@ -101,6 +106,8 @@ def _ks(ks, limit, what):
         ks = list(ks)
     except TypeError:
         raise ArgumentError(f"ks={ks!r} must be an integer or a list of integers in 1..{limit} ({what}).") from None
+    if not ks:
+        raise ArgumentError(f"ks=[] names no k: give an integer or a list of integers in 1..{limit} ({what}).")
     return [check_int("each k in ks", k, 1, limit) for k in ks]
 
 
@@ -126,13 +133,14 @@ def delete_random(model: nn.Module, data, ks: Iterable[int] = (1, 2, 4, 8), samp
     ks = _ks(ks, len(pool), f"the model has {len(pool)} candidate units")
     samples_per_k = check_int("samples_per_k", samples_per_k, 1)
     seed = check_int("seed", seed)
-    rng = np.random.default_rng(seed)
-    variants = []
-    for k in ks:
-        for draw in range(samples_per_k):
+
+    def variants():  # made lazily, as the sweep reaches them
+        rng = np.random.default_rng(seed)
+        for i, (k, draw) in enumerate((k, draw) for k in ks for draw in range(samples_per_k)):
             chosen = tuple(sorted(int(i) for i in rng.choice(pool, size=k, replace=False)))
-            variants.append(Variant(id=len(variants), k=k, deleted=chosen, draw=draw))
-    return _study("delete_random", model, data, variants, seed=seed, batch_size=batch_size, device=device,
+            yield Variant(id=i, k=k, deleted=chosen, draw=draw)
+
+    return _study("delete_random", model, data, variants(), count=len(ks) * samples_per_k, seed=seed, batch_size=batch_size, device=device,
                   progress=progress, results=results, process_group=process_group, method=method, loss=loss,
                   max_rows=max_rows, settings={"ks": ks, "samples_per_k": samples_per_k, "candidates": pool},
                   next_token=next_token, return_items=return_items)
@@ -171,18 +179,19 @@ def reorder_random(model: nn.Module, data, ks: Iterable[int] = (1, 2, 4, 8), sam
     if not pairs:
         raise ArgumentError("no two units of this model may change places (identity shortcuts and equal "
                             "shapes are needed).")
-    ks = _ks(ks, 10**9, "swaps of compatible pairs")
-    rng = np.random.default_rng(seed)
-    variants = []
-    for k in ks:
-        for draw in range(samples_per_k):
+    ks = _ks(ks, MAX_SWAPS, "swaps of compatible pairs")
+
+    def variants():  # made lazily, as the sweep reaches them
+        rng = np.random.default_rng(seed)
+        for i, (k, draw) in enumerate((k, draw) for k in ks for draw in range(samples_per_k)):
             order = list(range(len(units)))
-            for i in rng.integers(0, len(pairs), size=k):
-                a, b = pairs[int(i)]
+            for j in rng.integers(0, len(pairs), size=k):
+                a, b = pairs[int(j)]
                 order[a], order[b] = order[b], order[a]
             moved = [p for p, q in enumerate(order) if p != q]
-            variants.append(Variant(id=len(variants), k=k, order=tuple(order), draw=draw, info={"moved": moved}))
-    return _study("reorder_random", model, loader, variants, seed=seed, batch_size=batch_size, device=device,
+            yield Variant(id=i, k=k, order=tuple(order), draw=draw, info={"moved": moved})
+
+    return _study("reorder_random", model, loader, variants(), count=len(ks) * samples_per_k, seed=seed, batch_size=batch_size, device=device,
                   progress=progress, results=results, process_group=process_group, method=method, loss=loss,
                   max_rows=max_rows, settings={"ks": ks, "samples_per_k": samples_per_k}, next_token=next_token,
                   return_items=return_items)
