@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import ArgumentError
-from pathlib import Path
+from .._io import check_folder, write_atomic, write_text
 
 from .options import _count, _positive_float, _nonnegative_float, _model_name, _prepare, _setup, _model_args
 
@@ -16,9 +15,7 @@ def _cmd_prune(args):
 
     if args.model_arg is not None:
         args.model = args.model_arg
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ArgumentError(f"--out {args.out!r} is a file; give a folder to write the pruned model and report into")
+    out = check_folder(args.out, "--out folder")  # before pruning, not after
     d, model = _setup(args)
     _prepare(args, model, d)
     tokens = args.data in data_mod.TOKENS
@@ -33,7 +30,7 @@ def _cmd_prune(args):
                        progress=not args.no_progress)
         healing = (h, before, prune.quality(pruned, d, "test", next_token=tokens))
     out.mkdir(parents=True, exist_ok=True)
-    sel.frame.to_csv(out / "selection.csv", index=False)
+    write_atomic(out / "selection.csv", lambda tmp: sel.frame.to_csv(tmp, index=False), "selection")
     if prune.hf.is_hf(pruned):
         pruned.save_pretrained(out / "model")
         saved = out / "model"
@@ -43,7 +40,7 @@ def _cmd_prune(args):
         saved = train.save(pruned, out / "model.pt", {k: v for k, v in meta.items() if v is not None})
     units = find_units(model)
     before, after = (sum(p.numel() for p in m.parameters()) for m in (model, pruned))
-    (out / "report.md").write_text(_prune_report(args, sel, len(units), before, after, saved, healing))
+    write_text(out / "report.md", _prune_report(args, sel, len(units), before, after, saved, healing), "report")
     last = sel.frame[sel.frame.units_removed == len(sel.units)].iloc[-1] if sel.units else sel.frame.iloc[0]
     print(f"removed {len(sel.units)} of {len(units)} units ({', '.join(sel.names) or 'none'}): {args.metric} "
           f"{sel.baseline[args.metric]:.4g} -> {last[args.metric]:.4g} (budget +{args.budget:g}); parameters "

@@ -9,7 +9,10 @@ __all__: list = []
 
 def _cmd_train(args):
     from .. import train, units
+    from .._io import check_file
 
+    if args.save:
+        check_file(args.save, "--save checkpoint")  # before training, not after
     d, model = _setup(args)
     print(f"{args.model} on {d!r}")
     print(units.unit_table(model).to_string(index=False))
