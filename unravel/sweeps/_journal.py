@@ -102,7 +102,7 @@ def prepare(path: Path, fingerprint: dict) -> None:
 
 def check(path: Path, stored: dict, current: dict) -> None:
     """Raise a ResultsMismatchError naming the first setting that differs."""
-    first = ["study", "seed", "units", "weights", "data", "data_size"]  # the likeliest mix-ups, named first
+    first = ["study", "seed", "units", "data_size", "weights", "data"]  # the likeliest mix-ups, named first
     for key in first + sorted((set(stored) | set(current)) - set(first)):
         if stored.get(key) != current.get(key):
             was, now = stored.get(key), current.get(key)
