@@ -250,6 +250,9 @@ def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Calla
         num_samples = check_int("num_samples", num_samples, 1)
     inputs, loss_fn = prepare(model, inputs, targets, loss)
     units = find_units(model)
+    if wrt == "units" and not any(p.requires_grad for u in units for p in u.module.parameters()):
+        raise ArgumentError("wrt='units' decomposes the gradients of the units' parameters, but none of them "
+                            "requires grad (all frozen). Unfreeze them (requires_grad_(True)), or use wrt='input'.")
     B = inputs[0].shape[0]
     # eval-mode batch norms and ReLU masks folded into the convolutions' input VJPs
     fold = method == "exact" and wrt == "input" and mode == "eval"

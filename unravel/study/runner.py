@@ -254,12 +254,12 @@ def run_study(spec_or_name, out=None, *, quick: bool = False, device="cpu", seed
     if seed is not None and seeds is not None:
         raise ArgumentError("give seed or seeds, not both.")
     if seed is not None:
-        seeds = [check_int("seed", seed, 0)]
+        seeds = [check_int("seed", seed, 0, 2**63 - 1)]
     if seeds is not None:
         if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
             raise ArgumentError(f"seeds={seeds!r}: must be a list of non-negative integers.")
         spec.pop("seed", None)
-        spec["seeds"] = [check_int("seeds", s, 0) for s in seeds]
+        spec["seeds"] = [check_int("seeds", s, 0, 2**63 - 1) for s in seeds]
     checked = parse_spec(spec)
     seeds = list(checked.seeds)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")

@@ -132,7 +132,7 @@ def delete_random(model: nn.Module, data, ks: Iterable[int] = (1, 2, 4, 8), samp
     pool = [u.index for u in (resolve_units(units, candidates) if candidates is not None else units)]
     ks = _ks(ks, len(pool), f"the model has {len(pool)} candidate units")
     samples_per_k = check_int("samples_per_k", samples_per_k, 1)
-    seed = check_int("seed", seed)
+    seed = check_int("seed", seed, 0, 2**63 - 1)
 
     def variants():  # made lazily, as the sweep reaches them
         rng = np.random.default_rng(seed)
@@ -169,7 +169,7 @@ def reorder_random(model: nn.Module, data, ks: Iterable[int] = (1, 2, 4, 8), sam
     x0, _ = next(iter(loader))
     device = model_device(model, device)
     samples_per_k = check_int("samples_per_k", samples_per_k, 1)
-    seed = check_int("seed", seed)
+    seed = check_int("seed", seed, 0, 2**63 - 1)
     shapes = unit_shapes(model, x0[:1].to(device))
     groups: dict[tuple, list[int]] = {}
     for u in units:
