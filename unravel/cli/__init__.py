@@ -3,7 +3,7 @@
 ``unravel study run NAME|FILE|FOLDER``, ``unravel study list``, ``unravel train``, ``unravel lesion``,
 ``unravel prune``, ``unravel paths``, ``unravel units``, ``unravel data``, ``unravel lm train`` and
 ``unravel demo``. Every option is checked before data is loaded or a model trained. A user's mistake (an :class:`~unravel.errors.UnravelError`)
-is one line on stderr and exit status 2; anything else is a bug and keeps its traceback. One
+(or a file the system refuses, an ``OSError``) is one line on stderr and exit status 2; anything else is a bug and keeps its traceback. One
 module per command; :mod:`~unravel.cli.options` holds what they share.
 """
 
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     try:
         args = _parser().parse_args(argv)
         return args.func(args)
-    except UnravelError as e:
+    except (UnravelError, OSError) as e:  # a user's mistake, or a file the system refused: one line
         message = str(e).strip()
         print(f"unravel: error: {message.splitlines()[0] if message else type(e).__name__}", file=sys.stderr)
         return 2

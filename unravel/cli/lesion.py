@@ -12,6 +12,10 @@ def _cmd_lesion(args):
     from .. import data as data_mod, sweeps
     from ..units import find_units
 
+    if args.kind != "delete_each":  # sizes checked before training, not after
+        sweeps.run.check_count(len(args.ks) * args.samples_per_k)
+        if args.kind == "reorder_random" and max(args.ks) > sweeps.lesions.MAX_SWAPS:
+            raise ArgumentError(f"--ks: at most {sweeps.lesions.MAX_SWAPS:,} swaps per variant")
     d, model = _setup(args)
     if args.kind == "delete_random":  # checked before training: k deleted units need k units
         n = len(find_units(model))

@@ -206,16 +206,28 @@ def _sweep(name, model, units, loader, variants, count, *, seed, batch_size, dev
 MAX_VARIANTS = 10**6
 
 
+def check_count(count: int) -> int:
+    """``count`` variants, if a sweep may have that many (at most :data:`MAX_VARIANTS`).
+
+    Examples
+    --------
+    >>> from unravel.sweeps.run import check_count
+    >>> check_count(4 * 5)
+    20
+    """
+    if count > MAX_VARIANTS:
+        raise ArgumentError(f"this sweep would have {count:,} variants; at most {MAX_VARIANTS:,} fit in one frame "
+                            "(a row each). Give fewer ks or samples per k.")
+    return count
+
+
 def _counted(variants, count):
     """``(iterable of variants, how many)``; a sweep of more than MAX_VARIANTS is refused before
     any is made."""
     if count is None:
         variants = list(variants)
         count = len(variants)
-    if count > MAX_VARIANTS:
-        raise ArgumentError(f"this sweep would have {count:,} variants; at most {MAX_VARIANTS:,} fit in one frame "
-                            "(a row each). Give fewer ks or samples per k.")
-    return variants, count
+    return variants, check_count(count)
 
 
 def _chunks(items, size: int):
