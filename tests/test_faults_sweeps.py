@@ -137,3 +137,14 @@ def test_lazy_variants_equal_the_listed_ones():
     by_hand = run_variants("delete_random", net, d, mine, progress=False)
     assert frame.units.tolist() == by_hand.units.tolist()
     assert frame.error.tolist() == by_hand.error.tolist()
+
+
+@pytest.mark.parametrize("cut", [5, len(",".join(_journal.COLUMNS))])
+def test_a_header_cut_by_a_kill_is_written_again(tmp_path, cut):
+    path = tmp_path / "r.csv"
+    full = sweeps.delete_each(_net(), _data(), results=path, progress=False)
+    path.write_text(",".join(_journal.COLUMNS)[:cut])  # killed while the header was written
+    with pytest.warns(UserWarning, match="line 1"):
+        again = sweeps.delete_each(_net(), _data(), results=path, progress=False)
+    pd.testing.assert_frame_equal(again, full)
+    assert pd.read_csv(path).shape[0] == len(full)

@@ -88,16 +88,16 @@ def prepare(path: Path, fingerprint: dict) -> None:
         tmp = fp.with_name(fp.name + ".tmp")
         tmp.write_text(json.dumps(fingerprint, indent=1, sort_keys=True))
         os.replace(tmp, fp)
+    if path.exists() and path.stat().st_size > 0:
+        _, keep, bad = _parse(path)
+        if bad is not None:
+            warnings.warn(f"results file {str(path)!r}: line {bad[0]} is damaged ({bad[1]}); it is dropped and "
+                          "redone.", stacklevel=3)
+            os.truncate(path, keep)  # in place: the lock stays on this file
     if not path.exists() or path.stat().st_size == 0:
         buf = io.StringIO()
         csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n").writeheader()
         path.write_text(buf.getvalue())
-        return
-    _, keep, bad = _parse(path)
-    if bad is not None:
-        warnings.warn(f"results file {str(path)!r}: line {bad[0]} is damaged ({bad[1]}); it is dropped and redone.",
-                      stacklevel=3)
-        os.truncate(path, keep)  # in place: the lock stays on this file
 
 
 def check(path: Path, stored: dict, current: dict) -> None:
@@ -147,6 +147,8 @@ def _parse(path: Path):
         header = next(csv.reader([lines[0].decode()])) if lines else []
     except (UnicodeDecodeError, csv.Error):
         header = None
+    if len(lines) == 1 and not lines[0].endswith(b"\n") and ",".join(COLUMNS).encode().startswith(lines[0]):
+        return [], 0, (1, "cut short")  # the header itself cut by a kill: written again
     if header != COLUMNS:
         raise JournalError(f"results file {str(path)!r}, line 1: the header is not a sweep journal's "
                            f"({','.join(COLUMNS)}); it was changed. Use another file, or restore the header.")
