@@ -265,3 +265,18 @@ def test_the_meta_device_is_one_error():
         unravel.sweeps.delete_each(net, (x, y), progress=False)
     with pytest.raises(ArgumentError, match="meta"):
         study.run_study({**SPEC, "train": {"epochs": 1}}, device="meta", progress=False)
+
+
+def test_data_hash_sees_content_not_identity_or_order_of_a_loader():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from unravel._io import data_hash
+
+    a, b = unravel.data.synthetic(40, seed=0), unravel.data.synthetic(40, seed=0)
+    assert data_hash(a) == data_hash(b)
+    b.test.tensors[1][0] = (b.test.tensors[1][0] + 1) % 4  # one label of the test split
+    assert data_hash(a) != data_hash(b)
+    ds = TensorDataset(torch.randn(10, 3), torch.arange(10))
+    assert data_hash(DataLoader(ds, shuffle=True)) == data_hash(DataLoader(ds)) == data_hash(ds)
+    with pytest.raises(ArgumentTypeError, match="content"):
+        data_hash(object())

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import OutputError
+from .errors import ArgumentTypeError, OutputError
 
 __all__: list = []
 
@@ -169,7 +169,7 @@ def _hash_value(h, value) -> None:
 
 
 def data_hash(data) -> str:
-    """A hash of a dataset's content: a DataSplit's train and test tensors, a TensorDataset's
+    """A hash of a dataset's content: a DataSplit's splits (train, validation, test), a TensorDataset's
     tensors, a DataLoader's dataset (its items in index order, so shuffling does not change it), a
     sized dataset's items, or an ``(inputs, targets)`` pair.
 
@@ -182,8 +182,10 @@ def data_hash(data) -> str:
     False
     """
     h = hashlib.sha256()
-    if hasattr(data, "train") and hasattr(data, "test") and hasattr(data.test, "tensors"):
-        _hash_value(h, [data.train.tensors, data.test.tensors])
+    if hasattr(data, "train") and hasattr(data, "test"):  # a DataSplit: each of its splits
+        for split in ("train", "validation", "test"):
+            part = getattr(data, split, None)
+            h.update(f"{split}:{'-' if part is None else data_hash(part)}".encode())
     elif isinstance(data, torch.utils.data.DataLoader):
         return data_hash(data.dataset)
     elif hasattr(data, "tensors"):
@@ -193,7 +195,10 @@ def data_hash(data) -> str:
     elif hasattr(data, "__len__") and hasattr(data, "__getitem__"):
         for i in range(len(data)):
             _hash_value(h, data[i])
-    else:  # an iterable dataset: its items in the order it gives them
+    elif hasattr(data, "__iter__"):  # an iterable dataset: its items in the order it gives them
         for item in data:
             _hash_value(h, item)
+    else:
+        raise ArgumentTypeError(f"cannot read the content of data of type {type(data).__name__}: give a DataSplit, "
+                                "a Dataset, a DataLoader or (inputs, targets).")
     return h.hexdigest()[:16]
