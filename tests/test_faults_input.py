@@ -280,3 +280,23 @@ def test_data_hash_sees_content_not_identity_or_order_of_a_loader():
     assert data_hash(DataLoader(ds, shuffle=True)) == data_hash(DataLoader(ds)) == data_hash(ds)
     with pytest.raises(ArgumentTypeError, match="content"):
         data_hash(object())
+
+
+def test_a_study_whose_summary_cannot_be_written_keeps_it(tmp_path, monkeypatch):
+    import json
+
+    import unravel._io as io_mod
+
+    spec = {"kind": "norm-preservation", "data": "synthetic", "data_options": {"num_samples": 80, "input_shape": [1, 8]},
+            "models": {"residual": {"name": "preact_resnet_cifar", "width": 2},
+                       "plain": {"name": "preact_plain_cifar", "width": 2}},
+            "train": {"epochs": 1}, "analysis": {"depths": [8], "probe_size": 2, "calibration_size": 32}}
+
+    def fail(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(io_mod.os, "replace", fail)
+    with pytest.raises(OutputError, match="saved at") as e:
+        study.run_study(spec, tmp_path, progress=False)
+    rescued = str(e.value).split("saved at ")[1].strip(".'")
+    assert len(json.loads(open(rescued).read())["claims"]) == 4

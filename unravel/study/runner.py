@@ -22,7 +22,7 @@ import yaml
 
 from .. import plots, train
 from ..cache import cached_training, code_hash
-from .._io import check_folder, data_hash
+from .._io import check_folder, data_hash, write_text
 from .._utils import check_device, check_int
 from ..errors import ArgumentError
 from .environment import environment
@@ -278,7 +278,9 @@ def run_study(spec_or_name, out=None, *, quick: bool = False, device="cpu", seed
     summary = {"study": checked.name, "kind": checked.kind, "quick": quick, "seeds": seeds,
                "git_revision": env["git_revision"], "git_dirty": env["git_dirty"],
                "seconds": round(time.perf_counter() - start, 1), "claims": claims}
-    (folder / "summary.json").write_text(summary_json(summary))
-    (folder / "report.md").write_text(report_markdown(checked, claims, seeds=seeds, device=device, quick=quick,
-                                                      figures=ctx.figures, tables=ctx.tables, environment=env))
+    # the finished work, written whole or saved elsewhere (the error says where)
+    write_text(folder / "summary.json", summary_json(summary), "summary")
+    write_text(folder / "report.md", report_markdown(checked, claims, seeds=seeds, device=device, quick=quick,
+                                                     figures=ctx.figures, tables=ctx.tables, environment=env),
+               "report")
     return folder
