@@ -322,7 +322,8 @@ def test_bad_input_is_a_clear_error():
 def test_weight_shared_units_are_refused():
     block = models.ResidualBlock(nn.Linear(3, 3))
     net = nn.Sequential(block, block)
-    with pytest.raises(ValueError, match="ran twice"):
+    # one rule everywhere (issue 25): a block registered twice is refused when the units are found
+    with pytest.raises(unravel.UnsupportedModelError, match="registered in 2 places"):
         attribution.path_length_gradients(net, torch.randn(2, 3))
 
 

@@ -7,6 +7,7 @@ Private: nothing here is public API.
 from __future__ import annotations
 
 import contextlib
+import math
 import numbers
 import random
 from collections.abc import Iterable, Iterator
@@ -51,12 +52,70 @@ def logits_of(out: Any) -> torch.Tensor:
 
 
 def model_device(model: nn.Module, device=None) -> torch.device:
-    """``device`` when given, else where the model's first parameter (or buffer) lives, else CPU."""
+    """``device`` when given, else where the model's first parameter (or buffer) lives, else CPU;
+    checked by :func:`check_device`."""
     if device is not None:
-        return torch.device(device)
+        return check_device(device)
     for t in (*model.parameters(), *model.buffers()):
-        return t.device
+        return check_device(t.device, "the model's device")
     return torch.device("cpu")
+
+
+def check_device(device, name: str = "device") -> torch.device:
+    """``device`` as a torch.device that can hold numbers here: a device torch knows, not ``meta``
+    (it holds shapes, not values), and CUDA only where torch sees it.
+
+    Examples
+    --------
+    >>> from unravel._utils import check_device
+    >>> check_device("cpu")
+    device(type='cpu')
+    >>> check_device("meta")
+    Traceback (most recent call last):
+    ...
+    unravel.errors.ArgumentError: device 'meta' holds shapes, not numbers: ...
+    """
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ArgumentError(f"{name}={device!r} is not a torch device; give cpu, cuda or cuda:N.") from None
+    if device.type == "meta":
+        raise ArgumentError(f"device 'meta' holds shapes, not numbers: unravel measures values, so {name} must be a "
+                            "real one (cpu, cuda). Load the model's weights onto it first "
+                            "(model.to_empty(device=...) then load_state_dict).")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ArgumentError(f"{name} {str(device)!r} was asked for but torch sees no CUDA device here; give cpu.")
+    return device
+
+
+def check_number(name: str, value: Any, minimum: float | None = None, maximum: float | None = None, *,
+                 open_low: bool = False, allow_none: bool = False) -> float | None:
+    """``value`` as a finite float within its bounds (``open_low``: strictly above ``minimum``);
+    NaN, infinities, bools and strings are refused.
+
+    Examples
+    --------
+    >>> from unravel._utils import check_number
+    >>> check_number("lr", 1e-3, 0, open_low=True)
+    0.001
+    >>> check_number("lr", float("inf"), 0, open_low=True)
+    Traceback (most recent call last):
+    ...
+    unravel.errors.ArgumentError: lr=inf must be a finite number > 0.
+    """
+    if value is None and allow_none:
+        return None
+    if torch.is_tensor(value) and value.dim() == 0 and value.dtype != torch.bool:
+        value = value.item()
+    what = f"a finite number{' > ' if open_low else ' >= '}{minimum}" if minimum is not None else "a finite number"
+    what += f" and <= {maximum}" if maximum is not None else ""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ArgumentError(f"{name}={value!r} must be {what}.")
+    value = float(value)
+    if not math.isfinite(value) or (minimum is not None and (value < minimum or open_low and value == minimum)) \
+            or (maximum is not None and value > maximum):
+        raise ArgumentError(f"{name}={value!r} must be {what}.")
+    return value
 
 
 @contextlib.contextmanager

@@ -19,6 +19,8 @@ __all__ = [
     "ResultsMismatchError",
     "CheckpointError",
     "SpecError",
+    "OutputError",
+    "JournalError",
 ]
 
 
@@ -68,3 +70,13 @@ class CheckpointError(ArgumentError):
 
 class SpecError(ArgumentError):
     """A study spec names an unknown field or value; the message names it and what is allowed."""
+
+
+class OutputError(ArgumentError):
+    """A path to write results to cannot be written (checked before any work), or a late write
+    failed (the message then says where the finished work was saved instead)."""
+
+
+class JournalError(ResultsMismatchError):
+    """A results file (a sweep's journal) is damaged, is in use by another process, or its
+    fingerprint cannot be read; the message names the file and the line."""

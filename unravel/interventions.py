@@ -30,6 +30,7 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import torch
 from torch import nn
 
 from .adapters import adapter_for, original_class
@@ -202,6 +203,13 @@ def _resolve(units, spec, what):
         raise ArgumentError(f"{what}: {e}") from None
 
 
+def _one(units, spec, what):
+    """The one unit ``spec`` names (an index, a name or a ResidualUnit; not a list of them)."""
+    if isinstance(spec, (list, tuple, set, frozenset, dict)) or spec is None or (torch.is_tensor(spec) and spec.dim()):
+        raise ArgumentError(f"{what}: {spec!r} is not one unit; give one unit index, name or ResidualUnit.")
+    return _resolve(units, spec, what)[0]
+
+
 @contextlib.contextmanager
 def intervene(model: nn.Module, *, delete: Any = (), place: Mapping | None = None,
               compute: Callable | None = None) -> Iterator[nn.Module]:
@@ -260,7 +268,7 @@ def intervene(model: nn.Module, *, delete: Any = (), place: Mapping | None = Non
         if not isinstance(place, Mapping):
             raise ArgumentTypeError(f"place must be a mapping position -> unit, got {type(place).__name__}.")
         for p, q in place.items():
-            placement[_resolve(units, p, "place")[0]] = _resolve(units, q, "place")[0]
+            placement[_one(units, p, "place (a position)")] = _one(units, q, f"place[{p!r}] (the unit run there)")
     with _route(units, Intervention(deleted, placement, compute)):
         yield model
 

@@ -10,7 +10,7 @@ Nothing here checks that the model couples no samples.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -19,7 +19,7 @@ from torch import nn
 from ._utils import as_tuple, check_int, eval_mode, model_device, saved_modes
 from .errors import ArgumentError
 from .interventions import intervene
-from .units import find_units, swappable
+from .units import find_units, resolve_units, swappable
 
 __all__ = ["delete", "reorder", "unit_shapes", "recalibrate_bn", "recalibrated_bn"]
 
@@ -74,6 +74,9 @@ def delete(model: nn.Module, units):
     >>> torch.allclose(lesioned, manual)
     True
     """
+    if units is None:
+        raise ArgumentError("delete(model, None) names no unit; give unit indices, names or ResidualUnits "
+                            "(an empty list deletes nothing).")
     with intervene(model, delete=units):
         yield model
 
@@ -106,10 +109,11 @@ def unit_shapes(model: nn.Module, inputs) -> list[tuple[tuple, tuple]]:
 
 def _check_order(units, order, shapes=None):
     n = len(units)
-    try:
-        order = [int(i) for i in order]
-    except (TypeError, ValueError):
-        raise ArgumentError(f"order must be a sequence of unit indices, got {order!r}.") from None
+    if isinstance(order, (str, bytes)) or not hasattr(order, "__iter__") or isinstance(order, Mapping):
+        raise ArgumentError(f"order must be a sequence of units (indices, names or ResidualUnits), one per position; "
+                            f"got {order!r}.")
+    named = [resolve_units(units, [i]) for i in order]  # ints, names and units only: a float is refused
+    order = [u[0].index for u in named]
     if sorted(order) != list(range(n)):
         raise ArgumentError(f"order must be a permutation of 0..{n - 1} (the model has {n} units); got {order}.")
     bad = []

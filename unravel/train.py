@@ -18,7 +18,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from .data import DataSplit
-from ._utils import eval_mode, model_device
+from ._io import state_hash, write_atomic
+from ._utils import check_int, check_number, eval_mode, model_device
 from .errors import ArgumentError, ArgumentTypeError, CheckpointError
 
 __all__ = ["fit", "evaluate", "save", "load", "History", "Callback", "as_loader"]
@@ -116,6 +117,10 @@ def evaluate(model: nn.Module, data: Any, *, batch_size: int = 512, device=None,
     return {"loss": total_loss / count, "error": wrong / count}
 
 
+#: The largest learning rate (and weight decay) :func:`fit` takes: anything larger only diverges.
+MAX_LR = 1e3
+
+
 def fit(model: nn.Module, train: Any, test: Any = None, epochs: int = 10, *, batch_size: int = 128,
         optimizer: str = "sgd", lr: float | None = None, momentum: float = 0.9, weight_decay: float = 5e-4,
         schedule: str = "cosine", seed: int = 0, device=None, callbacks: Iterable = (),
@@ -165,6 +170,11 @@ def fit(model: nn.Module, train: Any, test: Any = None, epochs: int = 10, *, bat
         raise ArgumentError(f"optimizer={optimizer!r}; allowed: {', '.join(OPTIMIZERS)}.")
     if schedule not in SCHEDULES:
         raise ArgumentError(f"schedule={schedule!r}; allowed: {', '.join(SCHEDULES)}.")
+    # finite and bounded before use: an infinite or NaN rate trains a model of NaNs
+    lr = check_number("lr", lr, 0, MAX_LR, open_low=True, allow_none=True)
+    momentum = check_number("momentum", momentum, 0, 1)
+    weight_decay = check_number("weight_decay", weight_decay, 0, MAX_LR)
+    seed = check_int("seed", seed, 0, 2**63 - 1)
     if test is None and isinstance(train, DataSplit):
         test = train.test
     device = model_device(model, device)
@@ -252,10 +262,11 @@ def save(model: nn.Module, path, meta: dict | None = None) -> Path:
     True
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, "meta": dict(meta or {}), "model_class": type(model).__qualname__}, path)
-    return path
+    ckpt = {"state_dict": state, "meta": dict(meta or {}), "model_class": type(model).__qualname__,
+            "content_hash": state_hash(state)}  # checked by load: a changed or damaged file is refused
+    # written beside the destination, then moved: a failed write never leaves half a checkpoint
+    return write_atomic(path, lambda tmp: torch.save(ckpt, tmp), "checkpoint")
 
 
 def load(path, model: nn.Module | None = None, map_location="cpu"):
@@ -282,7 +293,10 @@ def load(path, model: nn.Module | None = None, map_location="cpu"):
 
             ckpt = load_file(str(path), device=str(map_location))
         else:
+            _check_zip(path)
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except CheckpointError:
+        raise
     except Exception as e:  # torch's unpickler raises many types on a file that is not a checkpoint
         # torch's own message (advice to turn weights_only off, or an opcode) would mislead here
         raise CheckpointError(f"{str(path)!r} is not a checkpoint unravel can read (torch.load with "
@@ -291,6 +305,7 @@ def load(path, model: nn.Module | None = None, map_location="cpu"):
         ckpt = {"state_dict": ckpt, "meta": {}, "model_class": None}  # a bare state_dict (torch.save, safetensors)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{str(path)!r} is not an unravel checkpoint (no 'state_dict'); expected {what}.")
+    _check_content(path, ckpt)
     if model is None:
         return ckpt
     try:
@@ -299,3 +314,40 @@ def load(path, model: nn.Module | None = None, map_location="cpu"):
         raise CheckpointError(f"checkpoint {str(path)!r} (saved from {ckpt.get('model_class')}) does not fit "
                               f"{type(model).__name__}: {str(e).splitlines()[0]}") from None
     return model
+
+
+def _check_zip(path: Path) -> None:
+    """A checkpoint torch wrote is a zip whose every record has a CRC-32: a damaged byte fails it."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as z:
+            damaged = z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        damaged = f"({type(e).__name__})"
+    if damaged is not None:
+        raise CheckpointError(f"checkpoint {str(path)!r} is damaged: its record {damaged} fails its CRC check (the "
+                              "file changed after torch wrote it). Write it again.")
+
+
+def _check_content(path: Path, ckpt: dict) -> None:
+    """The state_dict is a dict of tensors, equal to the content hash :func:`save` recorded; a
+    warning names tensors that hold NaN or infinities."""
+    import warnings
+
+    state = ckpt["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+        raise CheckpointError(f"checkpoint {str(path)!r}: its 'state_dict' is a {type(state).__name__}, not a "
+                              "mapping of parameter names to tensors.")
+    recorded = ckpt.get("content_hash")
+    if recorded is not None and recorded != state_hash(state):
+        raise CheckpointError(f"checkpoint {str(path)!r} is damaged: its weights do not hash as when it was written "
+                              f"(content hash {recorded!r}). Write it again.")
+    bad = [k for k, v in state.items() if v.is_floating_point() and v.device.type != "meta"
+           and not bool(torch.isfinite(v).all())]
+    if bad:
+        warnings.warn(f"checkpoint {str(path)!r}: {len(bad)} of {len(state)} tensors hold NaN or infinite values "
+                      f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); the model will compute NaN.",
+                      stacklevel=3)

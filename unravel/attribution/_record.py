@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._utils import as_tuple, logits_of, saved_modes
+from .._utils import as_tuple, logits_of, model_device, saved_modes
 from ..errors import ArgumentError, ArgumentTypeError
 from ..interventions import intervene
 from ..losses import check_loss, next_token_loss
@@ -244,6 +244,11 @@ def builtin_loss(loss, inputs, targets):
 def prepare(model, inputs, targets, loss):
     if not isinstance(model, nn.Module):
         raise ArgumentTypeError(f"expected a torch.nn.Module, got {type(model).__name__}.")
+    if hasattr(model, "_orig_mod") and type(model).__name__ == "OptimizedModule":
+        raise ArgumentTypeError("the model is compiled (torch.compile): its compiled graph runs the blocks without "
+                                "the per-unit recording path-length attribution needs. Pass the original module, "
+                                "model._orig_mod (compile it again afterwards).")
+    model_device(model)  # the meta device holds no values: one clear error
     inputs = as_tuple(inputs)
     if not inputs or not torch.is_tensor(inputs[0]) or inputs[0].dim() == 0 or inputs[0].shape[0] == 0:
         raise ArgumentError("inputs must be a non-empty batch (a tensor, or a tuple of tensors).")

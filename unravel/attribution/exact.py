@@ -314,6 +314,9 @@ def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Calla
     loss, targets = builtin_loss(loss, inputs, targets)
     inputs, loss_fn = prepare(model, inputs, targets, loss)
     units = find_units(model)
+    if wrt == "units" and not any(p.requires_grad for u in units for p in u.module.parameters()):
+        raise ArgumentError("wrt='units' decomposes the gradients of the units' parameters, but none of them "
+                            "requires grad (all frozen). Unfreeze them (requires_grad_(True)), or use wrt='input'.")
     groups = unit_groups(units, group)
     if all(len(g) == 1 for g in groups):
         groups = None  # the unit recursion

@@ -4,9 +4,10 @@
 ``unravel demo``, and the commands on a model, one grammar for all: ``unravel COMMAND MODEL
 [options]`` for ``units``, ``train``, ``lesion``, ``paths``, ``spectra`` and ``prune`` (MODEL a
 reference model or ``torchvision:NAME``, ``timm:NAME``, ``hf:CONFIG_OR_DIR``,
-``package.module:factory``). Every option is checked before data is loaded or a model trained. A user's mistake (an :class:`~unravel.errors.UnravelError`)
-is one line on stderr and exit status 2; anything else is a bug and keeps its traceback. One
-module per command; :mod:`~unravel.cli.options` holds what they share.
+``package.module:factory``). Every option is checked before data is loaded or a model trained. A
+user's mistake (an :class:`~unravel.errors.UnravelError`, or a file the system refuses, an
+``OSError``) is one line on stderr and exit status 2; anything else is a bug and keeps its
+traceback. One module per command; :mod:`~unravel.cli.options` holds what they share.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
     try:
         args = _parser().parse_args(argv)
         return args.func(args)
-    except UnravelError as e:
+    except (UnravelError, OSError) as e:  # a user's mistake, or a file the system refused: one line
         message = str(e).strip()
         print(f"unravel: error: {message.splitlines()[0] if message else type(e).__name__}", file=sys.stderr)
         return 2

@@ -14,6 +14,10 @@ __all__: list = []
 def _cmd_lesion(args):
     from .. import sweeps
 
+    if args.kind != "delete_each":  # sizes checked before training, not after
+        sweeps.run.check_count(len(args.ks) * args.samples_per_k)
+        if args.kind == "reorder_random" and max(args.ks) > sweeps.lesions.MAX_SWAPS:
+            raise ArgumentError(f"--ks: at most {sweeps.lesions.MAX_SWAPS:,} swaps per variant")
     run = load(args, before_training=lambda model: _check_ks(args, model))
     common = dict(progress=not args.no_progress, results=args.results, **sweep_options(args, run))
     if args.kind == "delete_each":

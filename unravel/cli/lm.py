@@ -9,7 +9,10 @@ __all__: list = []
 
 def _cmd_lm_train(args):
     from .. import lm
+    from .._io import check_folder
 
+    if args.save:
+        check_folder(args.save, "--save folder")  # before training, not after
     model, hist, data = lm.train_study_model(args.seed, study=args.study, quick=args.quick, steps=args.steps,
                                              device=args.device, cache=not args.no_cache,
                                              progress=not args.no_progress)

@@ -6,6 +6,7 @@ check one value as argparse reads it, and how a frame is written. The model and 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from ..errors import ArgumentError
@@ -24,6 +25,9 @@ class _Parser(argparse.ArgumentParser):
 # ------------------------------------------------------------------------------------------
 # Option types: each checks one value as argparse reads it
 
+#: The largest integer an option takes (seeds and sizes must fit a 64-bit integer).
+MAX_COUNT = 2**63 - 1
+
 
 def _count(minimum: int):
     def count(text: str) -> int:
@@ -31,8 +35,8 @@ def _count(minimum: int):
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} is not allowed: give an integer >= {minimum}")
+        if not minimum <= value <= MAX_COUNT:
+            raise argparse.ArgumentTypeError(f"{value} is not allowed: give an integer >= {minimum} (and < 2**63)")
         return value
     return count
 
@@ -42,8 +46,8 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} is not allowed: give a number > 0")
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not allowed: give a finite number > 0")
     return value
 
 
@@ -52,8 +56,8 @@ def _nonnegative_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not allowed: give a number >= 0")
+    if not value >= 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not allowed: give a finite number >= 0")
     return value
 
 
@@ -83,15 +87,24 @@ def _existing_file(text: str) -> str:
 
 
 def _new_file(text: str) -> str:
-    """A file to write: its folder must exist (checked now, not after the work is done)."""
+    """A file to write: its folder must exist and be writable, and it must not be a folder
+    (checked now, not after the work is done)."""
+    from .._io import check_file
+
     if not Path(text).resolve().parent.is_dir():
         raise argparse.ArgumentTypeError(f"cannot write {text!r}: its folder does not exist")
+    try:
+        check_file(text)
+    except ArgumentError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     return text
 
 
 def _write(frame, out):
-    if out:
-        frame.to_csv(out, index=False)
+    from .._io import write_atomic
+
+    if out:  # a temporary file, then moved: a failing write saves the frame elsewhere and says where
+        write_atomic(out, lambda tmp: frame.to_csv(tmp, index=False), "frame")
         print(f"wrote {out}")
     else:
         print(frame.to_string(index=False))

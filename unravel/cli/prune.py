@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+
+from .._io import check_folder, write_atomic, write_text
 
 from ..errors import ArgumentError
 from .figures import add_plot, draw
@@ -17,9 +18,7 @@ def _cmd_prune(args):
     from .. import prune, train
     from ..units import find_units
 
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ArgumentError(f"--out {args.out!r} is a file; give a folder to write the pruned model and report into")
+    out = check_folder(args.out, "--out folder")  # before pruning, not after
     if args.budget is None and args.max_units is None:
         raise ArgumentError("give --budget (the largest increase of --metric allowed), --max-units, or both")
     budget = float("inf") if args.budget is None else args.budget
@@ -40,7 +39,7 @@ def _cmd_prune(args):
                        progress=not args.no_progress)
         healing = (h, test["after"], prune.quality(pruned, d, "test", next_token=tokens))
     out.mkdir(parents=True, exist_ok=True)
-    sel.frame.to_csv(out / "selection.csv", index=False)
+    write_atomic(out / "selection.csv", lambda tmp: sel.frame.to_csv(tmp, index=False), "selection")
     if prune.hf.is_hf(pruned):
         pruned.save_pretrained(out / "model")
         saved = out / "model"
@@ -50,7 +49,8 @@ def _cmd_prune(args):
         saved = train.save(pruned, out / "model.pt", {k: v for k, v in meta.items() if v is not None})
     units = find_units(model)
     before, after = (sum(p.numel() for p in m.parameters()) for m in (model, pruned))
-    (out / "report.md").write_text(_prune_report(args, run, sel, len(units), before, after, saved, test, healing))
+    write_text(out / "report.md", _prune_report(args, run, sel, len(units), before, after, saved, test, healing),
+               "report")
     last = sel.frame[sel.frame.units_removed == len(sel.units)].iloc[-1] if sel.units else sel.frame.iloc[0]
     limit = "" if args.budget is None else f" (budget +{args.budget:g})"
     print(f"removed {len(sel.units)} of {len(units)} units ({', '.join(sel.names) or 'none'}): {args.metric} on the "

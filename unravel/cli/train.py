@@ -10,6 +10,7 @@ __all__: list = []
 
 def _cmd_train(args):
     from .. import train, units
+    from .._io import check_file
     from .loading import load_data
     from .weights import build_with_weights
 
@@ -19,6 +20,8 @@ def _cmd_train(args):
 
         raise ArgumentError(f"unravel train trains classifiers, not on the token ids of {args.data}: train a "
                             "language model with `unravel lm train`")
+    if args.save:
+        check_file(args.save, "--save checkpoint")  # before training, not after
     d = load_data(args)
     model, _ = build_with_weights(args, d, options)
     print(f"{args.model} on {d!r}")

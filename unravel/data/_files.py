@@ -67,12 +67,16 @@ def image_folder(root, image_size: int = 32, test_fraction: float = 0.2, seed: i
 
 
 def _read_ids(path: Path) -> torch.Tensor:
-    if path.suffix == ".npy":
-        ids = torch.as_tensor(np.load(path, allow_pickle=False))
-    elif path.suffix == ".pt":
-        ids = torch.load(path, map_location="cpu", weights_only=True)
-    else:
+    if path.suffix not in (".npy", ".pt"):
         raise ArgumentError(f"{path}: token ids come as .npy or .pt files.")
+    try:
+        if path.suffix == ".npy":
+            ids = torch.as_tensor(np.load(path, allow_pickle=False))
+        else:
+            ids = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # numpy and torch raise many types on a damaged file or an object array
+        raise ArgumentError(f"{path}: not an array of token ids that can be read without running code "
+                            f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}).") from None
     if not torch.is_tensor(ids) or ids.is_floating_point() or ids.dtype == torch.bool:
         raise ArgumentError(f"{path}: expected an integer array of token ids, got "
                             f"{getattr(ids, 'dtype', type(ids).__name__)}.")

@@ -8,9 +8,11 @@ suits its data beyond the sizes it fills in.
 from __future__ import annotations
 
 import inspect
+import os
 import math
 from collections.abc import Callable, Iterator, Mapping
 
+import torch
 from torch import nn
 
 from ..errors import ArgumentError, UnravelError
@@ -234,7 +236,38 @@ def build_model(name: str, data_or_shape=None, **kwargs) -> nn.Module:
             sized["num_classes"] = data_or_shape.num_classes
     kwargs = {**sized, **kwargs}
     check_model_arguments(name, kwargs)
+    _check_size(name, entry, kwargs)
     try:
         return entry.builder(**kwargs)
     except UnravelError as e:  # a value the builder refuses: say which model refused it
         raise type(e)(f"model {name!r}: {e}") from e
+    except (MemoryError, RuntimeError) as e:
+        if isinstance(e, MemoryError) or "alloc" in str(e).lower() or "memory" in str(e).lower():
+            raise ArgumentError(f"model {name!r} with {kwargs} does not fit in this machine's memory "
+                                f"({type(e).__name__}); give a smaller depth or width.") from None
+        raise
+
+
+#: The largest depth or width a registered model is built with.
+MAX_SIZE = 10**5
+
+
+def _check_size(name: str, entry, kwargs: Mapping) -> None:
+    """Refuse a depth or width beyond :data:`MAX_SIZE`, or a model whose parameters (counted on the
+    meta device, where nothing is allocated) would not fit in memory, before building it."""
+    for key in ("depth", entry.width):
+        value = kwargs.get(key) if key else None
+        if isinstance(value, int) and not isinstance(value, bool) and value > MAX_SIZE:
+            raise ArgumentError(f"model {name!r}: {key}={value} is beyond {MAX_SIZE:,}; give a smaller {key}.")
+    try:
+        with torch.device("meta"):
+            numel = sum(t.numel() * t.element_size() for t in entry.builder(**kwargs).state_dict().values())
+    except Exception:  # the builder refuses the values, or cannot build on meta: building says why
+        return
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return
+    if numel > memory:
+        raise ArgumentError(f"model {name!r} with {dict(kwargs)} would need {numel / 2**30:,.1f} GiB for its weights; "
+                            f"this machine has {memory / 2**30:,.1f} GiB. Give a smaller depth or width.")

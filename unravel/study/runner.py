@@ -22,7 +22,8 @@ import yaml
 
 from .. import plots, train
 from ..cache import cached_training, code_hash
-from .._utils import check_int
+from .._io import check_folder, data_hash, write_text
+from .._utils import check_device, check_int
 from ..errors import ArgumentError
 from .environment import environment
 from .kinds import get_kind
@@ -97,7 +98,8 @@ class Context:
         from the cache when the same model, data, training, seed and code were trained before."""
         m = self._model_spec(role_or_spec)
         model = self.model(m, seed, **overrides)
-        data = [self.spec.data.name, self.spec.data.root, dict(self.spec.data.options)]
+        # the data's content, not only its name and folder: other files in the same folder train another model
+        data = [self.spec.data.name, self.spec.data.root, dict(self.spec.data.options), data_hash(self.data)]
         key = json.dumps({"model": m.name, "options": {**m.options, **overrides}, "data": data,
                           "train": dataclasses.asdict(self.spec.train),
                           "seed": seed, "device": self.device.type, "code": code_hash()}, sort_keys=True, default=str)
@@ -193,13 +195,7 @@ def build_model(mspec: Mapping, data):
 
 
 def _device(device) -> torch.device:
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ArgumentError(f"device={device!r} is not a torch device; give cpu, cuda or cuda:N.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ArgumentError("device 'cuda' was asked for but torch sees no CUDA device here")
-    return device
+    return check_device(device)
 
 
 def run_study(spec_or_name, out=None, *, quick: bool = False, device="cpu", seed: int | None = None,
@@ -258,16 +254,16 @@ def run_study(spec_or_name, out=None, *, quick: bool = False, device="cpu", seed
     if seed is not None and seeds is not None:
         raise ArgumentError("give seed or seeds, not both.")
     if seed is not None:
-        seeds = [check_int("seed", seed, 0)]
+        seeds = [check_int("seed", seed, 0, 2**63 - 1)]
     if seeds is not None:
         if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
             raise ArgumentError(f"seeds={seeds!r}: must be a list of non-negative integers.")
         spec.pop("seed", None)
-        spec["seeds"] = [check_int("seeds", s, 0) for s in seeds]
+        spec["seeds"] = [check_int("seeds", s, 0, 2**63 - 1) for s in seeds]
     checked = parse_spec(spec)
     seeds = list(checked.seeds)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    folder = Path(out or "results") / checked.name / stamp
+    folder = check_folder(Path(out or "results") / checked.name / stamp, "results folder")
     folder.mkdir(parents=True, exist_ok=True)
     resolved = {k: v for k, v in spec.items() if k != "quick"}
     resolved["quick"] = quick
@@ -282,7 +278,9 @@ def run_study(spec_or_name, out=None, *, quick: bool = False, device="cpu", seed
     summary = {"study": checked.name, "kind": checked.kind, "quick": quick, "seeds": seeds,
                "git_revision": env["git_revision"], "git_dirty": env["git_dirty"],
                "seconds": round(time.perf_counter() - start, 1), "claims": claims}
-    (folder / "summary.json").write_text(summary_json(summary))
-    (folder / "report.md").write_text(report_markdown(checked, claims, seeds=seeds, device=device, quick=quick,
-                                                      figures=ctx.figures, tables=ctx.tables, environment=env))
+    # the finished work, written whole or saved elsewhere (the error says where)
+    write_text(folder / "summary.json", summary_json(summary), "summary")
+    write_text(folder / "report.md", report_markdown(checked, claims, seeds=seeds, device=device, quick=quick,
+                                                     figures=ctx.figures, tables=ctx.tables, environment=env),
+               "report")
     return folder

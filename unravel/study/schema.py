@@ -6,6 +6,8 @@ Public so that a study's own settings (its ``analysis:`` dataclass) check their 
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Mapping
 from dataclasses import field, fields
 from typing import Any
@@ -33,20 +35,24 @@ def is_number(text: str) -> bool:
     return True
 
 
+#: The largest integer a spec may give (seeds and sizes must fit a 64-bit integer).
+MAX_INT = 2**63 - 1
+
+
 def integer(minimum: int) -> Callable:
     def check(path, v):
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            bad(path, v, f"an integer >= {minimum}")
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum or v > MAX_INT:
+            bad(path, v, f"an integer >= {minimum} (and < 2**63)")
         return v
     return check
 
 
 def number(low: float, high: float | None = None, *, open_low: bool = False) -> Callable:
-    what = f"a number {'>' if open_low else '>='} {low}" + (f" and <= {high}" if high is not None else "")
+    what = (f"a finite number {'>' if open_low else '>='} {low}" + (f" and <= {high}" if high is not None else ""))
 
     def check(path, v):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < low or (open_low and v == low) \
-                or (high is not None and v > high):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < low \
+                or (open_low and v == low) or (high is not None and v > high):
             bad(path, v, what)
         return v
     return check

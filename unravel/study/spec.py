@@ -92,7 +92,7 @@ class DataSpec:
                 return loader(self.root, **self.options)
             # a dataset with a default folder (stdlib: this Python's standard library) reads another one
             return loader(**self.options) if self.root is None else loader(root=self.root, **self.options)
-        except (UnravelError, OSError) as e:  # bad options, missing or unreadable files
+        except (UnravelError, OSError, TypeError, ValueError) as e:  # bad options, missing or unreadable files
             raise ArgumentError(f"data {self.name!r}: {str(e).splitlines()[0]}") from e
 
 
@@ -187,8 +187,31 @@ batch_size, weight_decay, schedule
         analysis = section(entry.analysis, spec.get("analysis"), apath)
     seeds = _seeds(spec, path)
     texts = {k: optional(text)(join(path, k), spec.get(k)) for k in ("name", "title", "description")}
+    if texts["name"] is not None:
+        study_name(texts["name"], join(path, "name"))
     return StudySpec(texts["name"] or kind, kind, data, models, train, analysis, seeds, texts["title"],
                      texts["description"])
+
+
+def study_name(name: str, path: str = "name") -> str:
+    """``name`` if it is one path component (the results go to ``OUT/name/STAMP``): not empty, not
+    ``.`` or ``..``, without ``/``, ``\\`` or a NUL byte; else a SpecError.
+
+    Examples
+    --------
+    >>> from unravel.study.spec import study_name
+    >>> study_name("veit-lesion")
+    'veit-lesion'
+    >>> study_name("../x")
+    Traceback (most recent call last):
+    ...
+    unravel.errors.SpecError: spec field 'name' is '../x'; a study name is one folder name ...
+    """
+    if not isinstance(name, str) or name in ("", ".", "..") or any(c in name for c in "/\\\0") \
+            or Path(name).is_absolute() or Path(name).name != name:
+        raise SpecError(f"spec field {path!r} is {name!r}; a study name is one folder name (no '/', '\\', '..' or "
+                        "absolute path): the results are written to OUT/NAME/STAMP.")
+    return name
 
 
 def _seeds(spec: Mapping, path: str = "") -> tuple:

@@ -110,6 +110,11 @@ def _group_setting(group, groups) -> dict:
     return {} if isinstance(group, str) and group == "unit" else {"group": [list(g) for g in groups]}
 
 
+#: The most swaps one reorder variant may make (each draws one pair; more only mixes the units
+#: the same way).
+MAX_SWAPS = 10**6
+
+
 def _ks(ks, limit, what):
     if isinstance(ks, (int, np.integer)) and not isinstance(ks, bool):
         ks = [ks]
@@ -117,6 +122,8 @@ def _ks(ks, limit, what):
         ks = list(ks)
     except TypeError:
         raise ArgumentError(f"ks={ks!r} must be an integer or a list of integers in 1..{limit} ({what}).") from None
+    if not ks:
+        raise ArgumentError(f"ks=[] names no k: give an integer or a list of integers in 1..{limit} ({what}).")
     return [check_int("each k in ks", k, 1, limit) for k in ks]
 
 
@@ -151,16 +158,18 @@ def delete_random(model: nn.Module, data, ks: Iterable[int] = (1, 2, 4, 8), samp
     what = "units" if isinstance(group, str) and group == "unit" else "groups"
     ks = _ks(ks, len(pool), f"the model has {len(pool)} candidate {what}")
     samples_per_k = check_int("samples_per_k", samples_per_k, 1)
-    seed = check_int("seed", seed)
-    rng = np.random.default_rng(seed)
-    variants = []
-    for k in ks:
-        for draw in range(samples_per_k):
-            chosen = sorted(int(i) for i in rng.choice(pool, size=k, replace=False))
-            deleted = tuple(sorted(i for j in chosen for i in groups[j]))
-            variants.append(Variant(id=len(variants), k=k, deleted=deleted, draw=draw))
+    seed = check_int("seed", seed, 0, 2**63 - 1)
+
+    def variants():  # made lazily, as the sweep reaches them
+        rng = np.random.default_rng(seed)
+        for i, (k, draw) in enumerate((k, draw) for k in ks for draw in range(samples_per_k)):
+            chosen = sorted(int(j) for j in rng.choice(pool, size=k, replace=False))
+            deleted = tuple(sorted(u for j in chosen for u in groups[j]))
+            yield Variant(id=i, k=k, deleted=deleted, draw=draw)
+
     settings = {"ks": ks, "samples_per_k": samples_per_k, "candidates": [i for g in groups for i in g]}
-    return _study("delete_random", model, data, variants, seed=seed, batch_size=batch_size, device=device,
+    return _study("delete_random", model, data, variants(), count=len(ks) * samples_per_k, seed=seed,
+                  batch_size=batch_size, device=device,
                   progress=progress, results=results, process_group=process_group, method=method, loss=loss,
                   max_rows=max_rows, settings={**settings, **_group_setting(group, groups)},
                   next_token=next_token, return_items=return_items)
@@ -195,7 +204,7 @@ def reorder_random(model: nn.Module, data, ks: Iterable[int] = (1, 2, 4, 8), sam
     x0, _ = next(iter(loader))
     device = model_device(model, device)
     samples_per_k = check_int("samples_per_k", samples_per_k, 1)
-    seed = check_int("seed", seed)
+    seed = check_int("seed", seed, 0, 2**63 - 1)
     shapes = unit_shapes(model, x0[:1].to(device))
 
     def role(i):  # what a unit must share with the one it changes places with; None: it may not move
@@ -213,19 +222,21 @@ def reorder_random(model: nn.Module, data, ks: Iterable[int] = (1, 2, 4, 8), sam
         what = "units" if isinstance(group, str) and group == "unit" else "groups"
         raise ArgumentError(f"no two {what} of this model may change places (identity shortcuts and equal "
                             "shapes are needed).")
-    ks = _ks(ks, 10**9, "swaps of compatible pairs")
-    rng = np.random.default_rng(seed)
-    variants = []
-    for k in ks:
-        for draw in range(samples_per_k):
+    ks = _ks(ks, MAX_SWAPS, "swaps of compatible pairs")
+
+    def variants():  # made lazily, as the sweep reaches them
+        rng = np.random.default_rng(seed)
+        for i, (k, draw) in enumerate((k, draw) for k in ks for draw in range(samples_per_k)):
             order = list(range(len(units)))
-            for i in rng.integers(0, len(pairs), size=k):
-                ga, gb = pairs[int(i)]
+            for j in rng.integers(0, len(pairs), size=k):
+                ga, gb = pairs[int(j)]
                 for a, b in zip(groups[ga], groups[gb]):
                     order[a], order[b] = order[b], order[a]
             moved = [p for p, q in enumerate(order) if p != q]
-            variants.append(Variant(id=len(variants), k=k, order=tuple(order), draw=draw, info={"moved": moved}))
-    return _study("reorder_random", model, loader, variants, seed=seed, batch_size=batch_size, device=device,
+            yield Variant(id=i, k=k, order=tuple(order), draw=draw, info={"moved": moved})
+
+    return _study("reorder_random", model, loader, variants(), count=len(ks) * samples_per_k, seed=seed,
+                  batch_size=batch_size, device=device,
                   progress=progress, results=results, process_group=process_group, method=method, loss=loss,
                   max_rows=max_rows, settings={"ks": ks, "samples_per_k": samples_per_k, **_group_setting(group, groups)},
                   next_token=next_token, return_items=return_items)

@@ -6,7 +6,8 @@ shared between the processes of a group. It does not choose the variants
 
 from __future__ import annotations
 
-import json
+import contextlib
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import RandomSampler
 
+from .._io import check_file, data_hash, state_hash
 from .._utils import check_choice, check_int, eval_mode, model_device, process_group_of
 from ..adapters.wrappers import as_module
 from ..errors import ArgumentError, InterventionError
@@ -79,7 +81,7 @@ def _variant_row(study, v: Variant, units, seed, tally) -> dict:
 
 
 def _study(name, model, data, variants, *, seed, batch_size, device, progress, results, process_group,
-           method, loss, max_rows, settings, next_token=False, return_items=False):
+           method, loss, max_rows, settings, next_token=False, return_items=False, count=None):
     model = as_module(model)  # an nnsight wrapper: the model inside
     check_choice("method", method, ("fast", "naive"))
     if not isinstance(return_items, bool):
@@ -108,11 +110,36 @@ def _study(name, model, data, variants, *, seed, batch_size, device, progress, r
     group, rank, world = process_group_of(process_group)
 
     path = Path(results) if results is not None else None
+    if path is not None:
+        check_file(path, "results file")
+    variants, count = _counted(variants, count)
+    with _journal.lock(path) if path is not None and rank == 0 else contextlib.nullcontext():
+        rows, done = _sweep(name, model, units, loader, variants, count, seed=seed, batch_size=batch_size,
+                            device=device, progress=progress, path=path, group=group, rank=rank, world=world,
+                            method=method, loss_fn=loss_fn, max_rows=max_rows, settings=settings,
+                            next_token=next_token, return_items=return_items)
+    if world > 1:
+        import torch.distributed as dist
+
+        gathered: list = [None] * world
+        dist.all_gather_object(gathered, rows, group=group)
+        rows = [r for part in gathered for r in part]
+    rows = list(done.values()) + rows
+    items = {int(r["variant"]): r.pop("_wrong") for r in rows if "_wrong" in r}  # variant -> wrong flags
+    frame = _frame(rows, reorders=name == "reorder_random")
+    if not return_items:
+        return frame
+    return frame, np.stack([items[int(v)] for v in frame["variant"]])
+
+
+def _sweep(name, model, units, loader, variants, count, *, seed, batch_size, device, progress, path, group, rank,
+           world, method, loss_fn, max_rows, settings, next_token, return_items):
+    """The rows this process measured and the rows the results file already held."""
     done: dict[int, dict] = {}
     if path is not None:
         fingerprint = dict(settings, study=name, seed=seed, units=[u.name for u in units],
                            data_size=_data_size(loader), loss=getattr(loss_fn, "__qualname__", repr(loss_fn)),
-                           next_token=next_token)
+                           next_token=next_token, weights=state_hash(model), data=data_hash(loader))
         if rank == 0:  # only rank 0 writes: the header, the fingerprint, the repair of a cut line
             _journal.prepare(path, fingerprint)
         if world > 1:
@@ -120,25 +147,25 @@ def _study(name, model, data, variants, *, seed, batch_size, device, progress, r
 
             dist.barrier(group)
         if rank != 0:
-            _journal.check(path, json.loads(_journal.fingerprint_path(path).read_text()), fingerprint)
+            _journal.check_stored(path, fingerprint)
         for r in _journal.read(path):
             done[int(r["variant"])] = r
 
-    todo = [v for v in variants if v.id not in done]
-    mine = todo[rank::world]
+    todo = (v for v in variants if v.id not in done)
+    mine = itertools.islice(todo, rank, None, world)
+    n_mine = len(range(rank, count - len([i for i in done if i >= 0]), world))
     need_baseline = -1 not in done
     engine = Engine(model, units, loader, device, make_scorer(loss_fn, next_token), max_rows, keep_items=return_items)
     # without a file the whole sweep is one group (the unlesioned states are computed once per
     # batch); with one, each stacked chunk is finished and written before the next starts
-    group_size = len(mine) if path is None else max(1, max_rows // batch_size)
+    group_size = max(n_mine, 1) if path is None else max(1, max_rows // batch_size)
     rows: list[dict] = []
     from tqdm.auto import tqdm
 
     with eval_mode(model), torch.no_grad():
-        bar = tqdm(total=len(mine), desc=name, unit="variant", disable=not progress or rank != 0, leave=False)
+        bar = tqdm(total=n_mine, desc=name, unit="variant", disable=not progress or rank != 0, leave=False)
         baseline = Tally(return_items) if need_baseline else None
-        groups = [mine[i:i + group_size] for i in range(0, len(mine), group_size)] or [[]]
-        for chunk in groups:
+        for chunk in _chunks(mine, group_size):
             run = engine.run if method == "fast" else engine.run_naive
             tallies = run(chunk, baseline if rank == 0 else None)
             if baseline is not None and rank == 0:
@@ -157,18 +184,46 @@ def _study(name, model, data, variants, *, seed, batch_size, device, progress, r
             bar.update(len(chunk))
         bar.close()
 
-    if world > 1:
-        import torch.distributed as dist
+    return rows, done
 
-        gathered: list = [None] * world
-        dist.all_gather_object(gathered, rows, group=group)
-        rows = [r for part in gathered for r in part]
-    rows = list(done.values()) + rows
-    items = {int(r["variant"]): r.pop("_wrong") for r in rows if "_wrong" in r}  # variant -> wrong flags
-    frame = _frame(rows, reorders=name == "reorder_random")
-    if not return_items:
-        return frame
-    return frame, np.stack([items[int(v)] for v in frame["variant"]])
+
+#: The most variants one sweep may have: its frame holds a row per variant.
+MAX_VARIANTS = 10**6
+
+
+def check_count(count: int) -> int:
+    """``count`` variants, if a sweep may have that many (at most :data:`MAX_VARIANTS`).
+
+    Examples
+    --------
+    >>> from unravel.sweeps.run import check_count
+    >>> check_count(4 * 5)
+    20
+    """
+    if count > MAX_VARIANTS:
+        raise ArgumentError(f"this sweep would have {count:,} variants; at most {MAX_VARIANTS:,} fit in one frame "
+                            "(a row each). Give fewer ks or samples per k.")
+    return count
+
+
+def _counted(variants, count):
+    """``(iterable of variants, how many)``; a sweep of more than MAX_VARIANTS is refused before
+    any is made."""
+    if count is None:
+        variants = list(variants)
+        count = len(variants)
+    return variants, check_count(count)
+
+
+def _chunks(items, size: int):
+    """Lists of ``size`` items of an iterator; one empty list when it is empty (the baseline still runs)."""
+    first = True
+    while True:
+        chunk = list(itertools.islice(items, size))
+        if not chunk and not first:
+            return
+        first = False
+        yield chunk
 
 
 def _data_size(loader) -> int | None:

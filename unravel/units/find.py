@@ -80,6 +80,7 @@ def find_units(model: nn.Module, example_inputs: Any = None) -> list[ResidualUni
                                     + "\n  - ".join(refused))
     if not found:
         raise _unsupported(model)
+    _refuse_shared(model, found)
     if example_inputs is not None:
         found = _order_by_calls(model, found, example_inputs)
 
@@ -94,6 +95,25 @@ def find_units(model: nn.Module, example_inputs: Any = None) -> list[ResidualUni
         raise UnsupportedModelError(f"the blocks of {type(model).__name__} that unravel recognises ({', '.join(kinds)}) "
                                     "hold no residual unit here (none of them uses its skip connection).")
     return units
+
+
+def _refuse_shared(model: nn.Module, found) -> None:
+    """Refuse a block registered in two places (``nn.Sequential(b, b)``): it would run twice, as two
+    units with one set of weights, but a unit is one place in the chain. One rule for every
+    analysis (find_units, unravel(), lesions, attribution): refused, never counted as one unit."""
+    by_id = {id(m): (n, m) for n, m, _ in found}
+    places: dict[int, set] = {}
+    for parent in model.modules():  # each module once; its children as registered, duplicates too
+        for child_name, child in parent._modules.items():
+            if child is not None and id(child) in by_id:
+                places.setdefault(id(child), set()).add((id(parent), child_name))
+    for i, where in places.items():
+        if len(where) > 1:
+            name, module = by_id[i]
+            raise UnsupportedModelError(
+                f"block {name!r} ({type(module).__name__}) is registered in {len(where)} places of the model (one "
+                "module used twice, as in nn.Sequential(b, b)): its units would run twice with one set of weights, "
+                "but a unit is one place in the chain. unravel refuses it; use separate copies (copy.deepcopy(b)).")
 
 
 def _order_by_calls(model, found, example_inputs):

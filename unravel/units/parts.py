@@ -238,7 +238,8 @@ def resolve_units(units: Sequence[ResidualUnit], spec: Any) -> list[ResidualUnit
     by_key = {u.key: u for u in units}
     out: dict[tuple, ResidualUnit] = {}
     for s in spec:
-        if torch.is_tensor(s) or isinstance(s, np.integer):
+        if (torch.is_tensor(s) and s.dim() == 0 and not s.is_floating_point() and not s.is_complex()
+                and s.dtype != torch.bool) or isinstance(s, np.integer):
             s = int(s)
         if isinstance(s, bool):
             raise ArgumentError(f"unit {s!r} is a bool; give unit indices, names or ResidualUnits.")
