@@ -7,7 +7,7 @@ import pytest
 
 from unravel.cli import main
 
-TINY = ["--model", "resmlp", "--depth", "2", "--width", "8", "--data", "synthetic", "--no-progress"]
+TINY = ["resmlp", "--depth", "2", "--width", "8", "--data", "synthetic", "--no-progress"]
 
 
 def _one_line(capsys, argv, *fragments):

@@ -259,6 +259,8 @@ def _check_size(name: str, entry, kwargs: Mapping) -> None:
         value = kwargs.get(key) if key else None
         if isinstance(value, int) and not isinstance(value, bool) and value > MAX_SIZE:
             raise ArgumentError(f"model {name!r}: {key}={value} is beyond {MAX_SIZE:,}; give a smaller {key}.")
+    if not any(key and key in kwargs for key in ("depth", entry.width)) or kwargs.get("pretrained"):
+        return  # only a chosen depth or width makes a model too large; pretrained weights are read once, not twice
     try:
         with torch.device("meta"):
             numel = sum(t.numel() * t.element_size() for t in entry.builder(**kwargs).state_dict().values())
