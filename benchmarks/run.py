@@ -459,7 +459,7 @@ CASES = {"protocol": case_protocol, "overhead": case_overhead, "lesion": case_le
 DEFAULT_CASES = ("protocol", "overhead", "lesion", "memory", "tracker", "scaling", "transformers")
 
 FULL = {
-    "protocol": {"depth": 110, "batch": 128, "paths_per_length": 4, "rounds": 2},
+    "protocol": {"depth": 110, "batch": 128, "paths_per_length": 2, "rounds": 2},
     "overhead": {"depth": 110, "batch": 64, "rounds": 3},
     "lesion": {"depth": 110, "inputs": 1024, "lesion_batch": 256, "max_k": 20, "samples_per_k": 1},
     "memory": {"depth": 110, "batch": 128},
