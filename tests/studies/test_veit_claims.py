@@ -142,6 +142,18 @@ def test_single_deletions_judged_in_absolute_terms(rise, verdict):
     assert c["seeds"] == list(SEEDS) and c["paper"]["where"].endswith("Fig. 3(a)")
 
 
+def test_single_deletions_report_each_stage_max_beside_its_median():
+    """Fig. 3 as stated (any deletion): one stage-0 unit raising the error by 0.5 leaves the
+    median near the baseline but is the stage's maximum."""
+    rates = [0.05, 0.55, 0.05, 0.05] + [0.6] + [0.06] * 4
+    t = _each({s: rates for s in SEEDS}, 0.05, projection={4})
+    m = claim_single_deletions(t, n_boot=B)["measured"]
+    assert m["median_increase_by_stage"][0] == pytest.approx(0.0, abs=0.02)  # flags drawn at these rates
+    assert m["max_increase_by_stage"][0] == pytest.approx(0.5, abs=0.03)
+    assert m["max_increase_by_stage"][1] == pytest.approx(0.01, abs=0.03)
+    assert m["worst_unit_by_stage"][0] == "1"
+
+
 def test_single_deletions_of_an_untrained_net_are_inconclusive():
     t = _each({s: [0.86] * 5 for s in SEEDS}, 0.85)
     c = claim_single_deletions(t, n_boot=B)
