@@ -12,7 +12,7 @@ import unravel
 from unravel import attribution, models
 from unravel.errors import ArgumentError
 from unravel.graph import UnraveledGraph
-from unravel.models._blocks import ResidualBlock
+from unravel.models import ResidualBlock
 
 from .conftest import randomize_bn
 
