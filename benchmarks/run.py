@@ -4,10 +4,10 @@
 
 Cases (see the README's performance section for the figures and goals):
 
-1. protocol   exact path-length histogram vs Veit et al.'s protocol (1,000 sampled single paths
-              per length, each one forward of the batch and one backward through the path);
-              the protocol is timed on a few samples and extrapolated linearly. Also the batched
-              ``method="sample"``, extrapolated the same way.
+1. protocol   Veit's magnitude, the same quantity both ways (issue 28): the paper's protocol (one
+              forward of the batch and one masked backward per measured path) vs unravel's stacked
+              estimator, on the same paths and batch of the 1-D ResNet-110 (goal >= 3x on 2 CPU
+              cores); rounds interleave the two. The exact (net) histogram timed for scale.
 2. overhead   exact histogram vs one forward+backward of the same batch (goal <= 11x at 54 units and
               batch 64 on a 2-core CPU, <= 5x on a GPU), with the code before issue 29 (the frozen
               copy in ``benchmarks/_before``) timed in the same rounds: rounds interleave one
@@ -107,7 +107,8 @@ def _fwd_bwd(model, x, y):
 
 def _single_path(model, units, x, y, path):
     """Veit et al.'s protocol for one path: one forward of the batch, one backward through the
-    path (residual branch in its units, shortcut elsewhere; the other branch detached)."""
+    path (residual branch in its units, shortcut elsewhere; the other branch detached). The norm
+    in float64 (a float32 norm underflows to 0.0 on long paths)."""
     taken = set(path)
     leaf = {}
 
@@ -121,34 +122,70 @@ def _single_path(model, units, x, y, path):
     with unravel.intervene(model, compute=compute):
         loss = F.cross_entropy(model(x), y)
     grad, = torch.autograd.grad(loss, leaf[0])
-    return float(grad.norm())
+    return float(torch.linalg.vector_norm(grad.double()))
+
+
+def _stacked(model, units, x, y, paths):
+    """unravel's estimator of the same single-path norms: one recorded forward, the paths'
+    gradients propagated together (:func:`unravel.attribution.sample.path_norms`)."""
+    from unravel.attribution._record import analysis_mode, prepare, record
+    from unravel.attribution.sample import path_norms
+
+    inputs, loss_fn = prepare(model, x, y, None)
+    with analysis_mode(model, "eval"):
+        records, _, L = record(model, units, inputs, y, loss_fn, fold=True)
+        return path_norms(records, L, paths)
 
 
 def case_protocol(cfg, device):
-    model = _trained_like(models.resnet_cifar(cfg["depth"])).to(device)
+    """The same quantity both ways: Veit's single-path gradient norms, measured on the same paths
+    and batch by the paper's protocol (a forward and a masked backward per path) and by unravel's
+    stacked estimator; rounds interleave the two, the ratio is the median over rounds."""
+    torch.manual_seed(0)
+    model = _trained_like(models.resnet_cifar(cfg["depth"], in_channels=1, dims=1)).to(device)
     units = unravel.find_units(model)
     n = len(units)
-    x, y = _batch(cfg["batch"], (3, 32, 32), device)
+    x, y = _batch(cfg["batch"], (1, 40), device)
     g = unravel.unravel(units)
-    exact = _time(lambda: attribution.path_length_gradients(model, x, y), device, runs=cfg["runs"])
-    sample_paths = [g.sample_paths(k, 1, generator=k)[0] for k in np.linspace(0, n, cfg["protocol_samples"]).astype(int)]
-    per_path = _time(lambda: [_single_path(model, units, x, y, p) for p in sample_paths], device, runs=1)
-    per_path /= len(sample_paths)
-    protocol_total = per_path * 1000 * (n + 1)
-    k = cfg["batched_samples"]
-    batched = _time(lambda: attribution.path_length_gradients(model, x, y, method="sample", num_samples=k,
-                                                              generator=0), device, runs=1)
-    # lengths with fewer paths than k are enumerated, not sampled: count the paths actually used
-    used = sum(min(c, k) for c in g.length_counts())
-    batched_total = batched / used * 1000 * (n + 1)
-    return {"units": n, "batch": cfg["batch"], "exact_s": exact, "protocol_s_per_path": per_path,
-            "protocol_paths_timed": len(sample_paths), "protocol_total_s_extrapolated": protocol_total,
-            "ratio_protocol_over_exact": protocol_total / exact, "goal_ratio_at_least": 1000,
-            "batched_sample_s": batched, "batched_sample_paths": used,
-            "batched_sample_total_s_extrapolated": batched_total,
-            "ratio_protocol_over_batched_sample": protocol_total / batched_total,
-            "note": "protocol and batched sampling timed on a subset and extrapolated linearly to 1,000 paths "
-                    "per length"}
+    counts = g.length_counts()
+    per = cfg["paths_per_length"]
+    paths = [p for k in range(n + 1)
+             for p in (list(g.paths(k)) if counts[k] <= per else g.sample_paths(k, per, generator=k))]
+    load = [os.getloadavg()]
+    exact = _time(lambda: attribution.path_length_gradients(model, x, y), device, runs=1)
+    _single_path(model, units, x, y, paths[-1]), _stacked(model, units, x, y, paths[:8])  # warm-up
+    rounds = []
+    for _ in range(cfg["rounds"]):
+        start = time.perf_counter()
+        proto = [_single_path(model, units, x, y, p) for p in paths]
+        _sync(device)
+        t_proto = time.perf_counter() - start
+        start = time.perf_counter()
+        stacked = _stacked(model, units, x, y, paths)
+        _sync(device)
+        t_stacked = time.perf_counter() - start
+        rounds.append({"protocol_s": t_proto, "stacked_s": t_stacked, "ratio": t_proto / t_stacked})
+        load.append(os.getloadavg())
+    proto, stacked = torch.tensor(proto, dtype=torch.float64), stacked
+    both = proto > 0
+    rel = float(((proto - stacked).abs()[both] / proto[both]).max()) if both.any() else 0.0
+    used_1000 = sum(min(c, 1000) for c in counts)
+    ratio = float(np.median([r["ratio"] for r in rounds]))
+    t_stacked = float(np.median([r["stacked_s"] for r in rounds]))
+    t_proto = float(np.median([r["protocol_s"] for r in rounds]))
+    return {"units": n, "model": f"resnet_cifar({cfg['depth']}, in_channels=1, dims=1), untrained weights, random "
+                                  "BN running statistics", "batch": cfg["batch"], "input": "(1, 40), Gaussian",
+            "paths_measured": len(paths), "paths_per_length": per, "rounds": rounds,
+            "protocol_s_per_path": t_proto / len(paths), "stacked_s_per_path": t_stacked / len(paths),
+            "ratio_protocol_over_stacked": ratio, "goal_ratio_at_least": 3,
+            "max_relative_difference_of_norms": rel, "zero_norms_protocol": int((proto == 0).sum()),
+            "zero_norms_stacked": int((stacked == 0).sum()),
+            "paths_at_1000_per_length": used_1000,
+            "protocol_s_extrapolated_1000": t_proto / len(paths) * used_1000,
+            "stacked_s_extrapolated_1000": t_stacked / len(paths) * used_1000,
+            "exact_net_quantity_s": exact, "load_average_1_5_15": load,
+            "note": "the same paths on the same batch both ways; the net quantity (exact) is a different one, "
+                    "timed for scale only"}
 
 
 def case_overhead(cfg, device):
@@ -422,7 +459,7 @@ CASES = {"protocol": case_protocol, "overhead": case_overhead, "lesion": case_le
 DEFAULT_CASES = ("protocol", "overhead", "lesion", "memory", "tracker", "scaling", "transformers")
 
 FULL = {
-    "protocol": {"depth": 110, "batch": 128, "runs": 1, "protocol_samples": 5, "batched_samples": 2},
+    "protocol": {"depth": 110, "batch": 128, "paths_per_length": 2, "rounds": 2},
     "overhead": {"depth": 110, "batch": 64, "rounds": 3},
     "lesion": {"depth": 110, "inputs": 1024, "lesion_batch": 256, "max_k": 20, "samples_per_k": 1},
     "memory": {"depth": 110, "batch": 128},
@@ -433,7 +470,7 @@ FULL = {
     "jacobian": {"depth": 20, "batch": 8, "image": 32, "top": 8, "runs": 1},
 }
 QUICK = {
-    "protocol": {"depth": 8, "batch": 4, "runs": 1, "protocol_samples": 2, "batched_samples": 1},
+    "protocol": {"depth": 8, "batch": 4, "paths_per_length": 1, "rounds": 1},
     "overhead": {"depth": 8, "batch": 4, "rounds": 1},
     "lesion": {"depth": 8, "inputs": 16, "lesion_batch": 8, "max_k": 2, "samples_per_k": 1},
     "memory": {"depth": 8, "batch": 4},

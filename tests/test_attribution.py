@@ -280,7 +280,8 @@ def test_result_frame_and_effective_paths():
     model, x, y = _family("resmlp")
     res = attribution.path_length_gradients(model, x, y)
     frame = res.to_frame()
-    assert frame.columns.tolist() == ["method", "wrt", "length", "count", "norm", "per_path_norm", "share"]
+    assert frame.columns.tolist() == ["method", "quantity", "wrt", "length", "count", "norm", "per_path_norm", "share"]
+    assert set(frame.quantity) == {"net"}
     assert frame["share"].sum() == pytest.approx(1.0)
     eff = res.effective_paths(0.9)
     a, b = eff["lengths"]

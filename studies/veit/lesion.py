@@ -13,7 +13,7 @@ from unravel import plots, sweeps
 from unravel.study.stats import subset, trials_from
 from unravel.units import find_units
 
-from .lesion_claims import (claim_projection_units, claim_single_deletions, claim_single_deletions_vs_plain,
+from .lesion_claims import (stage_increases, claim_projection_units, claim_single_deletions, claim_single_deletions_vs_plain,
                             claim_smooth_growth, independent_prediction)
 from .papers import VEIT
 
@@ -52,6 +52,7 @@ def run_lesion(ctx) -> list:
     each_t = trials_from(each)
     rnd_t = trials_from(rnd, draws=["k"])
     ctx.frame("delete_each", each_t.frame)
+    ctx.frame("delete_each_by_stage", stage_increases(each_t.frame))  # Fig. 3 as stated: the max beside the median
     ctx.items("delete_each", each_t.items.astype(bool))
     predicted = independent_prediction(each_t.frame, rnd_t.frame)
     ctx.frame("delete_random", predicted)

@@ -25,13 +25,17 @@ class VeitLesionAnalysis:
 
 @dataclass(frozen=True)
 class VeitPathsAnalysis:
-    """``analysis:`` of a ``veit-paths`` study: probe batch, sampled paths, effective-path mass."""
+    """``analysis:`` of a ``veit-paths`` study: probe batch (the net quantity), Veit's sampled
+    paths on random training batches (his magnitude), effective-path mass."""
 
     probe_size: int = setting(128, integer(1))
-    num_samples: int = setting(100, integer(1))
+    #: Veit's estimator: single paths measured per length (1,000 in the paper; every path where a
+    #: length has fewer), on ``sample_batches`` random training batches of ``sample_batch`` examples.
+    num_samples: int = setting(1000, integer(1))
+    sample_batches: int = setting(10, integer(1))
+    sample_batch: int = setting(128, integer(1))
+    #: Paths propagated together in one stack of cotangents.
     paths_per_pass: int = setting(64, integer(1))
-    #: Examples the sampling estimator runs on (its cost grows with examples x sampled paths).
-    sample_probe: int = setting(32, integer(1))
     mass: float = setting(0.9, number(0, 1, open_low=True))
     #: Depths of the residual model trained besides its own, for the depth sweep (does the
     #: window of effective paths stay put as n grows?); empty: no sweep.

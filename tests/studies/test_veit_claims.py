@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from unravel.studies.veit.lesion_claims import (claim_projection_units, claim_single_deletions, claim_single_deletions_vs_plain, claim_smooth_growth, independent_prediction, unit_stages)
-from unravel.studies.veit.path_claims import (claim_effective_fraction, claim_exponential_decay, claim_mean_length_below, claim_window_stays)
+from unravel.studies.veit.path_claims import (claim_effective_fraction, claim_exponential_decay, claim_mean_length_below,
+                                              claim_window_stays, effective_windows, finding_net_mean_length)
 from unravel.study.stats import Trials, bootstrap, decide, make_claim, per_seed
 
 B = 100  # bootstrap resamples: enough for these clear-cut cases, fast
@@ -141,6 +142,18 @@ def test_single_deletions_judged_in_absolute_terms(rise, verdict):
     assert c["seeds"] == list(SEEDS) and c["paper"]["where"].endswith("Fig. 3(a)")
 
 
+def test_single_deletions_report_each_stage_max_beside_its_median():
+    """Fig. 3 as stated (any deletion): one stage-0 unit raising the error by 0.5 leaves the
+    median near the baseline but is the stage's maximum."""
+    rates = [0.05, 0.55, 0.05, 0.05] + [0.6] + [0.06] * 4
+    t = _each({s: rates for s in SEEDS}, 0.05, projection={4})
+    m = claim_single_deletions(t, n_boot=B)["measured"]
+    assert m["median_increase_by_stage"][0] == pytest.approx(0.0, abs=0.02)  # flags drawn at these rates
+    assert m["max_increase_by_stage"][0] == pytest.approx(0.5, abs=0.03)
+    assert m["max_increase_by_stage"][1] == pytest.approx(0.01, abs=0.03)
+    assert m["worst_unit_by_stage"][0] == "1"
+
+
 def test_single_deletions_of_an_untrained_net_are_inconclusive():
     t = _each({s: [0.86] * 5 for s in SEEDS}, 0.85)
     c = claim_single_deletions(t, n_boot=B)
@@ -254,10 +267,13 @@ def test_exponential_decay_supported_contradicted_and_not_exponential():
 
 
 def test_mean_length_and_effective_fraction_of_a_shallow_gradient():
-    n = 20
+    n = 54  # the fraction of all paths is compared with Veit's only at his n
     shallow = _paths(n, lambda k: 1.0 if 1 <= k <= 3 else 0.0)
     c = claim_mean_length_below(shallow, n, n_boot=B)
-    assert c["verdict"] == "supported" and c["estimate"] == pytest.approx(2 / 10)
+    assert c["verdict"] == "supported" and c["estimate"] == pytest.approx(2 / 27)
+    assert c["measured"]["windows"][0] == [1, 3] and c["measured"]["widths"][0] == 3
+    assert c["measured"]["mean_length_over_n"] == pytest.approx(2 / 54)
+    assert c["measured"]["veit_window"] == [5, 17] and c["measured"]["veit_units"] == 54
     f = claim_effective_fraction(shallow, n, n_boot=B)
     assert f["verdict"] == "supported"
     assert f["estimate"] == pytest.approx(sum(comb(n, k) for k in (1, 2, 3)) / 2 ** n)
@@ -265,6 +281,40 @@ def test_mean_length_and_effective_fraction_of_a_shallow_gradient():
     typical = _paths(n, lambda k: comb(n, k) ** 2)  # every path alike: the gradient sits where the paths are
     assert claim_mean_length_below(typical, n, n_boot=B)["verdict"] == "contradicted"
     assert claim_effective_fraction(typical, n, n_boot=B)["verdict"] == "contradicted"
+
+
+def test_effective_fraction_is_not_compared_at_another_depth():
+    n = 20
+    f = claim_effective_fraction(_paths(n, lambda k: 1.0 if 1 <= k <= 3 else 0.0), n, n_boot=B)
+    assert f["verdict"] == "inconclusive" and "only at n = 54" in f["why"]
+    assert f["measured"]["windows"] == [[1, 3]] * len(SEEDS)
+
+
+def test_claims_quoting_veit_take_the_magnitude_and_the_net_finding_the_net_quantity():
+    """Rows with Veit's magnitude and the net quantity that disagree: each claim reads its own."""
+    n = 54
+    rows = []
+    for s in SEEDS:
+        for k in range(n + 1):
+            rows.append({"seed": s, "units": n, "length": k, "count": float(comb(n, k)),
+                         "magnitude": 1.0 if 20 <= k <= 30 else 0.0,  # deep: no cancellation
+                         "sq_norm": 1.0 if k == 2 else 0.0})  # the net gradient: only length 2
+    frame = pd.DataFrame(rows)
+    veit = claim_mean_length_below(Trials(frame.drop(columns="sq_norm"), value="magnitude"), n, n_boot=B)
+    assert veit["measured"]["quantity"] == "magnitude" and veit["measured"]["windows"][0] == [20, 29]
+    assert veit["verdict"] == "contradicted" and veit["estimate"] == pytest.approx(25 / 27)
+    net = finding_net_mean_length(Trials(frame.drop(columns="magnitude"), value="sq_norm"), n, n_boot=B)
+    assert net["id"] == "net-mean-length" and net["paper"] is None
+    assert net["measured"]["quantity"] == "sq_norm" and net["verdict"] == "supported"
+    assert net["estimate"] == pytest.approx(2 / 27)
+
+
+def test_effective_windows_are_comparable_across_depth():
+    rows = [{"seed": 0, "units": n, "length": k, "count": float(comb(n, k)), "magnitude": 1.0 if k <= n // 3 else 0.0}
+            for n in (9, 27) for k in range(n + 1)]
+    w = effective_windows(pd.DataFrame(rows), mass=1.0)
+    assert [(x["units"], x["low"], x["high"], x["width"]) for x in w] == [(9, 0, 3, 4), (27, 0, 9, 10)]
+    assert [x["mean_length_over_n"] for x in w] == pytest.approx([1.5 / 9, 4.5 / 27])
 
 
 def test_log_scale_interval_is_the_mapped_interval_of_the_log_and_stays_positive():

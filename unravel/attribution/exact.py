@@ -185,7 +185,8 @@ def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Calla
     chunk_size : int, optional
         Exact: at most this many length channels in one batched VJP (bounds extra memory);
         by default one at a time on a CPU (fastest there) and up to 512 MiB on a GPU. Sample:
-        paths per backward pass (default 64).
+        paths propagated together (default: as many as fit 32 MiB of stacked gradients, at most
+        128).
     num_samples : int
         Sample: paths per length. Where a length has no more paths than this, every path of it is
         used once, so its mean is exact.
@@ -332,8 +333,8 @@ def path_length_gradients(model: nn.Module, inputs, targets=None, *, loss: Calla
         if method == "sample":
             from .sample import sample_paths_gradients
 
-            records, _, L = record(model, units, inputs, targets, loss_fn)
-            return sample_paths_gradients(records, L, num_samples, chunk_size or 64, generator, max_length)
+            records, _, L = record(model, units, inputs, targets, loss_fn, fold=mode == "eval")
+            return sample_paths_gradients(records, L, num_samples, chunk_size, generator, max_length)
         from tqdm.auto import tqdm
 
         bar = tqdm(desc="path lengths", unit="VJP", disable=not progress, leave=False)
