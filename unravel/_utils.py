@@ -56,9 +56,28 @@ def model_device(model: nn.Module, device=None) -> torch.device:
     checked by :func:`check_device`."""
     if device is not None:
         return check_device(device)
+    first = None
     for t in (*model.parameters(), *model.buffers()):
-        return check_device(t.device, "the model's device")
-    return torch.device("cpu")
+        if t.device.type != "meta":
+            return check_device(t.device, "the model's device")
+        first = t if first is None else first
+    if first is None:
+        return torch.device("cpu")
+    # every weight on the meta device: offloaded by accelerate (its hooks bring the weights in on
+    # the execution device), or a model without values, which check_device refuses
+    return check_device(_execution_device(model) or first.device, "the model's device")
+
+
+def _execution_device(model: nn.Module):
+    """The execution device of accelerate's offload hooks on ``model`` (``cpu_offload``,
+    ``dispatch_model``), or None."""
+    for m in model.modules():
+        hook = getattr(m, "_hf_hook", None)
+        for h in (hook, *getattr(hook, "hooks", ())):
+            device = getattr(h, "execution_device", None)
+            if device is not None:
+                return device
+    return None
 
 
 def check_device(device, name: str = "device") -> torch.device:
