@@ -106,7 +106,7 @@ def claim_first_layer(layers: Trials, *, margin: float = 0.5, n_boot: int = 1000
 
     return judge("first-layer", "Deleting the first layer is catastrophic", LAD, per_seed(stat), layers,
                   margin=margin, direction="below", effect="the accuracy retained after deleting layer 0",
-                  measured={"retained_by_layer": _per_layer(f)}, extra=requires, n_boot=n_boot)
+                  measured={"retained_by_layer": _per_layer(f)}, extra=requires, n_boot=n_boot, range=[0, None])
 
 
 def claim_middle_layers(layers: Trials, n_layers: int, *, margin: float = 0.8, n_boot: int = 1000,
@@ -139,7 +139,8 @@ def claim_middle_layers(layers: Trials, n_layers: int, *, margin: float = 0.8, n
                   margin=margin, direction="above",
                   effect="the median accuracy retained after deleting one middle layer",
                   measured={"middle_layers": middle, "retained_by_layer": _per_layer(f)},
-                  extra=[*requires, (n_layers >= 3, f"{n_layers} layers have no middle layer")], n_boot=n_boot)
+                  extra=[*requires, (n_layers >= 3, f"{n_layers} layers have no middle layer")], n_boot=n_boot,
+                  range=[0, None], scale={"layers": n_layers})
 
 
 def claim_middle_swaps(swaps: Trials, n_layers: int, *, margin: float = 0.8, n_boot: int = 1000,
@@ -174,7 +175,7 @@ def claim_middle_swaps(swaps: Trials, n_layers: int, *, margin: float = 0.8, n_b
                   measured={"swapped_pairs": [[p, p + 1] for p in pairs],
                             "retained_by_first_layer_of_pair": _per_layer(f)},
                   extra=[*requires, (n_layers >= 4, f"{n_layers} layers have no two adjacent middle layers")],
-                  n_boot=n_boot)
+                  n_boot=n_boot, range=[0, None], scale={"layers": n_layers})
 
 
 def _halves(n_layers):
@@ -217,4 +218,4 @@ def claim_deeper_prunable(layers: Trials, n_layers: int, *, margin: float = 0.0,
                   effect="deeper minus shallower mean accuracy retained after deleting one layer",
                   measured={"shallower": shallow, "deeper": deep, "retained_by_layer": _per_layer(f)},
                   extra=[*requires, (bool(shallow and deep), f"{n_layers} layers leave no middle layer in one half")],
-                  n_boot=n_boot)
+                  n_boot=n_boot, scale={"layers": n_layers})

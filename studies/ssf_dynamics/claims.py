@@ -188,7 +188,7 @@ def claim_short_paths_early(records: Trials, *, margin: float = 0.05, n_boot: in
                   per_seed(moved), records, margin=margin, direction="above",
                   effect="the last minus the first record's mean path length, over the units",
                   measured={"mean_length_by_epochs": {round(float(k), 4): round(float(v), 3) for k, v in by.items()},
-                            "units": int(f.units.iloc[0])}, extra=requires, n_boot=n_boot)
+                            "units": int(f.units.iloc[0])}, extra=requires, n_boot=n_boot, range=[-1, 1])
 
 
 def total_variation(p, q) -> float:
@@ -256,7 +256,7 @@ def _histogram_claim(cid, statement, histograms, a, b, margin, direction, n_boot
                                               "histograms, mean over records",
                   measured={"tv_by_step": {int(k): round(float(v), 4) for k, v in by_step.items()},
                             f"{a}_between_seeds_tv": floor, "mean_length_over_units": rel, "units": units},
-                  requires=pre, extra=requires, n_boot=n_boot)
+                  requires=pre, extra=requires, n_boot=n_boot, range=[0, 1])
 
 
 def claim_histograms_differ(histograms: Trials, a: str = "resnet", b: str = "densenet", *, margin: float = TV_MARGIN,

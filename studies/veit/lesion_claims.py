@@ -110,6 +110,7 @@ def claim_single_deletions(each: Trials, *, margin: float = 0.02, chance: float 
     return judge("single-deletions", "Deleting a single non-downsampling unit leaves the error near the baseline",
                   f"{VEIT}, Fig. 3", per_seed(worst_stage_median), each, margin=margin, direction="below",
                   effect="the worst stage's median error increase", measured=measured, extra=requires, n_boot=n_boot,
+                  range=[-1, 1],
                   requires=[_trained(f, chance, "the net")])
 
 
@@ -152,6 +153,7 @@ def claim_single_deletions_vs_plain(each: Trials, *, margin: float = 0.1, chance
     return judge("single-deletions-vs-plain", "Deleting a single unit hurts a residual net far less than a plain net",
                   f"{VEIT}, Fig. 3", per_seed(gap), each, margin=margin, direction="above",
                   effect="plain minus residual mean error increase", measured=measured, extra=requires, n_boot=n_boot,
+                  range=[-2, 2],
                   requires=[_trained(f[f.model == "residual"], chance, "the residual net"),
                             _trained(f[f.model == "plain"], chance, "the plain net")])
 
@@ -200,7 +202,7 @@ def claim_smooth_growth(trials: Trials, *, x: str = "k", margin: float = 3.0, ci
     info.update(measured or {})
     return judge(cid, statement, source, lambda fr: _steepness(_curve(fr, x)), trials, margin=margin,
                   direction="below", effect="the steepest step's slope over the average slope", measured=info,
-                  extra=requires, n_boot=n_boot, paper_key=cid)
+                  extra=requires, n_boot=n_boot, paper_key=cid, range=[1, None])
 
 
 def independent_prediction(each: pd.DataFrame, deleted: pd.DataFrame) -> pd.DataFrame:
@@ -305,4 +307,4 @@ def claim_projection_units(each: Trials, *, margin: float = 0.5, chance: float =
                             "projection_units_ranked": len(ranks)},
                   requires=[(bool(ranks), "no projection unit opens a stage of two or more units"),
                             _trained(f, chance, "the net")], extra=requires, n_boot=n_boot,
-                  paper_key="projection-units")
+                  paper_key="projection-units", range=[0, 1], check=bool(label))

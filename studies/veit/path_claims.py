@@ -74,7 +74,7 @@ def claim_exponential_decay(paths: Trials, *, min_r2: float = 0.8, n_boot: int =
     return judge("exponential-decay", "The gradient magnitude per path decays exponentially with its length",
                   f"{VEIT}, Fig. 6(b)", per_seed(lambda g: _decay(g)[0]), paths, margin=0.0, direction="below",
                   effect="the log-linear slope of magnitude per path against length", measured=info,
-                  extra=requires, n_boot=n_boot,
+                  extra=requires, n_boot=n_boot, check=True,
                   requires=[(not math.isfinite(r2) or r2 >= min_r2,
                              f"the log-linear fit explains {r2:.2f} of the variance, below {min_r2}")])
 
@@ -121,7 +121,7 @@ def claim_mean_length_below(paths: Trials, n: int, *, margin: float = 0.8,
                   f"{VEIT}, Fig. 6(c)", per_seed(lambda g: _mean_length(g) / (n / 2)), paths, margin=margin,
                   direction="below", effect="the gradient's mean path length over n/2",
                   measured={"gradient_mean_length": mean, "typical_path_length": n / 2, "units": n},
-                  extra=requires, n_boot=n_boot, scale="log")
+                  extra=requires, n_boot=n_boot, range=[0, 2], scale={"units": n})
 
 
 def claim_effective_fraction(paths: Trials, n: int, *, mass: float = 0.9, margin: float = 0.05,
@@ -149,7 +149,7 @@ def claim_effective_fraction(paths: Trials, n: int, *, mass: float = 0.9, margin
                   f"{VEIT}, Sec. 5.3", per_seed(lambda g: _window(g, mass)[2]), paths, margin=margin,
                   direction="below", effect=f"the share of all paths in the window holding {mass:.0%} of the gradient",
                   measured={"windows": [[a, b] for a, b, _ in windows], "units": n, "mass": mass},
-                  extra=requires, n_boot=n_boot, scale="log")
+                  extra=requires, n_boot=n_boot, range=[0, 1], scale={"units": n})
 
 
 def claim_window_stays(paths: Trials, *, margin: float = 0.5,

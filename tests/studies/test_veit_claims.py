@@ -10,7 +10,7 @@ import pytest
 
 from unravel.studies.veit.lesion_claims import (claim_projection_units, claim_single_deletions, claim_single_deletions_vs_plain, claim_smooth_growth, independent_prediction, unit_stages)
 from unravel.studies.veit.path_claims import (claim_effective_fraction, claim_exponential_decay, claim_mean_length_below, claim_window_stays)
-from unravel.study.stats import Trials, bootstrap, decide, make_claim, per_seed
+from unravel.study.stats import Trials, per_seed
 
 B = 100  # bootstrap resamples: enough for these clear-cut cases, fast
 
@@ -42,74 +42,6 @@ def _each(rates_by_seed, base, projection=(), n=2000, model="residual"):
 
 def _merge(*trials):
     return Trials(pd.concat([t.frame for t in trials], ignore_index=True), np.concatenate([t.items for t in trials]))
-
-
-# ------------------------------------------------------------------------------------------
-# The machinery
-
-
-def test_decide_is_three_valued_on_both_sides():
-    assert decide(0.5, [0.4, 0.6], 0.3, "above") == "supported"
-    assert decide(0.1, [0.0, 0.2], 0.3, "above") == "contradicted"
-    assert decide(0.3, [0.2, 0.4], 0.3, "above") == "inconclusive"
-    assert decide(0.1, [0.0, 0.2], 0.3, "below") == "supported"
-    assert decide(0.5, [0.4, 0.6], 0.3, "below") == "contradicted"
-    assert decide(math.nan, [0.0, 0.1], 0.3, "below") == "inconclusive"
-    assert decide(0.1, [math.nan, math.nan], 0.3, "below") == "inconclusive"
-    with pytest.raises(ValueError, match="direction"):
-        decide(0.1, [0, 1], 0.3, "under")
-
-
-def test_bootstrap_interval_covers_the_rate_and_narrows_with_examples():
-    rng = np.random.default_rng(1)
-    widths = []
-    for n in (500, 8000):
-        w = (rng.random(n) < 0.2)[None]
-        t = Trials(pd.DataFrame({"seed": [0], "error": w.mean(1)}), w)
-        est, (lo, hi), undefined = bootstrap(lambda f: f.error.mean(), t, n_boot=400)
-        assert lo <= est <= hi and lo < 0.2 < hi and undefined == 0
-        widths.append(hi - lo)
-    # the binomial interval: width about 2 * 1.96 * sqrt(p (1 - p) / n)
-    assert widths[1] < widths[0] / 3
-    assert widths[1] == pytest.approx(2 * 1.96 * math.sqrt(0.16 / 8000), rel=0.25)
-
-
-def test_bootstrap_keeps_rows_of_one_seed_paired():
-    # two nets wrong on nearly the same examples: their difference is known far more precisely
-    # than either error, which only holds if both rows get the same example weights
-    rng = np.random.default_rng(2)
-    a = rng.random(3000) < 0.3
-    b = a.copy()
-    b[np.flatnonzero(~a)[:30]] = True  # one point more errors
-    t = Trials(pd.DataFrame({"seed": [0, 0], "net": ["a", "b"], "error": [a.mean(), b.mean()]}), np.array([a, b]))
-    _, (lo, hi), _ = bootstrap(lambda f: f.error.iloc[1] - f.error.iloc[0], t, n_boot=300)
-    # paired: only the 30 differing examples vary, sd about sqrt(30) / 3000; unpaired the interval
-    # would be about 2 * 1.96 * sqrt(2 * 0.21 / 3000) = 0.046 wide and contain 0
-    assert 0 < lo < 0.01 < hi and hi - lo < 0.012
-
-
-def test_bootstrap_resamples_seeds_and_draws():
-    f = pd.DataFrame({"seed": [0, 0, 1, 1, 2, 2], "k": 1, "error": [0.1, 0.3, 0.2, 0.4, 0.5, 0.7]})
-    est, (lo, hi), _ = bootstrap(per_seed(lambda g: g.error.mean()), Trials(f, draws=["k"]), n_boot=500)
-    assert est == pytest.approx(0.3667, abs=1e-3)
-    # three seeds: Student's t with 2 degrees of freedom on the per-seed means (0.2, 0.3, 0.6), plus
-    # the spread of the draws within seeds
-    se_seeds = np.std([0.2, 0.3, 0.6], ddof=1) / math.sqrt(3)
-    assert lo < est - 4.30 * se_seeds and hi > est + 4.30 * se_seeds
-    assert hi - est == pytest.approx(est - lo)
-    # without seeds to resample and without draws, nothing varies
-    est1, (lo1, hi1), _ = bootstrap(lambda g: g.error.mean(), Trials(f[f.seed == 0]), n_boot=50)
-    assert lo1 == hi1 == est1
-
-
-def test_an_undefined_statistic_gives_no_interval():
-    f = pd.DataFrame({"seed": [0, 1, 2], "error": [0.1, 0.2, 0.3]})
-    est, ci, undefined = bootstrap(lambda g: math.nan, Trials(f), n_boot=50)
-    assert math.isnan(est) and all(math.isnan(v) for v in ci) and undefined == 1.0
-    c = make_claim("x", "X", "p", estimate=est, ci=ci, margin=0, direction="above", effect="x", seeds=[0, 1, 2],
-                   undefined=undefined)
-    assert c["verdict"] == "inconclusive" and c["estimate"] is None and c["ci"] == [None, None]
-    assert "undefined" in c["why"]
 
 
 def test_trials_are_checked():
