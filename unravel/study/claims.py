@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from ..errors import ArgumentError
-from .intervals import bootstrap, check_range
+from .intervals import bootstrap
 from .prereg import active, definition
 from .verdicts import make_claim, p_values
 
@@ -138,7 +138,7 @@ def judge(cid, statement, source, stat, trials, *, margin, direction, effect, me
     kw = dict(estimate=r.estimate, ci=r.ci, direction=direction, effect=effect, seeds=seeds,
               paper=paper_entry(paper_key or cid), measured={**(measured or {}), "per_seed": r.per_seed},
               requires=requires, undefined=r.undefined, range=range, check=check)
-    claim = make_claim(cid, statement, source, margin=margin, p=p_values(r, margin, direction, check_range(range)),
+    claim = make_claim(cid, statement, source, margin=margin, p=p_values(r, margin, direction),
                        **kw)
     claim["preregistered"] = d is not None if active() else None
     if d is not None and d.get("amended"):

@@ -10,11 +10,13 @@ clusters of rows, within each ``draws`` group); the replicate is the mean of the
 statistics.
 
 The interval is built on the statistic's own scale (:func:`to_scale`: logit for a statistic
-bounded on both sides, such as a share or an accuracy; log for one bounded on one side, such as a
-positive ratio; the plain scale for an unbounded one): ``h(estimate) +- t * sd`` with ``sd`` the
-standard deviation of the replicates on that scale, corrected by ``sqrt(S / (S - 1))`` for
-resampling S seeds, and ``t`` Student's quantile with ``S - 1`` degrees of freedom; then mapped
-back. It never leaves the statistic's ``range`` and always holds the estimate. Why not the
+bounded on both sides, such as a share or an accuracy; log for a positive quantity, such as a
+ratio; the plain scale otherwise): ``h(estimate) +- t * sd`` with ``sd`` the standard deviation
+of the replicates, corrected by ``sqrt(S / (S - 1))`` for resampling S seeds and carried to that
+scale by the delta method (times ``h'(estimate)``, so a seed or replicate on a bound, where ``h``
+is infinite, cannot blow the interval up), and ``t`` Student's quantile with ``S - 1`` degrees of
+freedom; then mapped back. An estimate on a bound of its range is judged on the plain scale and
+its interval clipped to the range. It never leaves the statistic's ``range`` and always holds the estimate. Why not the
 replicates' percentiles (or scipy.stats.bootstrap's BCa, which also resamples one level only): a
 percentile interval cannot be wider than the spread of the seeds measured, and over three seeds
 the mean lies outside their range a quarter of the time: such intervals under-cover badly at the
@@ -57,6 +59,11 @@ class Interval:
         resampling few seeds): what the interval's half-width is ``t`` times.
     dof : int
         Student's degrees of freedom: seeds - 1 (0: one seed, the normal quantile).
+    scale : (low, high) or None
+        The bounds whose scale (:func:`to_scale`) the interval was built on: the range, or None
+        (the plain scale) for an unbounded statistic or an estimate that sits on a bound of its
+        range, where logit and log have no finite value (the interval is then clipped to the
+        range).
     """
 
     estimate: float
@@ -66,6 +73,8 @@ class Interval:
     replicates: np.ndarray
     sd: float
     dof: int
+    #: The bounds whose scale the interval was built on (:func:`to_scale`); None: the plain scale.
+    scale: tuple | None = None
 
     @property
     def width(self) -> float:
@@ -92,11 +101,21 @@ def check_range(rng) -> tuple[float, float] | None:
     return lo, hi
 
 
+def _kind(bounds) -> str:
+    if bounds is None:
+        return "plain"
+    lo, hi = bounds
+    if math.isfinite(lo) and math.isfinite(hi):
+        return "logit"
+    return "log" if math.isfinite(lo) and lo >= 0 else "plain"
+
+
 def to_scale(values, bounds):
-    """``values`` on the scale of a statistic with ``bounds`` (``(low, high)`` or None): logit of
-    the position between two finite bounds, log of the distance from one finite bound, the values
-    themselves when unbounded. Values at a bound are moved 1e-6 of the way in (of the width, or
-    of 1 for a one-sided bound), so the map stays finite.
+    """``values`` on the scale of a statistic with ``bounds`` (``(low, high)`` or None): the logit
+    of the position between two finite bounds (a share, an accuracy, a rank percentile); the log
+    of a positive quantity (low >= 0, no upper bound: a ratio, a steepness >= 1); the values
+    themselves otherwise. Values at a bound are moved 1e-6 of the way in (of the width, or 1e-6
+    for a positive quantity at 0), so the map stays finite.
 
     Examples
     --------
@@ -105,35 +124,40 @@ def to_scale(values, bounds):
     >>> v = to_scale(np.array([0.0, 0.5, 0.9]), (0.0, 1.0))
     >>> float(v[1]), np.round(from_scale(v, (0.0, 1.0)), 6).tolist()
     (0.0, [1e-06, 0.5, 0.9])
+    >>> float(to_scale([np.e], (1.0, np.inf))[0])
+    1.0
     """
     x = np.asarray(values, float)
-    if bounds is None:
-        return x
-    lo, hi = bounds
-    if math.isfinite(lo) and math.isfinite(hi):
+    kind = _kind(bounds)
+    if kind == "logit":
+        lo, hi = bounds
         eps = 1e-6 * (hi - lo)
         u = (np.clip(x, lo + eps, hi - eps) - lo) / (hi - lo)
         return np.log(u) - np.log1p(-u)
-    if math.isfinite(lo):
-        return np.log(np.maximum(x - lo, 1e-6))
-    if math.isfinite(hi):
-        return -np.log(np.maximum(hi - x, 1e-6))
+    if kind == "log":
+        return np.log(np.maximum(x, max(bounds[0], 1e-6)))
     return x
 
 
 def from_scale(values, bounds):
     """The inverse of :func:`to_scale`."""
     y = np.asarray(values, float)
-    if bounds is None:
-        return y
-    lo, hi = bounds
-    if math.isfinite(lo) and math.isfinite(hi):
+    kind = _kind(bounds)
+    if kind == "logit":
+        lo, hi = bounds
         return lo + (hi - lo) / (1 + np.exp(-y))
-    if math.isfinite(lo):
-        return lo + np.exp(y)
-    if math.isfinite(hi):
-        return hi - np.exp(-y)
+    if kind == "log":
+        return np.exp(y)
     return y
+
+
+def _slope(x: float, bounds) -> float:
+    """The derivative of :func:`to_scale` at ``x``."""
+    kind = _kind(bounds)
+    if kind == "logit":
+        lo, hi = bounds
+        return (hi - lo) / ((x - lo) * (hi - x))
+    return 1.0 / x if kind == "log" else 1.0
 
 
 def _t(p: float, dof: int) -> float:
@@ -142,7 +166,7 @@ def _t(p: float, dof: int) -> float:
     return float(t.ppf(p, dof)) if dof >= 1 else float(norm.ppf(p))
 
 
-def tail_p_value(interval: "Interval", margin: float, side: str, bounds=None) -> float:
+def tail_p_value(interval: "Interval", margin: float, side: str) -> float:
     """The one-sided p-value against "the effect lies on ``side`` (``"above"`` or ``"below"``)
     of ``margin``", from the same t statistic on the statistic's scale as the interval, so that
     ``p < (1 - level) / 2`` exactly when the interval lies wholly on ``side``. 1 when undefined.
@@ -159,8 +183,8 @@ def tail_p_value(interval: "Interval", margin: float, side: str, bounds=None) ->
 
     if not (math.isfinite(interval.estimate) and math.isfinite(interval.sd)) or interval.sd <= 0:
         return 1.0
-    c = float(to_scale([interval.estimate], bounds)[0])
-    m = float(to_scale([margin], bounds)[0])
+    c = float(to_scale([interval.estimate], interval.scale)[0])
+    m = float(to_scale([margin], interval.scale)[0])
     z = (c - m) / interval.sd if side == "above" else (m - c) / interval.sd
     dof = interval.dof
     return float(t.sf(z, dof)) if dof >= 1 else float(norm.sf(z))
@@ -289,11 +313,17 @@ def bootstrap(stat: Callable, trials, *, n_boot: int = 1000, level: float = 0.95
     dof = S - 1
     if undefined > alpha:
         return Interval(estimate, nan_ci, undefined, theta, reps, math.nan, dof)
-    h = to_scale(reps[~np.isnan(reps)], bounds)
-    sd = float(np.std(h, ddof=1)) * (math.sqrt(S / (S - 1)) if S >= 2 else 1.0) if h.size >= 2 else 0.0
-    center = float(to_scale([estimate], bounds)[0])
+    scale = bounds
+    if bounds is not None and any(math.isfinite(b) and abs(estimate - b) <= 1e-9 * max(1.0, abs(b)) for b in bounds):
+        scale = None  # the estimate sits on a bound: no finite logit or log there
+    finite = reps[~np.isnan(reps)]
+    sd = float(np.std(finite, ddof=1)) * (math.sqrt(S / (S - 1)) if S >= 2 else 1.0) if finite.size >= 2 else 0.0
+    sd *= _slope(estimate, scale)  # the delta method: the standard deviation on the statistic's scale
+    center = float(to_scale([estimate], scale)[0])
     half = _t(1 - alpha, dof) * sd
-    lo, hi = (float(v) for v in from_scale([center - half, center + half], bounds))
+    lo, hi = (float(v) for v in from_scale([center - half, center + half], scale))
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
     if sd == 0:
         lo = hi = estimate
-    return Interval(estimate, [min(lo, estimate), max(hi, estimate)], undefined, theta, reps, sd, dof)
+    return Interval(estimate, [min(lo, estimate), max(hi, estimate)], undefined, theta, reps, sd, dof, scale)

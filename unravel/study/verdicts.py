@@ -92,7 +92,7 @@ def clean(v):
     return v
 
 
-def p_values(interval, margin: float, direction: str, bounds=None) -> tuple[float, float]:
+def p_values(interval, margin: float, direction: str) -> tuple[float, float]:
     """``(p_supported, p_contradicted)``: one-sided p-values against the claim's side and the
     other side of ``margin``, from the interval's own t statistic (see
     :func:`~unravel.study.intervals.tail_p_value`); for ``"within"`` the larger of the two
@@ -111,12 +111,11 @@ def p_values(interval, margin: float, direction: str, bounds=None) -> tuple[floa
     from .intervals import tail_p_value
 
     if direction == "within":
-        inside = max(tail_p_value(interval, -margin, "above", bounds), tail_p_value(interval, margin, "below", bounds))
-        outside = min(tail_p_value(interval, margin, "above", bounds),
-                      tail_p_value(interval, -margin, "below", bounds))
+        inside = max(tail_p_value(interval, -margin, "above"), tail_p_value(interval, margin, "below"))
+        outside = min(tail_p_value(interval, margin, "above"), tail_p_value(interval, -margin, "below"))
         return inside, outside
     other = "below" if direction == "above" else "above"
-    return tail_p_value(interval, margin, direction, bounds), tail_p_value(interval, margin, other, bounds)
+    return tail_p_value(interval, margin, direction), tail_p_value(interval, margin, other)
 
 
 def make_claim(cid: str, statement: str, source: str, *, estimate: float, ci, margin: float, direction: str,
