@@ -65,7 +65,7 @@ def test_every_study_runs_quick_and_writes_every_file(name, tmp_path, capsys):
 
 
 def test_seeds_are_read_and_checked():
-    assert study.parse_spec(study.load_spec("veit-lesion")).seeds == (0, 1, 2)
+    assert study.parse_spec(study.load_spec("veit-lesion")).seeds == (0, 1, 2, 3, 4)
     assert study.parse_spec(_spec(seeds=None, seed=4)).seeds == (4,)
     assert study.parse_spec(_spec(seeds=None)).seeds == (0,)
     _refused(_spec(seed=1, seeds=[1, 2]), "'seed' and 'seeds' are both given")
