@@ -125,7 +125,7 @@ def claim_middle_layers(layers: Trials, n_layers: int, *, margin: float = 0.72, 
     >>> f = pd.DataFrame({"variant": range(-1, 4), "layer": range(-1, 4), "error": [0.4, 0.9, 0.42, 0.45, 0.7]})
     >>> c = claim_middle_layers(Trials(pd.concat([f.assign(seed=0), f.assign(seed=1)])), 4, n_boot=50)
     >>> round(c["estimate"], 3), c["verdict"]
-    (0.942, 'supported')
+    (0.942, 'inconclusive')
     """
     f = layers.frame
     check_columns(f, ["seed", "variant", "layer", "error"], "claim_middle_layers")
@@ -159,7 +159,7 @@ def claim_middle_swaps(swaps: Trials, n_layers: int, *, margin: float = 0.72, n_
     >>> f = pd.DataFrame({"variant": range(-1, 4), "layer": range(-1, 4), "error": [0.4, 0.8, 0.41, 0.42, 0.6]})
     >>> c = claim_middle_swaps(Trials(pd.concat([f.assign(seed=0), f.assign(seed=1)])), 5, n_boot=50)
     >>> round(c["estimate"], 3), c["verdict"]
-    (0.975, 'supported')
+    (0.975, 'inconclusive')
     """
     f = swaps.frame
     check_columns(f, ["seed", "variant", "layer", "error"], "claim_middle_swaps")
@@ -203,7 +203,7 @@ def claim_deeper_prunable(layers: Trials, n_layers: int, *, margin: float = 0.0,
     ...                   "error": [0.4, 0.9, 0.6, 0.55, 0.42, 0.41, 0.7]})
     >>> c = claim_deeper_prunable(Trials(pd.concat([f.assign(seed=0), f.assign(seed=1)])), 6, n_boot=50)
     >>> round(c["estimate"], 3), c["verdict"]
-    (0.267, 'supported')
+    (0.267, 'inconclusive')
     """
     f = layers.frame
     check_columns(f, ["seed", "variant", "layer", "error"], "claim_deeper_prunable")

@@ -296,7 +296,7 @@ def claim_procrustes_near_one(spectra: Trials, *, margin: float = 0.1, n_boot: i
     >>> f = pd.DataFrame({"seed": [0, 1], "model": "procrustes", "depth": 56, "unit": 9,
     ...                   "transition": True, "dev": [0.01, 0.02]})
     >>> claim_procrustes_near_one(Trials(f, value="dev"), n_boot=20)["verdict"]
-    'supported'
+    'inconclusive'
     """
     f = _frame(spectra, "claim_procrustes_near_one")
     depths = _depths(f, "procrustes")

@@ -85,7 +85,7 @@ def claim_single_deletions(each: Trials, *, margin: float = 0.02, chance: float 
     ...                   "projection": [False, False, False, True, False],
     ...                   "error": [0.05, 0.055, 0.06, 0.3, 0.05]})
     >>> claim_single_deletions(Trials(pd.concat([f, f.assign(seed=1)])), n_boot=50)["verdict"]
-    'supported'
+    'inconclusive'
     """
     check_columns(each.frame, ["seed", "variant", "units", "projection", "error"], "claim_single_deletions")
     each = _with_stages(each)
@@ -132,7 +132,7 @@ def claim_single_deletions_vs_plain(each: Trials, *, margin: float = 0.1, chance
     ...         for v, e in zip([-1, 0, 1], es)]
     >>> f = pd.DataFrame(rows, columns=["model", "variant", "error"])
     >>> claim_single_deletions_vs_plain(Trials(pd.concat([f.assign(seed=0), f.assign(seed=1)])), n_boot=50)["verdict"]
-    'supported'
+    'inconclusive'
     """
     f = each.frame
     check_columns(f, ["seed", "model", "variant", "error"], "claim_single_deletions_vs_plain")
@@ -193,7 +193,7 @@ def claim_smooth_growth(trials: Trials, *, x: str = "k", margin: float = 3.0, ci
     >>> f = pd.DataFrame({"seed": 0, "k": [0, 1, 2, 4, 8], "error": [0.1, 0.15, 0.2, 0.3, 0.5]})
     >>> c = claim_smooth_growth(Trials(pd.concat([f, f.assign(seed=1)]), draws=["k"]), n_boot=50)
     >>> round(c["estimate"], 3), c["verdict"]
-    (1.0, 'supported')
+    (1.0, 'inconclusive')
     """
     f = trials.frame
     check_columns(f, ["seed", x, "error"], "claim_smooth_growth")

@@ -62,7 +62,7 @@ def claim_exponential_decay(paths: Trials, *, min_r2: float = 0.8, n_boot: int =
     >>> f = pd.DataFrame({"seed": 0, "length": range(6), "count": 1, "sq_norm": [4.0 ** -k for k in range(6)]})
     >>> c = claim_exponential_decay(Trials(pd.concat([f, f.assign(seed=1)]), value="sq_norm"), n_boot=20)
     >>> round(c["estimate"], 3), c["verdict"]
-    (-0.693, 'supported')
+    (-0.693, 'inconclusive')
     """
     f = paths.frame
     check_columns(f, ["seed", "length"] + (["per_path_norm"] if "per_path_norm" in f.columns else

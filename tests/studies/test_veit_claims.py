@@ -208,8 +208,10 @@ def test_mean_length_and_effective_fraction_of_a_shallow_gradient():
                           lambda k: 1.0 if 2 <= k <= 3 else 0.0])
     c = claim_mean_length_below(varied, n, n_boot=B)
     assert c["verdict"] == "supported" and 0 <= c["ci"][0] <= c["estimate"] <= c["ci"][1] <= 2
-    f = claim_effective_fraction(varied, n, n_boot=B)
+    f = claim_effective_fraction(varied, n, n_boot=B, margin=0.05)
     assert f["verdict"] == "supported" and 0 <= f["ci"][0] <= f["estimate"] <= f["ci"][1] <= 1
+    # the default margin, 0.01 (about twice Veit's 0.45%): three seeds cannot tell 0.003 from it here
+    assert claim_effective_fraction(varied, n, n_boot=B)["verdict"] == "inconclusive"
     assert f["paper"]["value"] == 0.0045
     # every path alike: the gradient sits where the paths are
     typical = _by_seed(n, [lambda k, a=a: comb(n, k) ** 2 * (1 + a * k) for a in (0.0, 0.01, 0.02)])
