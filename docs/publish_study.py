@@ -16,6 +16,11 @@ checks it). A run made from a copy of the tree without git (a GPU machine, a clu
 records no revision (or the stale one of a copied ``.git``), but always its ``source_hash``:
 ``--revision REV`` publishes it once the sources of ``unravel/`` at commit REV hash the same,
 and records REV with how it was checked.
+
+A run must carry its pre-registration record (``summary.json``'s ``preregistration: {commit,
+hash, matches}``): the script refuses a run whose claim definitions differ from the study's
+pre-registration, or whose pre-registration was not committed before the run's revision (an
+ancestor of it, or the same commit). The tables list claims only; checks stay in the report.
 """
 
 from __future__ import annotations
@@ -38,17 +43,39 @@ def _fmt(v):
     return "n/a" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
+def check_ids() -> set:
+    """The ids the studies' specs define as checks (``check: true``): how a summary written before
+    checks were kept apart is read."""
+    ids = set()
+    for spec in (HERE.parent / "studies").glob("*/*.yaml"):
+        for cid, d in ((yaml.safe_load(spec.read_text()) or {}).get("claims") or {}).items():
+            if (d or {}).get("check"):
+                ids.add(cid)
+    return ids
+
+
+def claims_only(summary: dict) -> list:
+    """The claims of a summary, without its checks (what holds by construction: not evidence)."""
+    checks = check_ids()
+    return [c for c in summary["claims"] if c.get("kind", "claim") == "claim" and c["id"] not in checks]
+
+
+def _verdict(c) -> str:
+    holm = c.get("verdict_holm")
+    return f"**{c['verdict']}**" + (f" (Holm: {holm})" if holm and holm != c["verdict"] else "")
+
+
 def verdict_table(summary: dict, env: dict, folder: Path | None = None) -> str:
     """The Markdown table of a study's claims."""
     lines = ["| claim | the paper | ours: estimate [95% CI] | claim holds if | verdict |", "|---|---|---|---|---|"]
-    for c in summary["claims"]:
+    for c in claims_only(summary):
         p = c.get("paper") or {}
         paper = (f"**{_fmt(p['value'])}**; " if p.get("value") is not None else "") + p.get("note", "n/a")
         if p.get("where"):
             paper += f" ({p['where'].split(', ')[-1] if ', ' in p['where'] else p['where']})"
         ours = f"{c['effect']}: {_fmt(c['estimate'])} [{_fmt(c['ci'][0])}, {_fmt(c['ci'][1])}]"
         why = "" if c["verdict"] != "inconclusive" else f" ({c['why']})"
-        cells = [c["statement"], paper, ours, f"{c['direction']} {c['margin']:g}", f"**{c['verdict']}**{why}"]
+        cells = [c["statement"], paper, ours, f"{c['direction']} {c['margin']:g}", f"{_verdict(c)}{why}"]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     rev = (env.get("git_revision") or "unknown")[:10]
     took = f"; this run {summary['seconds'] / 60:.0f} min" if summary.get("seconds") else ""
@@ -119,6 +146,28 @@ def _provenance(folder: Path, env: dict, revision: str | None, force: bool) -> d
                                 if seen and not seen.startswith(full) else "")}
 
 
+def _git(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=HERE.parent, capture_output=True, text=True)
+
+
+def check_preregistration(folder: Path, summary: dict, env: dict) -> None:
+    """Refuse a run without a matching pre-registration committed before the run's revision."""
+    p = summary.get("preregistration")
+    if not p:
+        raise SystemExit(f"{folder}: the run records no pre-registration; run `unravel study preregister NAME`, "
+                         "commit the file, and run the study again")
+    if not p.get("matches"):
+        raise SystemExit(f"{folder}: the run's claim definitions (hash {str(p.get('hash'))[:12]}) differ from the "
+                         "study's pre-registration: a change after seeing data is an amendment (date, reason) in the "
+                         "spec, pre-registered again before the run")
+    rev = env.get("git_revision")
+    if not p.get("commit") or not rev:
+        raise SystemExit(f"{folder}: the pre-registration was not committed when the run was made")
+    if _git("merge-base", "--is-ancestor", p["commit"], rev).returncode != 0:
+        raise SystemExit(f"{folder}: the pre-registration commit {p['commit'][:10]} is not an ancestor of the run's "
+                         f"revision {rev[:10]}: it was not committed before the run")
+
+
 def publish(folder: Path, force: bool = False, revision: str | None = None) -> Path:
     folder = Path(folder)
     summary = json.loads((folder / "summary.json").read_text())
@@ -135,6 +184,8 @@ def publish(folder: Path, force: bool = False, revision: str | None = None) -> P
     env = _provenance(folder, env, revision, force)
     if env.get("git_dirty") and not force:
         raise SystemExit(f"{folder}: run with local changes to the code; re-run on a committed revision")
+    if not force:
+        check_preregistration(folder, summary, env)
     dest = HERE / "_static" / "studies" / summary["study"]
     if dest.exists():
         shutil.rmtree(dest)
@@ -169,9 +220,9 @@ def readme_table(studies: Path | None = None) -> str:
         env = json.loads((f / "environment.json").read_text())
         seeds = ", ".join(str(s) for s in summary["seeds"])
         label = f"{summary['study']} (seeds {seeds}; `{(env.get('git_revision') or 'unknown')[:7]}`)"
-        for i, c in enumerate(summary["claims"]):
+        for i, c in enumerate(claims_only(summary)):
             cells = [label if i == 0 else "", c["statement"], f"{_fmt(c['estimate'])} [{_fmt(c['ci'][0])}, "
-                     f"{_fmt(c['ci'][1])}]", f"{c['direction']} {c['margin']:g}", f"**{c['verdict']}**"]
+                     f"{_fmt(c['ci'][1])}]", f"{c['direction']} {c['margin']:g}", _verdict(c)]
             lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines)
 

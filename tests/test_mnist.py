@@ -126,5 +126,6 @@ def test_veit_lesion_on_real_digits_runs_quick(tmp_path):
     spec["data_root"] = str(CONVERTED)
     folder = study.run_study(spec, tmp_path, progress=False)
     summary = json.loads((folder / "summary.json").read_text())
-    assert {c["id"] for c in summary["claims"]} >= {"single-deletions", "projection-units", "projection-units-conv"}
+    ids = {c["id"] for c in summary["claims"] + summary["checks"]}
+    assert ids >= {"single-deletions", "projection-units", "projection-units-conv"}
     assert all(c["verdict"] in study.VERDICTS for c in summary["claims"])

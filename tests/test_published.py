@@ -71,3 +71,40 @@ def test_a_run_without_git_is_tied_to_a_commit_by_its_source_hash(tmp_path):
         publish._provenance(tmp_path, {"git_revision": None}, "HEAD", False)
     with pytest.raises(SystemExit, match="not a commit"):
         publish._provenance(tmp_path, {"git_revision": None, "source_hash": committed}, "no-such-commit", False)
+
+
+def test_tables_list_claims_only():
+    publish = _publish_module()
+    assert {"exponential-decay", "plain-farther", "procrustes-transitions", "procrustes-near-one",
+            "projection-units-conv"} <= publish.check_ids()
+    summary = {"claims": [{"id": "mean-length", "verdict": "supported"}, {"id": "plain-farther", "verdict": "supported"},
+                          {"id": "x", "kind": "check", "verdict": "supported"}]}
+    assert [c["id"] for c in publish.claims_only(summary)] == ["mean-length"]
+    for folder in FOLDERS:
+        table = (folder / "verdicts.md").read_text()
+        summary = json.loads((folder / "summary.json").read_text())
+        for c in summary["claims"]:
+            if c["id"] in publish.check_ids():
+                assert f"| {c['statement']} |" not in table
+
+
+def test_publishing_refuses_a_run_without_a_preregistration_committed_before_it(tmp_path):
+    import subprocess
+
+    publish = _publish_module()
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    env = {"git_revision": head, "git_dirty": False}
+    with pytest.raises(SystemExit, match="no pre-registration"):
+        publish.check_preregistration(tmp_path, {"claims": []}, env)
+    with pytest.raises(SystemExit, match="differ from the study's pre-registration"):
+        publish.check_preregistration(tmp_path, {"preregistration": {"commit": head, "hash": "x", "matches": False}},
+                                      env)
+    with pytest.raises(SystemExit, match="not committed"):
+        publish.check_preregistration(tmp_path, {"preregistration": {"commit": None, "hash": "x", "matches": True}},
+                                      env)
+    parent = subprocess.run(["git", "rev-parse", "HEAD~1"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    # a pre-registration committed after the run's revision: not the contract of that run
+    with pytest.raises(SystemExit, match="not an ancestor"):
+        publish.check_preregistration(tmp_path, {"preregistration": {"commit": head, "hash": "x", "matches": True}},
+                                      {"git_revision": parent, "git_dirty": False})
+    publish.check_preregistration(tmp_path, {"preregistration": {"commit": parent, "hash": "x", "matches": True}}, env)

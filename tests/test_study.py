@@ -46,14 +46,21 @@ def test_every_study_runs_quick_and_writes_every_file(name, tmp_path, capsys):
     assert summary["claims"]
     for c in summary["claims"]:
         assert c["verdict"] in study.VERDICTS and c["source"] and c["rule"] and c["why"] and c["seeds"] == [0]
-        assert set(c) >= {"estimate", "ci", "margin", "direction", "paper", "effect"} and len(c["ci"]) == 2
-    assert summary["seeds"] == [0] and "git_revision" in summary
+        assert set(c) >= {"estimate", "ci", "margin", "direction", "paper", "effect", "range"} and len(c["ci"]) == 2
+        if c["estimate"] is not None and c["ci"][0] is not None:
+            assert c["ci"][0] <= c["estimate"] <= c["ci"][1]
+    assert summary["seeds"] == [0] and "git_revision" in summary and "preregistration" in summary
+    # a smoke run says so on its first line, in the terminal and in the report
+    assert out.splitlines()[0].startswith("smoke run of the pipeline")
     assert out.count("[") >= len(summary["claims"])
     env = json.loads((f / "environment.json").read_text())
     assert env["seeds"] == [0] and env["device"] == "cpu" and env["versions"]["torch"] and "git_dirty" in env
     config = yaml.safe_load((f / "config.yaml").read_text())
     assert config["quick"] is True and config["kind"] == study.load_spec(name)["kind"]
     report = (f / "report.md").read_text()
+    assert report.splitlines()[0].startswith("# Smoke run of the pipeline")
+    description = (study.load_spec(name).get("description") or "").split()
+    assert " ".join(description[:8]) not in " ".join(report.split()) or not description
     images = [line.rsplit("(", 1)[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
     assert images
     for png in images:
@@ -65,7 +72,7 @@ def test_every_study_runs_quick_and_writes_every_file(name, tmp_path, capsys):
 
 
 def test_seeds_are_read_and_checked():
-    assert study.parse_spec(study.load_spec("veit-lesion")).seeds == (0, 1, 2)
+    assert study.parse_spec(study.load_spec("veit-lesion")).seeds == (0, 1, 2, 3, 4)
     assert study.parse_spec(_spec(seeds=None, seed=4)).seeds == (4,)
     assert study.parse_spec(_spec(seeds=None)).seeds == (0,)
     _refused(_spec(seed=1, seeds=[1, 2]), "'seed' and 'seeds' are both given")
@@ -275,7 +282,8 @@ def test_a_users_study_folder_plugs_in(tmp_path, capsys):
                                       "seeds: [0, 1]\n")
     assert main(["study", "run", str(folder), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "[   supported] It has 2 units" in out
+    # every seed's net has exactly 2 units: nothing varies, so the zero-width interval decides nothing
+    assert "[inconclusive] It has 2 units: 2 [2, 2]" in out and "no variation measured" in out
     summary = json.loads(next((tmp_path / "out" / "mine").iterdir()).joinpath("summary.json").read_text())
     assert summary["claims"][0]["paper"]["where"] == "our note"
     with pytest.raises(SpecError, match="holds 0 YAML specs"):
@@ -358,7 +366,7 @@ def test_lm_ensemble_spec_is_checked():
     with pytest.raises(SpecError, match="'analysis.step' is unknown"):
         study.parse_spec({**spec, "analysis": {"step": 3}})
     parsed = study.parse_spec(study.load_spec("lm-ensemble"))
-    assert parsed.seeds == (0, 1, 2) and parsed.analysis.samples_per_k >= 20
+    assert parsed.seeds == (0, 1, 2, 3, 4) and parsed.analysis.samples_per_k >= 20
     assert parsed.analysis.training.steps == parsed.analysis.steps
     gpu = study.parse_spec(study.load_spec("lm-ensemble-gpu"))
     # the GPU size has enough units (attention and MLP per layer) for the effective-paths claim

@@ -35,12 +35,15 @@ def test_seed_disagreement_is_inconclusive():
                       "mean_length": [2.0, 3.0, 3.0, 2.0, 2.0, 3.1, 3.0, 1.9]})
     c = _moved(Trials(f))
     assert c["verdict"] == "inconclusive" and c["ci"][0] < 0 < c["ci"][1]
-    assert _moved(Trials(f.assign(mean_length=[2.0, 3.0] * 4)))["verdict"] == "supported"
+    assert _moved(Trials(f.assign(mean_length=[2.0, 3.0, 2.0, 3.1, 2.0, 2.9, 2.1, 3.0])))["verdict"] == "supported"
+    # seeds that agree exactly: a zero-width interval decides nothing
+    same = _moved(Trials(f.assign(mean_length=[2.0, 3.0] * 4)))
+    assert same["verdict"] == "inconclusive" and "no variation" in same["why"]
 
 
 def test_extra_preconditions_make_a_claim_inconclusive():
-    f = pd.DataFrame({"seed": [0, 1], "epoch": 0, "mean_length": 1.0}).pipe(
-        lambda d: pd.concat([d, d.assign(epoch=1, mean_length=3.0)]))
+    f = pd.DataFrame({"seed": [0, 1, 2, 3], "epoch": 0, "mean_length": 1.0}).pipe(
+        lambda d: pd.concat([d, d.assign(epoch=1, mean_length=[3.0, 3.1, 2.9, 3.0])]))
     assert _moved(Trials(f))["verdict"] == "supported"
     c = _moved(Trials(f), requires=[(False, "too small to tell")])
     assert c["verdict"] == "inconclusive" and c["why"] == "too small to tell" and c["estimate"] == 2.0

@@ -146,7 +146,7 @@ def claim_identity_near_one(spectra: Trials, *, margin: float = 0.1, depth: int 
                   measured={"median_by_depth": _by_depth(f, "residual", False), "depth": depth,
                             **({"share_within_band_by_depth": _within(f, margin)} if "within" in f.columns else {}),
                             **(measured or {})},
-                  extra=requires, n_boot=n_boot)
+                  extra=requires, n_boot=n_boot, range=[0, None], scale={"depth": depth})
 
 
 def claim_deeper_concentrates(spectra: Trials, *, margin: float = 0.0, n_boot: int = 1000, measured: dict | None = None,
@@ -180,7 +180,8 @@ def claim_deeper_concentrates(spectra: Trials, *, margin: float = 0.0, n_boot: i
                   effect=f"the median abs(log sigma) of identity units at depth {depths[0]} minus at depth {depths[-1]}"
                   if depths else "the shallowest minus the deepest net's median abs(log sigma)",
                   measured={"median_by_depth": _by_depth(f, "residual", False), **(measured or {})},
-                  extra=[*requires, (len(depths) >= 2, "one residual depth: nothing to compare")], n_boot=n_boot)
+                  extra=[*requires, (len(depths) >= 2, "one residual depth: nothing to compare")], n_boot=n_boot,
+                  scale={"depth": depths[-1]} if depths else None)
 
 
 def _worst_gap(m, high, low, depths):
@@ -216,7 +217,7 @@ def claim_transition_farther(spectra: Trials, *, margin: float = 0.0, n_boot: in
                   effect="the smallest over depths of transition minus identity units' median abs(log sigma) (residual)",
                   measured={"identity_by_depth": _by_depth(f, "residual", False),
                             "transition_by_depth": _by_depth(f, "residual", True), **(measured or {})},
-                  extra=requires, n_boot=n_boot)
+                  extra=requires, n_boot=n_boot, scale={"depth": max(depths)} if depths else None)
 
 
 def claim_plain_farther(spectra: Trials, *, margin: float = 0.0, n_boot: int = 1000, measured: dict | None = None,
@@ -246,7 +247,8 @@ def claim_plain_farther(spectra: Trials, *, margin: float = 0.0, n_boot: int = 1
                   effect="the smallest over depths of plain minus residual identity units' median abs(log sigma)",
                   measured={"residual_by_depth": _by_depth(f, "residual", False),
                             "plain_by_depth": _by_depth(f, "plain", False), **(measured or {})},
-                  extra=[*requires, (bool(depths), "no depth has both a residual and a plain net")], n_boot=n_boot)
+                  extra=[*requires, (bool(depths), "no depth has both a residual and a plain net")], n_boot=n_boot,
+                  check=True)
 
 
 def claim_procrustes_transitions(spectra: Trials, *, margin: float = 0.0, n_boot: int = 1000,
@@ -278,7 +280,7 @@ def claim_procrustes_transitions(spectra: Trials, *, margin: float = 0.0, n_boot
                   measured={"residual_by_depth": _by_depth(f, "residual", True),
                             "procrustes_by_depth": _by_depth(f, "procrustes", True), **(measured or {})},
                   extra=[*requires, (bool(depths), "no depth has both a residual and a Procrustes net")],
-                  n_boot=n_boot)
+                  n_boot=n_boot, check=True)
 
 
 def claim_procrustes_near_one(spectra: Trials, *, margin: float = 0.1, n_boot: int = 1000,
@@ -294,7 +296,7 @@ def claim_procrustes_near_one(spectra: Trials, *, margin: float = 0.1, n_boot: i
     >>> f = pd.DataFrame({"seed": [0, 1], "model": "procrustes", "depth": 56, "unit": 9,
     ...                   "transition": True, "dev": [0.01, 0.02]})
     >>> claim_procrustes_near_one(Trials(f, value="dev"), n_boot=20)["verdict"]
-    'supported'
+    'inconclusive'
     """
     f = _frame(spectra, "claim_procrustes_near_one")
     depths = _depths(f, "procrustes")
@@ -309,7 +311,7 @@ def claim_procrustes_near_one(spectra: Trials, *, margin: float = 0.1, n_boot: i
                   levels.trials, margin=margin, direction="below",
                   effect="the largest over depths of the Procrustes net's transition units' median abs(log sigma)",
                   measured={"procrustes_by_depth": _by_depth(f, "procrustes", True), **(measured or {})},
-                  extra=[*requires, (bool(depths), "no Procrustes net")], n_boot=n_boot)
+                  extra=[*requires, (bool(depths), "no Procrustes net")], n_boot=n_boot, range=[0, None], check=True)
 
 
 def claim_procrustes_not_worse(errors: Trials, *, margin: float = 0.02, chance: float = 0.9, n_boot: int = 1000,
@@ -352,4 +354,4 @@ def claim_procrustes_not_worse(errors: Trials, *, margin: float = 0.02, chance: 
                             **(measured or {})},
                   extra=[*requires, (bool(depths), "no depth has both a residual and a Procrustes net"),
                          (worst < chance / 2, f"the ResNet did not train: its test error {worst:.3f} is not below "
-                                              f"half the chance error {chance:.2f}")], n_boot=n_boot)
+                                              f"half the chance error {chance:.2f}")], n_boot=n_boot, range=[-1, 1])

@@ -104,7 +104,7 @@ def claim_subnetworks_first(subnetworks: Trials, *, margin: float = 0.0, n_boot:
     >>> f = pd.DataFrame([{"seed": s, "epochs": t, "subnetwork_units": k, "draw": 0, "error": e + 0.01 * s}
     ...                   for s in (0, 1) for k, es in curves.items() for t, e in zip([0, 0.1, 1, 2], es)])
     >>> claim_subnetworks_first(Trials(f, draws=["subnetwork_units"], cluster="draw"), n_boot=20)["verdict"]
-    'supported'
+    'inconclusive'
     """
     f = subnetworks.frame
     check_columns(f, ["seed", "epochs", "subnetwork_units", "error"], "claim_subnetworks_first")
@@ -188,7 +188,7 @@ def claim_short_paths_early(records: Trials, *, margin: float = 0.05, n_boot: in
                   per_seed(moved), records, margin=margin, direction="above",
                   effect="the last minus the first record's mean path length, over the units",
                   measured={"mean_length_by_epochs": {round(float(k), 4): round(float(v), 3) for k, v in by.items()},
-                            "units": int(f.units.iloc[0])}, extra=requires, n_boot=n_boot)
+                            "units": int(f.units.iloc[0])}, extra=requires, n_boot=n_boot, range=[-1, 1])
 
 
 def total_variation(p, q) -> float:
@@ -256,7 +256,7 @@ def _histogram_claim(cid, statement, histograms, a, b, margin, direction, n_boot
                                               "histograms, mean over records",
                   measured={"tv_by_step": {int(k): round(float(v), 4) for k, v in by_step.items()},
                             f"{a}_between_seeds_tv": floor, "mean_length_over_units": rel, "units": units},
-                  requires=pre, extra=requires, n_boot=n_boot)
+                  requires=pre, extra=requires, n_boot=n_boot, range=[0, 1])
 
 
 def claim_histograms_differ(histograms: Trials, a: str = "resnet", b: str = "densenet", *, margin: float = TV_MARGIN,
@@ -283,7 +283,7 @@ def claim_histograms_differ(histograms: Trials, a: str = "resnet", b: str = "den
     ...                   for s in (0, 1, 2) for m, h in hist.items() for k, v in enumerate(h)])
     >>> c = claim_histograms_differ(Trials(f), n_boot=20)
     >>> round(c["estimate"], 3), c["verdict"]
-    (0.5, 'supported')
+    (0.5, 'inconclusive')
     """
     return _histogram_claim("dense-differs", f"{_name(b)}'s gradient is spread over path lengths differently from "
                             f"{_name(a)}'s", histograms, a, b, margin, "above", n_boot, requires)
@@ -306,7 +306,7 @@ def claim_histograms_alike(histograms: Trials, a: str = "resnet", b: str = "se_r
     ...                    "units": 3} for s in (0, 1, 2) for m in ("resnet", "se_resnet")
     ...                   for k, v in enumerate([0.1, 0.3, 0.4, 0.2])])
     >>> claim_histograms_alike(Trials(f), n_boot=20)["verdict"]
-    'supported'
+    'inconclusive'
     """
     return _histogram_claim("se-alike", f"{_name(b)}'s gradient is spread over path lengths like {_name(a)}'s",
                             histograms, a, b, margin, "below", n_boot, requires)

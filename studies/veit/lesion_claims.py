@@ -114,7 +114,7 @@ def claim_single_deletions(each: Trials, *, margin: float = 0.02, chance: float 
     ...                   "projection": [False, False, False, True, False],
     ...                   "error": [0.05, 0.055, 0.06, 0.3, 0.05]})
     >>> claim_single_deletions(Trials(pd.concat([f, f.assign(seed=1)])), n_boot=50)["verdict"]
-    'supported'
+    'inconclusive'
     """
     check_columns(each.frame, ["seed", "variant", "units", "projection", "error"], "claim_single_deletions")
     each = _with_stages(each)
@@ -142,6 +142,7 @@ def claim_single_deletions(each: Trials, *, margin: float = 0.02, chance: float 
     return judge("single-deletions", "Deleting a single non-downsampling unit leaves the error near the baseline",
                   f"{VEIT}, Fig. 3", per_seed(worst_stage_median), each, margin=margin, direction="below",
                   effect="the worst stage's median error increase", measured=measured, extra=requires, n_boot=n_boot,
+                  range=[-1, 1],
                   requires=[_trained(f, chance, "the net")])
 
 
@@ -163,7 +164,7 @@ def claim_single_deletions_vs_plain(each: Trials, *, margin: float = 0.1, chance
     ...         for v, e in zip([-1, 0, 1], es)]
     >>> f = pd.DataFrame(rows, columns=["model", "variant", "error"])
     >>> claim_single_deletions_vs_plain(Trials(pd.concat([f.assign(seed=0), f.assign(seed=1)])), n_boot=50)["verdict"]
-    'supported'
+    'inconclusive'
     """
     f = each.frame
     check_columns(f, ["seed", "model", "variant", "error"], "claim_single_deletions_vs_plain")
@@ -184,6 +185,7 @@ def claim_single_deletions_vs_plain(each: Trials, *, margin: float = 0.1, chance
     return judge("single-deletions-vs-plain", "Deleting a single unit hurts a residual net far less than a plain net",
                   f"{VEIT}, Fig. 3", per_seed(gap), each, margin=margin, direction="above",
                   effect="plain minus residual mean error increase", measured=measured, extra=requires, n_boot=n_boot,
+                  range=[-2, 2],
                   requires=[_trained(f[f.model == "residual"], chance, "the residual net"),
                             _trained(f[f.model == "plain"], chance, "the plain net")])
 
@@ -223,7 +225,7 @@ def claim_smooth_growth(trials: Trials, *, x: str = "k", margin: float = 3.0, ci
     >>> f = pd.DataFrame({"seed": 0, "k": [0, 1, 2, 4, 8], "error": [0.1, 0.15, 0.2, 0.3, 0.5]})
     >>> c = claim_smooth_growth(Trials(pd.concat([f, f.assign(seed=1)]), draws=["k"]), n_boot=50)
     >>> round(c["estimate"], 3), c["verdict"]
-    (1.0, 'supported')
+    (1.0, 'inconclusive')
     """
     f = trials.frame
     check_columns(f, ["seed", x, "error"], "claim_smooth_growth")
@@ -232,7 +234,7 @@ def claim_smooth_growth(trials: Trials, *, x: str = "k", margin: float = 3.0, ci
     info.update(measured or {})
     return judge(cid, statement, source, lambda fr: _steepness(_curve(fr, x)), trials, margin=margin,
                   direction="below", effect="the steepest step's slope over the average slope", measured=info,
-                  extra=requires, n_boot=n_boot, paper_key=cid)
+                  extra=requires, n_boot=n_boot, paper_key=cid, range=[1, None])
 
 
 def independent_prediction(each: pd.DataFrame, deleted: pd.DataFrame) -> pd.DataFrame:
@@ -337,4 +339,4 @@ def claim_projection_units(each: Trials, *, margin: float = 0.5, chance: float =
                             "projection_units_ranked": len(ranks)},
                   requires=[(bool(ranks), "no projection unit opens a stage of two or more units"),
                             _trained(f, chance, "the net")], extra=requires, n_boot=n_boot,
-                  paper_key="projection-units")
+                  paper_key="projection-units", range=[0, 1], check=bool(label))

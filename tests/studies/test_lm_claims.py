@@ -53,7 +53,7 @@ def test_first_layer_needs_two_seeds_and_its_preconditions():
     assert c["verdict"] == "inconclusive" and c["why"] == "did not train"
 
 
-@pytest.mark.parametrize("middle, verdict", [(0.42, "supported"), (0.8, "contradicted"), (0.52, "inconclusive")])
+@pytest.mark.parametrize("middle, verdict", [(0.42, "supported"), (0.8, "contradicted"), (0.568, "inconclusive")])
 def test_middle_layers(middle, verdict):
     # layer 0 and the last layer are catastrophic and must not count
     c = claims.claim_middle_layers(_layers([0.95, middle, middle + 0.01, middle - 0.01, 0.95]), 5, n_boot=B)
@@ -66,7 +66,7 @@ def test_middle_layers_need_a_middle():
     assert c["verdict"] == "inconclusive" and "no middle layer" in c["why"]
 
 
-@pytest.mark.parametrize("swap, verdict", [(0.41, "supported"), (0.9, "contradicted"), (0.52, "inconclusive")])
+@pytest.mark.parametrize("swap, verdict", [(0.41, "supported"), (0.9, "contradicted"), (0.568, "inconclusive")])
 def test_middle_swaps(swap, verdict):
     # 6 layers: pairs 0-1 .. 4-5; the middle ones are 1-2, 2-3, 3-4 (the first and last pairs move
     # the first or the last layer and must not count)

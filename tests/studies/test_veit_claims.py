@@ -11,7 +11,8 @@ import pytest
 from unravel.studies.veit.lesion_claims import (claim_projection_units, claim_single_deletions, claim_single_deletions_vs_plain, claim_smooth_growth, independent_prediction, unit_stages)
 from unravel.studies.veit.path_claims import (claim_effective_fraction, claim_exponential_decay, claim_mean_length_below,
                                               claim_window_stays, effective_windows, finding_net_mean_length)
-from unravel.study.stats import Trials, bootstrap, decide, make_claim, per_seed
+from unravel.study.intervals import bootstrap
+from unravel.study.stats import Trials, per_seed
 
 B = 100  # bootstrap resamples: enough for these clear-cut cases, fast
 
@@ -45,74 +46,6 @@ def _merge(*trials):
     return Trials(pd.concat([t.frame for t in trials], ignore_index=True), np.concatenate([t.items for t in trials]))
 
 
-# ------------------------------------------------------------------------------------------
-# The machinery
-
-
-def test_decide_is_three_valued_on_both_sides():
-    assert decide(0.5, [0.4, 0.6], 0.3, "above") == "supported"
-    assert decide(0.1, [0.0, 0.2], 0.3, "above") == "contradicted"
-    assert decide(0.3, [0.2, 0.4], 0.3, "above") == "inconclusive"
-    assert decide(0.1, [0.0, 0.2], 0.3, "below") == "supported"
-    assert decide(0.5, [0.4, 0.6], 0.3, "below") == "contradicted"
-    assert decide(math.nan, [0.0, 0.1], 0.3, "below") == "inconclusive"
-    assert decide(0.1, [math.nan, math.nan], 0.3, "below") == "inconclusive"
-    with pytest.raises(ValueError, match="direction"):
-        decide(0.1, [0, 1], 0.3, "under")
-
-
-def test_bootstrap_interval_covers_the_rate_and_narrows_with_examples():
-    rng = np.random.default_rng(1)
-    widths = []
-    for n in (500, 8000):
-        w = (rng.random(n) < 0.2)[None]
-        t = Trials(pd.DataFrame({"seed": [0], "error": w.mean(1)}), w)
-        est, (lo, hi), undefined = bootstrap(lambda f: f.error.mean(), t, n_boot=400)
-        assert lo <= est <= hi and lo < 0.2 < hi and undefined == 0
-        widths.append(hi - lo)
-    # the binomial interval: width about 2 * 1.96 * sqrt(p (1 - p) / n)
-    assert widths[1] < widths[0] / 3
-    assert widths[1] == pytest.approx(2 * 1.96 * math.sqrt(0.16 / 8000), rel=0.25)
-
-
-def test_bootstrap_keeps_rows_of_one_seed_paired():
-    # two nets wrong on nearly the same examples: their difference is known far more precisely
-    # than either error, which only holds if both rows get the same example weights
-    rng = np.random.default_rng(2)
-    a = rng.random(3000) < 0.3
-    b = a.copy()
-    b[np.flatnonzero(~a)[:30]] = True  # one point more errors
-    t = Trials(pd.DataFrame({"seed": [0, 0], "net": ["a", "b"], "error": [a.mean(), b.mean()]}), np.array([a, b]))
-    _, (lo, hi), _ = bootstrap(lambda f: f.error.iloc[1] - f.error.iloc[0], t, n_boot=300)
-    # paired: only the 30 differing examples vary, sd about sqrt(30) / 3000; unpaired the interval
-    # would be about 2 * 1.96 * sqrt(2 * 0.21 / 3000) = 0.046 wide and contain 0
-    assert 0 < lo < 0.01 < hi and hi - lo < 0.012
-
-
-def test_bootstrap_resamples_seeds_and_draws():
-    f = pd.DataFrame({"seed": [0, 0, 1, 1, 2, 2], "k": 1, "error": [0.1, 0.3, 0.2, 0.4, 0.5, 0.7]})
-    est, (lo, hi), _ = bootstrap(per_seed(lambda g: g.error.mean()), Trials(f, draws=["k"]), n_boot=500)
-    assert est == pytest.approx(0.3667, abs=1e-3)
-    # three seeds: Student's t with 2 degrees of freedom on the per-seed means (0.2, 0.3, 0.6), plus
-    # the spread of the draws within seeds
-    se_seeds = np.std([0.2, 0.3, 0.6], ddof=1) / math.sqrt(3)
-    assert lo < est - 4.30 * se_seeds and hi > est + 4.30 * se_seeds
-    assert hi - est == pytest.approx(est - lo)
-    # without seeds to resample and without draws, nothing varies
-    est1, (lo1, hi1), _ = bootstrap(lambda g: g.error.mean(), Trials(f[f.seed == 0]), n_boot=50)
-    assert lo1 == hi1 == est1
-
-
-def test_an_undefined_statistic_gives_no_interval():
-    f = pd.DataFrame({"seed": [0, 1, 2], "error": [0.1, 0.2, 0.3]})
-    est, ci, undefined = bootstrap(lambda g: math.nan, Trials(f), n_boot=50)
-    assert math.isnan(est) and all(math.isnan(v) for v in ci) and undefined == 1.0
-    c = make_claim("x", "X", "p", estimate=est, ci=ci, margin=0, direction="above", effect="x", seeds=[0, 1, 2],
-                   undefined=undefined)
-    assert c["verdict"] == "inconclusive" and c["estimate"] is None and c["ci"] == [None, None]
-    assert "undefined" in c["why"]
-
-
 def test_trials_are_checked():
     with pytest.raises(ValueError, match="seed"):
         Trials(pd.DataFrame({"error": [0.1]}))
@@ -132,7 +65,7 @@ SEEDS = (0, 1, 2)
 def test_single_deletions_judged_in_absolute_terms(rise, verdict):
     # one projection unit opening stage 1, whose big damage must not count
     rates = [0.05 + rise] * 4 + [0.6] + [0.05 + rise] * 4
-    t = _each({s: rates for s in SEEDS}, 0.05, projection={4})
+    t = _each({s: rates for s in SEEDS}, 0.05, projection={4}, n=8000)
     c = claim_single_deletions(t, n_boot=B)
     assert c["verdict"] == verdict, c
     assert c["estimate"] == pytest.approx(rise, abs=1e-9)
@@ -184,7 +117,10 @@ def _curve_trials(means_by_k, draws=8, spread=0.0, seeds=SEEDS):
 def test_smooth_growth_straight_line_cliff_and_flat():
     ks = [0, 1, 2, 4, 8, 16]
     line = claim_smooth_growth(_curve_trials({k: 0.02 + 0.02 * k for k in ks}, spread=0.01), n_boot=B)
-    assert line["verdict"] == "supported" and line["estimate"] == pytest.approx(1.0, abs=0.1)
+    # each seed's own curve (noisy draws: the steepest step is a little steeper than the line)
+    assert line["verdict"] == "supported" and line["estimate"] == pytest.approx(1.0, abs=0.25)
+    assert line["estimate"] == pytest.approx(np.mean(line["measured"]["per_seed"]))
+    assert 1 <= line["ci"][0] <= line["estimate"] <= line["ci"][1] and line["range"] == [1, None]
     cliff = claim_smooth_growth(_curve_trials({k: 0.02 if k == 0 else 0.85 for k in ks}, spread=0.01),
                                       n_boot=B)
     assert cliff["verdict"] == "contradicted" and cliff["estimate"] > 10
@@ -210,7 +146,7 @@ def test_independent_prediction_multiplies_single_deletion_accuracies():
     np.testing.assert_allclose(got, brute)
 
 
-@pytest.mark.parametrize("proj_error, verdict", [(0.5, "supported"), (0.051, "contradicted")])
+@pytest.mark.parametrize("proj_error, verdict", [(0.15, "supported"), (0.051, "contradicted")])
 def test_projection_units_ranked_within_their_stage(proj_error, verdict):
     stage = [0.06, 0.07, 0.08, 0.09, 0.1, 0.11, 0.12, 0.13]
     rates = stage + [proj_error] + stage + [proj_error] + stage
@@ -266,21 +202,39 @@ def test_exponential_decay_supported_contradicted_and_not_exponential():
     assert zigzag["verdict"] == "inconclusive" and "variance" in zigzag["why"]
 
 
+def _by_seed(n, weights):
+    """Path trials whose seed s has the weights ``weights[s]`` (seeds that differ)."""
+    parts = [_paths(n, w, seeds=(s,)) for s, w in enumerate(weights)]
+    return Trials(pd.concat([p.frame for p in parts], ignore_index=True), np.concatenate([p.items for p in parts]),
+                  value="sq_norm")
+
+
 def test_mean_length_and_effective_fraction_of_a_shallow_gradient():
     n = 54  # the fraction of all paths is compared with Veit's only at his n
     shallow = _paths(n, lambda k: 1.0 if 1 <= k <= 3 else 0.0)
     c = claim_mean_length_below(shallow, n, n_boot=B)
-    assert c["verdict"] == "supported" and c["estimate"] == pytest.approx(2 / 27)
+    # every seed and every resample gives exactly the same: no variation measured decides nothing
+    assert c["verdict"] == "inconclusive" and "no variation" in c["why"] and c["estimate"] == pytest.approx(2 / 27)
     assert c["measured"]["windows"][0] == [1, 3] and c["measured"]["widths"][0] == 3
     assert c["measured"]["mean_length_over_n"] == pytest.approx(2 / 54)
     assert c["measured"]["veit_window"] == [5, 17] and c["measured"]["veit_units"] == 54
     f = claim_effective_fraction(shallow, n, n_boot=B)
-    assert f["verdict"] == "supported"
     assert f["estimate"] == pytest.approx(sum(comb(n, k) for k in (1, 2, 3)) / 2 ** n)
+    varied = _by_seed(n, [lambda k: 1.0 if 1 <= k <= 3 else 0.0, lambda k: 1.0 if 1 <= k <= 4 else 0.0,
+                          lambda k: 1.0 if 2 <= k <= 3 else 0.0])
+    c = claim_mean_length_below(varied, n, n_boot=B)
+    assert c["verdict"] == "supported" and 0 <= c["ci"][0] <= c["estimate"] <= c["ci"][1] <= 2
+    f = claim_effective_fraction(varied, n, n_boot=B, margin=0.05)
+    assert f["verdict"] == "supported" and 0 <= f["ci"][0] <= f["estimate"] <= f["ci"][1] <= 1
+    # the default margin, 0.01 (about twice Veit's 0.45%): at n = 54 these windows hold ~1e-11 of all paths
+    assert claim_effective_fraction(varied, n, n_boot=B)["verdict"] == "supported"
     assert f["paper"]["value"] == 0.0045
-    typical = _paths(n, lambda k: comb(n, k) ** 2)  # every path alike: the gradient sits where the paths are
+    # every path alike: the gradient sits where the paths are
+    typical = _by_seed(n, [lambda k, a=a: comb(n, k) ** 2 * (1 + a * k) for a in (0.0, 0.01, 0.02)])
     assert claim_mean_length_below(typical, n, n_boot=B)["verdict"] == "contradicted"
-    assert claim_effective_fraction(typical, n, n_boot=B)["verdict"] == "contradicted"
+    # every seed's window is the same set of lengths: far above the margin, but nothing varies
+    f = claim_effective_fraction(typical, n, n_boot=B)
+    assert f["estimate"] > 0.9 and f["verdict"] == "inconclusive" and "no variation" in f["why"]
 
 
 def test_effective_fraction_is_not_compared_at_another_depth():
@@ -297,16 +251,17 @@ def test_claims_quoting_veit_take_the_magnitude_and_the_net_finding_the_net_quan
     for s in SEEDS:
         for k in range(n + 1):
             rows.append({"seed": s, "units": n, "length": k, "count": float(comb(n, k)),
-                         "magnitude": 1.0 if 20 <= k <= 30 else 0.0,  # deep: no cancellation
-                         "sq_norm": 1.0 if k == 2 else 0.0})  # the net gradient: only length 2
+                         # deep: no cancellation (the seeds differ a little, so the interval has a width)
+                         "magnitude": (1.0 + 0.01 * s * (k - 25)) if 20 <= k <= 30 else 0.0,
+                         "sq_norm": 1.0 if k == 2 else (0.01 * (s + 1) if k == 3 else 0.0)})  # the net: short
     frame = pd.DataFrame(rows)
     veit = claim_mean_length_below(Trials(frame.drop(columns="sq_norm"), value="magnitude"), n, n_boot=B)
     assert veit["measured"]["quantity"] == "magnitude" and veit["measured"]["windows"][0] == [20, 29]
-    assert veit["verdict"] == "contradicted" and veit["estimate"] == pytest.approx(25 / 27)
+    assert veit["verdict"] == "contradicted" and veit["estimate"] == pytest.approx(25 / 27, rel=0.02)
     net = finding_net_mean_length(Trials(frame.drop(columns="magnitude"), value="sq_norm"), n, n_boot=B)
     assert net["id"] == "net-mean-length" and net["paper"] is None
     assert net["measured"]["quantity"] == "sq_norm" and net["verdict"] == "supported"
-    assert net["estimate"] == pytest.approx(2 / 27)
+    assert net["estimate"] == pytest.approx(2 / 27, rel=0.1)  # length 2, and a little of length 3
 
 
 def test_effective_windows_are_comparable_across_depth():
@@ -315,21 +270,6 @@ def test_effective_windows_are_comparable_across_depth():
     w = effective_windows(pd.DataFrame(rows), mass=1.0)
     assert [(x["units"], x["low"], x["high"], x["width"]) for x in w] == [(9, 0, 3, 4), (27, 0, 9, 10)]
     assert [x["mean_length_over_n"] for x in w] == pytest.approx([1.5 / 9, 4.5 / 27])
-
-
-def test_log_scale_interval_is_the_mapped_interval_of_the_log_and_stays_positive():
-    frame = pd.DataFrame({"seed": [0, 1, 2], "share": [1e-6, 4e-6, 2e-5]})  # spread over seeds, all positive
-    t = Trials(frame, value="share")
-    mean = per_seed(lambda g: g.share.mean())
-    est, (lo, hi), _ = bootstrap(mean, t, n_boot=B, scale="log")
-    lest, (llo, lhi), _ = bootstrap(lambda f: math.log(mean(f)), t, n_boot=B)
-    assert est == pytest.approx(frame.share.mean()) and est == pytest.approx(math.exp(lest))
-    assert (lo, hi) == pytest.approx((math.exp(llo), math.exp(lhi)))
-    assert 0 < lo < est < hi
-    linear = bootstrap(mean, t, n_boot=B)[1]
-    assert linear[0] < 0  # the symmetric interval this replaces leaves the range of a share
-    with pytest.raises(ValueError, match="scale"):
-        bootstrap(mean, t, n_boot=B, scale="sqrt")
 
 
 def test_effective_fraction_interval_stays_positive_when_seeds_disagree():
@@ -369,7 +309,7 @@ def test_clusters_resample_whole_curves():
     t = Trials(f, draws=["unit"], cluster="draw")
     seen = set()
     for b in range(5):
-        _, _, _ = bootstrap(lambda g: seen.add(tuple(g.error)) or 0.0, t, n_boot=20, seed=b)
+        bootstrap(lambda g: seen.add(tuple(g.error)) or 0.0, t, n_boot=20, seed=b)
     # a resampled curve is a whole draw: error pairs (0.9, 0.1) and (0.5, 0.5) are never split
     assert all(len(v) % 2 == 0 and all(v[i:i + 2] in ((0.9, 0.1), (0.5, 0.5)) for i in range(0, len(v), 2))
                for v in seen)

@@ -27,12 +27,37 @@ def _cmd_study_run(args):
                              seeds=getattr(args, "seeds", None), progress=not args.no_progress,
                              cache=not getattr(args, "no_cache", False))
     summary = json.loads((folder / "summary.json").read_text())
+    if summary.get("quick"):
+        print("smoke run of the pipeline (--quick): tiny models, one seed; its verdicts are not evidence")
     for c in summary["claims"]:
         lo, hi = ("n/a" if v is None else f"{v:.3g}" for v in c["ci"])
         est = "n/a" if c["estimate"] is None else f"{c['estimate']:.3g}"
         print(f"[{c['verdict']:>12s}] {c['statement']}: {est} [{lo}, {hi}] ({c['direction']} {c['margin']:g}"
               f"{'; ' + c['why'] if c['verdict'] == 'inconclusive' else ''})")
+    for c in summary.get("checks", []):
+        state = {"supported": "passed", "contradicted": "FAILED"}.get(c["verdict"], "not settled")
+        print(f"[check {state:>11s}] {c['statement']}")
     print(f"results: {folder}  (report: {folder / 'report.md'})")
+    return 0
+
+
+def _cmd_study_preregister(args):
+    from .. import study
+    from ..study.prereg import write_preregistration
+    from ..study.runner import spec_file
+
+    path = spec_file(args.study)
+    if path is None:
+        from ..errors import SpecError
+
+        raise SpecError(f"no spec file for study {args.study!r}; studies: {', '.join(study.list_studies())}")
+    spec = study.load_spec(path)
+    if not spec.get("claims"):
+        from ..errors import SpecError
+
+        raise SpecError(f"{path}: the spec defines no claims (a 'claims:' section) to pre-register")
+    out = write_preregistration(spec, path)
+    print(f"pre-registration of {spec['name']} -> {out} (commit it before the run: it is the contract)")
     return 0
 
 
@@ -63,6 +88,10 @@ def add(sub) -> None:
                    "trained before with the same settings and code (kept in $UNRAVEL_CACHE or ~/.cache/unravel)")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=_cmd_study_run)
+    pre = ssub.add_parser("preregister", help="write a study's pre-registration (its claims' definitions, seeds, "
+                          "correction and analysis, hashed) beside its spec")
+    pre.add_argument("study", help="a study name or a path to its YAML spec")
+    pre.set_defaults(func=_cmd_study_preregister)
     lst = ssub.add_parser("list", help="list the shipped studies")
     lst.set_defaults(func=_cmd_study_list)
 

@@ -30,11 +30,15 @@ from .folders import STUDY_DIRS, list_studies, load_all_studies, load_study, stu
 from .kinds import KINDS, Kind, get_kind, kind_names, register_kind
 from .runner import Context, build_model, load_data, run_study
 from .spec import DataSpec, ModelSpec, StudySpec, TrainSpec, apply_quick, load_spec, parse_spec, validate_spec
-from .stats import VERDICTS, Trials, bootstrap, decide, per_seed, subset, trials_from
+from .intervals import Interval, bootstrap
+from .prereg import parse_claims, preregistration_hash, preregistration_record, write_preregistration
+from .stats import Trials, per_seed, subset, trials_from
+from .verdicts import VERDICTS, decide, holm, make_claim
 
 __all__ = ["run_study", "load_spec", "list_studies", "SpecError", "KINDS", "MODEL_BUILDERS", "STUDY_DIRS",
            "build_model", "load_data", "validate_spec", "parse_spec", "apply_quick", "environment", "source_hash",
            "register_kind", "get_kind", "kind_names", "Kind", "Context", "StudySpec", "DataSpec", "ModelSpec",
            "TrainSpec", "study_folders", "load_study", "load_all_studies",
-           "Trials", "trials_from", "subset", "bootstrap", "per_seed", "decide", "VERDICTS",
+           "Trials", "trials_from", "subset", "bootstrap", "Interval", "per_seed", "decide", "VERDICTS", "holm",
+           "make_claim", "parse_claims", "preregistration_hash", "preregistration_record", "write_preregistration",
            "register_paper", "judge", "check_columns", "PAPERS"]

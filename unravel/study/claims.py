@@ -6,7 +6,10 @@ The framework side of every study's claims: a registry of what each paper report
 in its folder (``studies/<name>/claims.py``); this module knows no study by name.
 
 Each claim is a dict: ``id``, ``statement``, ``source``, ``effect`` (what is estimated),
-``estimate``, ``ci`` (95%, bootstrap over seeds, test examples and draws), ``margin`` and
+``kind`` (``claim``, or ``check`` for what holds by construction or tests only a sign),
+``range`` (the values the statistic can take, or None), ``estimate`` (the mean over seeds of each
+seed's statistic), ``ci`` (95%, hierarchical bootstrap over seeds, then test examples and draws;
+inside ``range``, around the estimate), ``margin`` and
 ``direction`` (the claim says the effect lies above or below the margin), ``paper`` (the paper's
 own figure for this quantity, where it gives one), ``seeds``, ``rule``, ``verdict``
 (``"supported"``, ``"contradicted"`` or ``"inconclusive"``), ``why`` and ``measured``
@@ -25,7 +28,9 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from ..errors import ArgumentError
-from .stats import bootstrap, make_claim
+from .intervals import bootstrap
+from .prereg import active, definition
+from .verdicts import make_claim, p_values
 
 __all__ = ["register_paper", "paper_entry", "judge", "check_columns", "PAPERS"]
 
@@ -78,35 +83,71 @@ def _seeds(*trials):
     return sorted({int(s) for t in trials for s in t.frame.seed.unique()})
 
 
-def judge(cid, statement, source, stat, trials, *, margin, direction, effect, measured=None, requires=(),
-          n_boot=1000, boot_seed=0, paper_key=None, extra=(), scale="linear") -> dict:
-    """The claim dict for statistic ``stat`` over ``trials`` (a :class:`Trials`, or a dict of
-    them), bootstrapped (:func:`~unravel.study.stats.bootstrap`) and decided against ``margin``.
+def _scale_ok(min_scale: dict, scale: dict | None):
+    """Preconditions from a definition's ``min_scale`` against the claim's measured ``scale``."""
+    out = []
+    for key, least in (min_scale or {}).items():
+        got = (scale or {}).get(key)
+        out.append((got is not None and got >= least,
+                    f"the claim is judged at {key} >= {least:g} (its pre-registered minimum scale); this run has "
+                    f"{'no measured ' + key if got is None else f'{key} {got:g}'}"))
+    return out
 
-    ``paper_key`` (default ``cid``) names the :data:`PAPERS` entry shown beside the estimate.
-    One training seed makes the claim inconclusive: the interval would not cover the variation
-    between training runs.
+
+def judge(cid, statement, source, stat, trials, *, margin, direction, effect, measured=None, requires=(),
+          n_boot=1000, boot_seed=0, paper_key=None, extra=(), range=None, check=False,  # noqa: A002
+          scale=None) -> dict:
+    """The claim dict for statistic ``stat`` over ``trials`` (a :class:`Trials`, or a dict of
+    them): its estimate and hierarchical bootstrap interval
+    (:func:`~unravel.study.intervals.bootstrap`), decided against ``margin``.
+
+    ``range`` is what the statistic can take (``[low, high]``, None at an open end, or None);
+    ``check=True`` makes the record a check (holds by construction, or tests only a sign).
+    While a run's pre-registered definitions are active (:func:`~unravel.study.prereg.definitions`),
+    the definition of ``cid`` decides: its margin, direction, range, ``check`` and ``min_scale``
+    (compared with ``scale``, the claim's measured scale such as ``{"units": 54}``) replace the
+    arguments, and a claim without a definition is marked ``preregistered: false``. An amended
+    definition also records the verdict under its original margin. ``paper_key`` (default
+    ``cid``) names the :data:`PAPERS` entry shown beside the estimate. One training seed makes
+    the claim inconclusive: the interval would not cover the variation between training runs.
 
     Examples
     --------
     >>> import pandas as pd
     >>> from unravel.study.claims import judge
     >>> from unravel.study.stats import Trials, per_seed
-    >>> t = Trials(pd.DataFrame({"seed": [0, 0, 1, 1], "error": [0.1, 0.2, 0.1, 0.3]}))
+    >>> t = Trials(pd.DataFrame({"seed": [0, 0, 1, 1, 2, 2], "error": [0.1, 0.2, 0.1, 0.3, 0.2, 0.2]}))
     >>> c = judge("low-error", "The error is low", "here", per_seed(lambda g: g.error.mean()), t,
-    ...           margin=0.5, direction="below", effect="mean error", n_boot=50)
-    >>> c["verdict"]
-    'supported'
+    ...           margin=0.5, direction="below", effect="mean error", n_boot=50, range=[0, 1])
+    >>> c["verdict"], c["range"], c["ci"][0] <= c["estimate"] <= c["ci"][1]
+    ('supported', [0, 1], True)
     """
-    est, ci, undefined = bootstrap(stat, trials, n_boot=n_boot, seed=boot_seed, scale=scale)
+    d = definition(cid)
+    if d is not None:
+        if d["direction"] != direction:
+            raise ArgumentError(f"claim {cid!r} tests {direction} its margin, but its pre-registered definition "
+                                f"says {d['direction']}: the code and the spec disagree")
+        margin, range, check = d["margin"], d.get("range", range), d.get("check", check)
+        extra = [*extra, *_scale_ok(d.get("min_scale"), scale)]
+    r = bootstrap(stat, trials, n_boot=n_boot, seed=boot_seed, range=range)
     parts = list(trials.values() if isinstance(trials, Mapping) else [trials])
     seeds = _seeds(*parts)
     requires = [*requires, *extra,
                 (len(seeds) >= 2, "one training seed: the interval covers the test examples and draws of one trained "
                                   "net, not the variation between training runs; run two or more seeds")]
-    return make_claim(cid, statement, source, estimate=est, ci=ci, margin=margin, direction=direction, effect=effect,
-                      seeds=seeds, paper=paper_entry(paper_key or cid), measured=measured, requires=requires,
-                      undefined=undefined)
+    kw = dict(estimate=r.estimate, ci=r.ci, direction=direction, effect=effect, seeds=seeds,
+              paper=paper_entry(paper_key or cid), measured={**(measured or {}), "per_seed": r.per_seed},
+              requires=requires, undefined=r.undefined, range=range, check=check)
+    claim = make_claim(cid, statement, source, margin=margin, p=p_values(r, margin, direction),
+                       **kw)
+    claim["preregistered"] = d is not None if active() else None
+    if d is not None and d.get("amended"):
+        a = d["amended"]
+        om, od = a["original"].get("margin", margin), a["original"].get("direction", direction)
+        original = make_claim(cid, statement, source, **{**kw, "direction": od}, margin=om)
+        claim["amendment"] = {"date": a["date"], "reason": a["reason"], "original_margin": om,
+                              "original_direction": od, "original_verdict": original["verdict"]}
+    return claim
 
 
 def check_columns(frame, columns, what) -> None:

@@ -60,8 +60,30 @@ def _paper_cell(paper):
     return f"{value}{paper.get('note', '')} ({paper.get('where', '')})"
 
 
+def _verdict_cell(c) -> str:
+    cell = f"**{c['verdict']}**"
+    if c.get("verdict_holm") and c["verdict_holm"] != c["verdict"]:
+        cell += f" (Holm: {c['verdict_holm']})"
+    a = c.get("amendment")
+    if a:
+        cell += (f"; amended {a['date']} ({a['reason']}): under the original {a['original_direction']} "
+                 f"{_fmt(a['original_margin'])}, **{a['original_verdict']}**")
+    return cell
+
+
+def _interval(c) -> str:
+    rng = c.get("range")
+    where = "" if not rng else f"; range [{_fmt(rng[0]) if rng[0] is not None else '-inf'}, " \
+                                f"{_fmt(rng[1]) if rng[1] is not None else 'inf'}]"
+    return f"{c['effect']}: {_fmt(c['estimate'])} [{_fmt(c['ci'][0])}, {_fmt(c['ci'][1])}]{where}"
+
+
+SMOKE = ("**Smoke run of the pipeline (`--quick`)**: tiny models, few examples and epochs, one seed. It checks "
+         "that the study runs end to end; its numbers and verdicts are not evidence about any paper.")
+
+
 def report_markdown(spec, claims: list, *, seeds, device, quick: bool, figures: list, tables: list,
-                    environment: dict | None = None) -> str:
+                    environment: dict | None = None, checks: list = (), preregistration: dict | None = None) -> str:
     """The Markdown report of a study: settings, a table of verdicts (each beside the paper's own
     figure for the quantity), the rules, figures and links to the data.
 
@@ -69,11 +91,15 @@ def report_markdown(spec, claims: list, *, seeds, device, quick: bool, figures: 
     ----------
     spec : StudySpec
     claims : list of dict
-        As the ``claim_*`` functions return them.
+        As the ``claim_*`` functions return them (claims only: the evidence).
+    checks : list of dict
+        The checks: what holds by construction or tests only a sign; listed apart.
+    preregistration : dict, optional
+        ``{commit, hash, matches}`` of the study's pre-registration.
     seeds : list of int
     device : str or torch.device
     quick : bool
-        A smoke run: the report says its verdicts are not evidence.
+        A smoke run: the report's first line says so, and the study's description is left out.
     figures : list of (file, caption)
     tables : list of file names
     environment : dict, optional
@@ -97,12 +123,12 @@ def report_markdown(spec, claims: list, *, seeds, device, quick: bool, figures: 
     # demo
     True
     """
-    lines = [f"# {spec.title or spec.name}", ""]
-    if spec.description:
-        lines += [spec.description.strip(), ""]
     if quick:
-        lines += ["*Quick run (`--quick`): tiny models and few epochs, a smoke test of the pipeline; "
-                  "its verdicts are not evidence either way.*", ""]
+        lines = [f"# Smoke run of the pipeline: {spec.name} (`--quick`)", "", SMOKE, ""]
+    else:
+        lines = [f"# {spec.title or spec.name}", ""]
+        if spec.description:
+            lines += [spec.description.strip(), ""]
     t, steps = spec.train, getattr(spec.analysis, "training", None)
     trained = (f"{t.epochs} epochs of {t.optimizer} (lr {t.lr if t.lr is not None else 'default'}, {t.schedule} "
                f"schedule, weight decay {t.decay:g}, batch {t.batch_size})") if steps is None else (
@@ -116,18 +142,33 @@ def report_markdown(spec, claims: list, *, seeds, device, quick: bool, figures: 
         lines += [f"Code: unravel {environment.get('versions', {}).get('unravel')}, git revision "
                   f"`{rev or 'unknown'}`{' with local changes' if environment.get('git_dirty') else ''}"
                   f"{', source hash `' + environment['source_hash'][:12] + '`' if environment.get('source_hash') else ''}."]
+    if preregistration:
+        p = preregistration
+        lines += [f"Pre-registration: hash `{(p.get('hash') or '')[:12]}`, "
+                  + (f"committed in `{p['commit'][:10]}`" if p.get("commit") else "not committed")
+                  + ("; the run's claim definitions match it." if p.get("matches") else
+                     "; **the run's claim definitions differ from it** (or there is none).")]
     lines += ["", "## Verdicts", "",
-              "Each claim is judged by an effect estimate, its 95% interval (Student's t over the training seeds, "
-              "plus a bootstrap over test examples and random draws where the study kept them) and a stated margin: "
-              "*supported* when the whole interval lies on the claimed side of the margin, *contradicted* when it "
-              "lies on the other side, *inconclusive* otherwise.", "",
+              "Each claim is judged by an effect estimate (the mean over seeds of each seed's statistic), its 95% "
+              "interval (a hierarchical bootstrap over seeds, then test examples and random draws, on the "
+              "statistic's own scale and inside its range) and a pre-registered margin: *supported* when the whole "
+              "interval lies on the claimed side of the margin, *contradicted* when it lies on the other side, "
+              "*inconclusive* otherwise or when the interval has zero width. Holm's correction over the study's "
+              "claims is shown where it changes a verdict.", "",
               "| claim | the paper | ours: estimate [95% CI] | margin | verdict |", "|---|---|---|---|---|"]
     for c in claims:
-        ours = f"{c['effect']}: {_fmt(c['estimate'])} [{_fmt(c['ci'][0])}, {_fmt(c['ci'][1])}]"
-        lines.append(f"| {c['statement']} | {_paper_cell(c.get('paper'))} | {ours} | {c['direction']} "
-                     f"{_fmt(c['margin'])} | **{c['verdict']}** |")
+        lines.append(f"| {c['statement']} | {_paper_cell(c.get('paper'))} | {_interval(c)} | {c['direction']} "
+                     f"{_fmt(c['margin'])} | {_verdict_cell(c)} |")
+    if checks:
+        lines += ["", "## Checks", "",
+                  "What holds by construction or tests only a sign: each must pass, none counts as evidence for a "
+                  "paper.", ""]
+        for c in checks:
+            state = {"supported": "passed", "contradicted": "**failed**"}.get(c["verdict"], "not settled")
+            lines.append(f"- {c['statement']}: {_interval(c)}, {c['direction']} {_fmt(c['margin'])}: {state} "
+                         f"({c['why']}).")
     lines += ["", "Why each verdict, and what else was measured:", ""]
-    for c in claims:
+    for c in [*claims, *checks]:
         measured = "; ".join(f"{k} = {_fmt(v)}" for k, v in c["measured"].items())
         lines.append(f"- *{c['statement']}* — **{c['verdict']}**: {c['why']}. Rule: {c['rule']}. Seeds "
                      f"{c['seeds']}. Measured: {measured}")

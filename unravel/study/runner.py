@@ -26,11 +26,14 @@ from .._io import check_folder, data_hash, write_text
 from .._utils import check_device, check_int
 from ..errors import ArgumentError
 from .environment import environment
+from .folders import list_studies
 from .kinds import get_kind
+from .prereg import definitions, preregistration_record
 from .report import report_markdown, summary_json
+from .verdicts import holm
 from .spec import DataSpec, ModelSpec, StudySpec, apply_quick, load_spec, parse_spec, validate_spec
 
-__all__ = ["Context", "run_study", "load_data", "build_model", "read_items"]
+__all__ = ["Context", "run_study", "load_data", "build_model", "read_items", "spec_file"]
 
 
 class Context:
@@ -168,6 +171,24 @@ def read_items(path) -> np.ndarray:
     return np.unpackbits(z["bits"], axis=1, count=cols).astype(bool).reshape(rows, cols)
 
 
+def spec_file(name_or_file) -> Path | None:
+    """The YAML file a study name or path names (None if there is none to find).
+
+    Examples
+    --------
+    >>> from unravel.study.runner import spec_file
+    >>> spec_file("veit-paths").name
+    'veit-paths.yaml'
+    """
+    path = Path(name_or_file)
+    if not path.suffix and not path.is_dir():
+        return list_studies().get(str(name_or_file))
+    if path.is_dir():
+        specs = sorted(path.glob("*.yaml"))
+        return specs[0] if len(specs) == 1 else None
+    return path if path.is_file() else None
+
+
 def load_data(spec: Mapping):
     """The dataset a spec dict names (``data``, ``data_root``, ``data_options``).
 
@@ -241,8 +262,9 @@ def run_study(spec_or_name, out=None, *, quick: bool = False, device="cpu", seed
     ...                    "plain": {"name": "preact_plain_cifar", "width": 2}},
     ...         "train": {"epochs": 1}, "analysis": {"depths": [8], "probe_size": 2, "calibration_size": 32}}
     >>> folder = run_study(spec, tempfile.mkdtemp(), progress=False)
-    >>> [c["id"] for c in json.loads((folder / "summary.json").read_text())["claims"]]
-    ['identity-near-one', 'deeper-concentrates', 'transition-farther', 'plain-farther']
+    >>> summary = json.loads((folder / "summary.json").read_text())
+    >>> [c["id"] for c in summary["claims"]], [c["id"] for c in summary["checks"]]
+    (['identity-near-one', 'deeper-concentrates', 'transition-farther'], ['plain-farther'])
     """
     if isinstance(spec_or_name, Mapping):
         spec = apply_quick(spec_or_name) if quick else copy.deepcopy(dict(spec_or_name))
@@ -250,6 +272,7 @@ def run_study(spec_or_name, out=None, *, quick: bool = False, device="cpu", seed
         validate_spec(spec)
     else:
         spec = load_spec(spec_or_name, quick=quick)
+    source = None if isinstance(spec_or_name, Mapping) else spec_file(spec_or_name)
     device = _device(device)
     if seed is not None and seeds is not None:
         raise ArgumentError("give seed or seeds, not both.")
@@ -274,13 +297,22 @@ def run_study(spec_or_name, out=None, *, quick: bool = False, device="cpu", seed
     (folder / "environment.json").write_text(summary_json(env))
     ctx = Context(checked, folder, device, seeds, progress, cache=cache)
     start = time.perf_counter()
-    claims = get_kind(checked.kind).run(ctx)
+    with definitions(checked.claims or None):
+        results = get_kind(checked.kind).run(ctx)
+    claims = [c for c in results if c.get("kind", "claim") != "check"]
+    checks = [c for c in results if c.get("kind") == "check"]
+    if checked.correction == "holm":
+        holm(claims)
+    prereg = preregistration_record(spec, source)
     summary = {"study": checked.name, "kind": checked.kind, "quick": quick, "seeds": seeds,
                "git_revision": env["git_revision"], "git_dirty": env["git_dirty"],
-               "seconds": round(time.perf_counter() - start, 1), "claims": claims}
+               "seconds": round(time.perf_counter() - start, 1), "correction": checked.correction,
+               "preregistration": prereg, "claims": claims, "checks": checks,
+               "checks_passed": all(c["verdict"] == "supported" for c in checks)}
     # the finished work, written whole or saved elsewhere (the error says where)
     write_text(folder / "summary.json", summary_json(summary), "summary")
     write_text(folder / "report.md", report_markdown(checked, claims, seeds=seeds, device=device, quick=quick,
-                                                     figures=ctx.figures, tables=ctx.tables, environment=env),
+                                                     figures=ctx.figures, tables=ctx.tables, environment=env,
+                                                     checks=checks, preregistration=prereg),
                "report")
     return folder

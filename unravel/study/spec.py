@@ -23,13 +23,14 @@ from ..models import registry
 from .schema import bad, choice, integer, join, keys, list_of, number, optional, section, setting, text
 from .folders import list_studies, load_study
 from .kinds import get_kind
+from .prereg import check_correction, parse_claims
 
 __all__ = ["SpecError", "StudySpec", "DataSpec", "ModelSpec", "TrainSpec",
            "TOP_KEYS", "TRAIN_KEYS", "load_spec", "parse_spec", "validate_spec",
            "apply_quick", "merge"]
 
 TOP_KEYS = ("name", "kind", "title", "description", "data", "data_root", "data_options", "models", "train",
-            "analysis", "quick", "seed", "seeds")
+            "analysis", "quick", "seed", "seeds", "claims", "correction")
 
 
 # ------------------------------------------------------------------------------------------
@@ -137,6 +138,10 @@ class StudySpec:
     seeds: tuple = (0,)
     title: str | None = None
     description: str | None = None
+    #: The pre-registered claim definitions, by id (see :mod:`~unravel.study.prereg`).
+    claims: Mapping = field(default_factory=dict)
+    #: The multiple-testing correction of the study's verdicts: ``holm`` or ``none``.
+    correction: str = "holm"
 
 
 # ------------------------------------------------------------------------------------------
@@ -190,7 +195,8 @@ batch_size, weight_decay, schedule
     if texts["name"] is not None:
         study_name(texts["name"], join(path, "name"))
     return StudySpec(texts["name"] or kind, kind, data, models, train, analysis, seeds, texts["title"],
-                     texts["description"])
+                     texts["description"], parse_claims(spec.get("claims"), join(path, "claims")),
+                     check_correction(spec, path))
 
 
 def study_name(name: str, path: str = "name") -> str:
@@ -242,7 +248,7 @@ def validate_spec(spec: Mapping) -> None:
     """
     parse_spec(spec)
     if spec.get("quick") is not None:
-        keys(spec["quick"], "quick", [k for k in TOP_KEYS if k not in ("name", "kind", "quick")])
+        keys(spec["quick"], "quick", [k for k in TOP_KEYS if k not in ("name", "kind", "quick", "claims", "correction")])
 
 
 def merge(base: Mapping, over: Mapping | None) -> dict:
