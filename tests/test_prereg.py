@@ -106,7 +106,7 @@ def test_preregister_writes_the_file_and_a_run_records_it(tmp_path):
     spec = {"name": "tiny", "kind": "veit-paths", "data": "synthetic",
             "data_options": {"num_samples": 64, "input_shape": [1, 8]},
             "models": {"residual": {"name": "resmlp", "depth": 3, "width": 4}}, "train": {"epochs": 1},
-            "analysis": {"probe_size": 4, "num_samples": 2, "sample_probe": 2, "n_boot": 10}, "seeds": [0, 1],
+            "analysis": {"probe_size": 4, "num_samples": 2, "sample_batches": 1, "sample_batch": 2, "n_boot": 10}, "seeds": [0, 1],
             "claims": {"mean-length": _defn(direction="below", margin=0.8, range=[0, 2], min_scale={"units": 27})}}
     import yaml
 
