@@ -107,22 +107,8 @@ def _fwd_bwd(model, x, y):
 
 def _single_path(model, units, x, y, path):
     """Veit et al.'s protocol for one path: one forward of the batch, one backward through the
-    path (residual branch in its units, shortcut elsewhere; the other branch detached). The norm
-    in float64 (a float32 norm underflows to 0.0 on long paths)."""
-    taken = set(path)
-    leaf = {}
-
-    def compute(unit, xin, position, **kw):
-        p = position.index
-        if p == 0:
-            xin = leaf.setdefault(0, xin.detach().requires_grad_())
-        s, r = unit.shortcut(xin), unit.residual(xin, **kw)
-        return unit.post(s.detach() + r if p in taken else s + r.detach())
-
-    with unravel.intervene(model, compute=compute):
-        loss = F.cross_entropy(model(x), y)
-    grad, = torch.autograd.grad(loss, leaf[0])
-    return float(torch.linalg.vector_norm(grad.double()))
+    path (``unravel.attribution.magnitude.single_path_norm``)."""
+    return unravel.attribution.magnitude.single_path_norm(model, x, y, path)
 
 
 def _stacked(model, units, x, y, paths):

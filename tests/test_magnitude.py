@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import unravel
@@ -20,21 +19,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 def _single_path(model, x, y, path):
-    """Brute force: one forward, one backward through the path's branches (the others detached);
-    the norm of the gradient at the first unit's input, in the model's dtype then float64."""
-    taken, leaf = set(path), {}
-
-    def compute(unit, xin, position, **kw):
-        p = position.index
-        if p == 0:
-            xin = leaf.setdefault(0, xin.detach().requires_grad_())
-        s, r = unit.shortcut(xin), unit.residual(xin, **kw)
-        return unit.post(s.detach() + r if p in taken else s + r.detach())
-
-    with unravel.intervene(model, compute=compute):
-        loss = F.cross_entropy(model(x), y)
-    g, = torch.autograd.grad(loss, leaf[0])
-    return float(torch.linalg.vector_norm(g.double()))
+    """Brute force: Veit's protocol, one forward and one backward through the path alone."""
+    return attribution.magnitude.single_path_norm(model, x, y, path)
 
 
 def _resnet(dtype=torch.float64):
