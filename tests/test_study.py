@@ -195,8 +195,8 @@ def test_parsed_spec_holds_checked_values_and_defaults():
     assert spec.models["residual"].options == {"depth": 14, "width": 8}
     quick = study.parse_spec(study.load_spec("quickstart", quick=True)).analysis.studies
     assert list(quick) == ["veit-lesion", "veit-paths", "norm-preservation"]
-    # a sub-study's own train fields win over the quickstart's (norm-preservation trains 3 epochs)
-    assert quick["veit-lesion"].train.epochs == 1 and quick["norm-preservation"].train.epochs == 3
+    # a sub-study's own train fields win over the quickstart's (norm-preservation trains 8 epochs, even in a quick run)
+    assert quick["veit-lesion"].train.epochs == 1 and quick["norm-preservation"].train.epochs == 8
     assert quick["veit-lesion"].data == study.DataSpec("mnist1d", None, {"num_samples": 600})
 
 

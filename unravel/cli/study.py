@@ -62,6 +62,11 @@ def _cmd_study_preregister(args):
 
 
 def _cmd_demo(args):
+    import torch
+
+    # The demo's nets are tiny: one thread is as fast as two, and on a busy machine a second
+    # thread spins waiting for the first (the demo once took 6.7 CPU-minutes that way).
+    torch.set_num_threads(args.threads)
     args.study, args.seed, args.device = "quickstart", None, "cpu"
     return _cmd_study_run(args)
 
@@ -104,5 +109,7 @@ def add_demo(sub) -> None:
     q.add_argument("--seeds", type=_count(0), nargs="+", default=None, metavar="SEED",
                    help="training seeds (default: the quickstart spec's)")
     q.add_argument("--no-cache", action="store_true", help="train every model again")
+    q.add_argument("--threads", type=_count(1), default=1,
+                   help="CPU threads for torch (default 1: the demo's nets are too small to gain from more)")
     q.add_argument("--no-progress", action="store_true")
     q.set_defaults(func=_cmd_demo)
