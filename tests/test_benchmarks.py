@@ -19,7 +19,7 @@ def test_benchmark_harness_quick(tmp_path):
     assert set(report["results"]) == {"protocol", "overhead", "lesion", "memory", "tracker", "scaling",
                                       "transformers"}
     r = report["results"]
-    assert r["protocol"]["ratio_protocol_over_exact"] > 0 and r["overhead"]["exact_s"] > 0
+    assert r["protocol"]["ratio_protocol_over_stacked"] > 0 and r["overhead"]["exact_s"] > 0
     assert r["lesion"]["delete_each_speedup"] > 0 and r["memory"]["exact_mib"] >= 0
     assert len(r["scaling"]["rows"]) == 2 and report["versions"]["torch"]
     assert "== protocol" in proc.stdout
