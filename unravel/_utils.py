@@ -209,6 +209,15 @@ def check_choice(name: str, value: Any, allowed: Iterable) -> Any:
     return value
 
 
+#: The largest integer a seed or a count may be (it must fit a 64-bit integer).
+MAX_INT64 = 2**63 - 1
+
+
+def check_seed(value: Any, name: str = "seed") -> int:
+    """``value`` as a seed: an int in ``0..2**63 - 1`` (see :func:`check_int`)."""
+    return check_int(name, value, 0, MAX_INT64)
+
+
 def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None,
               allow_none: bool = False) -> int | None:
     """``value`` as an int within [minimum, maximum]; bools, floats and strings are refused."""

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import cached_training, code_hash
-from ._utils import check_device, check_int, eval_mode, logits_of, model_device
+from ._utils import check_device, check_int, check_seed, eval_mode, logits_of, model_device
 from .errors import ArgumentError
 from .losses import next_token_loss
 from .models.registry import register_model
@@ -297,7 +297,7 @@ def train_study_model(seed: int = 0, *, study: str = "lm-ensemble", quick: bool 
     from .study.spec import load_spec, parse_spec
 
     device = check_device(device)
-    seed = check_int("seed", seed, 0, 2**63 - 1)
+    seed = check_seed(seed)
     spec = load_spec(study, quick=quick)
     if steps is not None:
         spec.setdefault("analysis", {})["steps"] = check_int("steps", steps, 1)

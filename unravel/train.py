@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from .data import DataSplit
 from ._io import state_hash, write_atomic
-from ._utils import check_int, check_number, eval_mode, model_device
+from ._utils import check_number, check_seed, eval_mode, model_device
 from .errors import ArgumentError, ArgumentTypeError, CheckpointError
 
 __all__ = ["fit", "evaluate", "save", "load", "History", "Callback", "as_loader"]
@@ -174,7 +174,7 @@ def fit(model: nn.Module, train: Any, test: Any = None, epochs: int = 10, *, bat
     lr = check_number("lr", lr, 0, MAX_LR, open_low=True, allow_none=True)
     momentum = check_number("momentum", momentum, 0, 1)
     weight_decay = check_number("weight_decay", weight_decay, 0, MAX_LR)
-    seed = check_int("seed", seed, 0, 2**63 - 1)
+    seed = check_seed(seed)
     if test is None and isinstance(train, DataSplit):
         test = train.test
     device = model_device(model, device)

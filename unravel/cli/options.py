@@ -9,6 +9,7 @@ import argparse
 import math
 from pathlib import Path
 
+from .._utils import MAX_INT64
 from ..errors import ArgumentError
 
 __all__: list = []
@@ -26,7 +27,7 @@ class _Parser(argparse.ArgumentParser):
 # Option types: each checks one value as argparse reads it
 
 #: The largest integer an option takes (seeds and sizes must fit a 64-bit integer).
-MAX_COUNT = 2**63 - 1
+MAX_COUNT = MAX_INT64
 
 
 def _count(minimum: int):

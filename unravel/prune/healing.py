@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..sweeps.engine import make_scorer
-from .._utils import check_choice, check_int, check_number, eval_mode, logits_of, model_device, saved_modes
+from .._utils import check_choice, check_int, check_number, check_seed, eval_mode, logits_of, model_device, saved_modes
 from ..errors import ArgumentError
 
 __all__ = ["heal", "Healing", "quality"]
@@ -151,7 +151,7 @@ def heal(model: nn.Module, data, *, steps: int = 100, lr: float = 1e-4, batch_si
     eval_examples = check_int("eval_examples", eval_examples, 1)
     check_choice("split", split, ("train", "test"))
     lr = check_number("lr", lr, 0, 1e3, open_low=True)  # finite: an infinite rate heals into NaN weights
-    seed = check_int("seed", seed, 0, 2**63 - 1)
+    seed = check_seed(seed)
     if not isinstance(next_token, bool):
         raise ArgumentError(f"next_token={next_token!r} must be True or False.")
     params = [p for p in model.parameters() if p.requires_grad]

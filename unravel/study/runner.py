@@ -23,7 +23,7 @@ import yaml
 from .. import plots, train
 from ..cache import cached_training, code_hash
 from .._io import check_folder, data_hash, write_text
-from .._utils import check_device, check_int
+from .._utils import check_device, check_seed
 from ..errors import ArgumentError
 from .environment import environment
 from .folders import list_studies
@@ -277,12 +277,12 @@ def run_study(spec_or_name, out=None, *, quick: bool = False, device="cpu", seed
     if seed is not None and seeds is not None:
         raise ArgumentError("give seed or seeds, not both.")
     if seed is not None:
-        seeds = [check_int("seed", seed, 0, 2**63 - 1)]
+        seeds = [check_seed(seed)]
     if seeds is not None:
         if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
             raise ArgumentError(f"seeds={seeds!r}: must be a list of non-negative integers.")
         spec.pop("seed", None)
-        spec["seeds"] = [check_int("seeds", s, 0, 2**63 - 1) for s in seeds]
+        spec["seeds"] = [check_seed(s, "seeds") for s in seeds]
     checked = parse_spec(spec)
     seeds = list(checked.seeds)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")

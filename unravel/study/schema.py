@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import field, fields
 from typing import Any
 
+from .._utils import MAX_INT64
 from ..errors import SpecError
 
 __all__ = ["join", "bad", "integer", "number", "choice", "text", "flag", "optional", "list_of", "setting", "keys",
@@ -36,7 +37,7 @@ def is_number(text: str) -> bool:
 
 
 #: The largest integer a spec may give (seeds and sizes must fit a 64-bit integer).
-MAX_INT = 2**63 - 1
+MAX_INT = MAX_INT64
 
 
 def integer(minimum: int) -> Callable:

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 import numpy as np
 from torch import nn
 
-from .._utils import check_int, model_device
+from .._utils import check_int, check_seed, model_device
 from ..adapters.wrappers import as_module
 from ..errors import ArgumentError
 from ..lesion import unit_shapes
@@ -104,10 +104,15 @@ def delete_each(model: nn.Module, data, *, batch_size: int = 256, device=None, p
                   return_items=return_items)
 
 
+def _by_unit(group) -> bool:
+    """Whether ``group`` is the default, every unit on its own."""
+    return isinstance(group, str) and group == "unit"
+
+
 def _group_setting(group, groups) -> dict:
     """The grouping, for a results file's fingerprint (nothing for units alone, so that files
     written before groups existed still resume)."""
-    return {} if isinstance(group, str) and group == "unit" else {"group": [list(g) for g in groups]}
+    return {} if _by_unit(group) else {"group": [list(g) for g in groups]}
 
 
 #: The most swaps one reorder variant may make (each draws one pair; more only mixes the units
@@ -148,17 +153,17 @@ def delete_random(model: nn.Module, data, ks: Iterable[int] = (1, 2, 4, 8), samp
     """
     units = find_units(model)
     allowed = [u.index for u in (resolve_units(units, candidates) if candidates is not None else units)]
-    if isinstance(group, str) and group == "unit":
+    if _by_unit(group):
         groups = [(i,) for i in allowed]  # in the order given: the draws of a seed stay those of before groups
     else:
         groups = [g for g in unit_groups(units, group) if set(g) <= set(allowed)]
     if not groups:
         raise ArgumentError("no candidate to delete: no group has all of its units among candidates=.")
     pool = list(range(len(groups)))
-    what = "units" if isinstance(group, str) and group == "unit" else "groups"
+    what = "units" if _by_unit(group) else "groups"
     ks = _ks(ks, len(pool), f"the model has {len(pool)} candidate {what}")
     samples_per_k = check_int("samples_per_k", samples_per_k, 1)
-    seed = check_int("seed", seed, 0, 2**63 - 1)
+    seed = check_seed(seed)
 
     def variants():  # made lazily, as the sweep reaches them
         rng = np.random.default_rng(seed)
@@ -204,7 +209,7 @@ def reorder_random(model: nn.Module, data, ks: Iterable[int] = (1, 2, 4, 8), sam
     x0, _ = next(iter(loader))
     device = model_device(model, device)
     samples_per_k = check_int("samples_per_k", samples_per_k, 1)
-    seed = check_int("seed", seed, 0, 2**63 - 1)
+    seed = check_seed(seed)
     shapes = unit_shapes(model, x0[:1].to(device))
 
     def role(i):  # what a unit must share with the one it changes places with; None: it may not move
@@ -219,7 +224,7 @@ def reorder_random(model: nn.Module, data, ks: Iterable[int] = (1, 2, 4, 8), sam
             alike.setdefault(roles, []).append(j)
     pairs = [(a, b) for js in alike.values() for i, a in enumerate(js) for b in js[i + 1:]]
     if not pairs:
-        what = "units" if isinstance(group, str) and group == "unit" else "groups"
+        what = "units" if _by_unit(group) else "groups"
         raise ArgumentError(f"no two {what} of this model may change places (identity shortcuts and equal "
                             "shapes are needed).")
     ks = _ks(ks, MAX_SWAPS, "swaps of compatible pairs")
