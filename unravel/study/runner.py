@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as _dt
+import functools
 import json
 import time
 from collections.abc import Mapping
@@ -78,6 +79,11 @@ class Context:
             self._data = self.spec.data.load()
         return self._data
 
+    @functools.cached_property
+    def _data_hash(self) -> str:
+        """The hash of the dataset's content, computed once: every trained model's cache key holds it."""
+        return data_hash(self.data)
+
     def _model_spec(self, role_or_spec):
         m = self.spec.models[role_or_spec] if isinstance(role_or_spec, str) else role_or_spec
         return ModelSpec.from_spec(m, "model") if isinstance(m, Mapping) else m
@@ -102,7 +108,7 @@ class Context:
         m = self._model_spec(role_or_spec)
         model = self.model(m, seed, **overrides)
         # the data's content, not only its name and folder: other files in the same folder train another model
-        data = [self.spec.data.name, self.spec.data.root, dict(self.spec.data.options), data_hash(self.data)]
+        data = [self.spec.data.name, self.spec.data.root, dict(self.spec.data.options), self._data_hash]
         key = json.dumps({"model": m.name, "options": {**m.options, **overrides}, "data": data,
                           "train": dataclasses.asdict(self.spec.train),
                           "seed": seed, "device": self.device.type, "code": code_hash()}, sort_keys=True, default=str)
